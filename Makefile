@@ -1,0 +1,42 @@
+# Thin wrapper over CMake. `make demo` and `make check` are the README's two commands.
+BUILD      ?= build
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+WERROR     ?= 1
+CMAKE_ARGS ?=
+WOPT        = -DWERROR=$(if $(filter 0,$(WERROR)),OFF,ON)
+
+.PHONY: all deps build demo check check-fast san clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(WOPT) $(CMAKE_ARGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	./$(BUILD)/vmmu run
+
+# Sanitizer trees; their tests are registered in the main tree's ctest.
+san: deps
+	cmake -S . -B $(BUILD)-asan $(WOPT) -DVMMU_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)
+	cmake --build $(BUILD)-asan -j $(JOBS)
+	cmake -S . -B $(BUILD)-tsan $(WOPT) -DVMMU_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	cmake --build $(BUILD)-tsan -j $(JOBS)
+
+check: san
+	cmake -S . -B $(BUILD) $(WOPT) \
+	  "-DVMMU_SAN_DIRS=asan=$(abspath $(BUILD)-asan);tsan=$(abspath $(BUILD)-tsan)" $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The plain tree only, no sanitizers.
+check-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan

@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmmu: the x86 MMU of a hypervisor, as a userspace library.
+ *
+ * This is the one public header. Every handle is opaque; every object has a
+ * create/destroy pair; every fallible call returns 0 or a negative VMMU_E*
+ * code (see vmmu_strerror()). A call that fails leaves the VM unchanged.
+ *
+ * Threading: a VM may be used from any number of threads. A vCPU is driven by
+ * one thread at a time (the embedder's vCPU thread); different vCPUs run in
+ * parallel. See docs/mmu.md for the locking rules behind these promises.
+ */
+#ifndef VMMU_VMMU_H
+#define VMMU_VMMU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(VMMU_BUILDING)
+#define VMMU_EXPORT __attribute__((visibility("default")))
+#else
+#define VMMU_EXPORT
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Result codes. Negative errno-like values; 0 is success.                   */
+
+#define VMMU_OK        0
+#define VMMU_EPERM    (-1)   /* operation not allowed in this state            */
+#define VMMU_ENOENT   (-2)   /* no such memslot / object                        */
+#define VMMU_EIO      (-5)   /* the VM is bugged: an internal invariant broke   */
+#define VMMU_EAGAIN   (-11)  /* transient; try again                            */
+#define VMMU_ENOMEM   (-12)  /* out of memory (host or page-table arena)        */
+#define VMMU_EFAULT   (-14)  /* host address unusable (unmapped, not writable)  */
+#define VMMU_EBUSY    (-16)  /* object in use                                   */
+#define VMMU_EEXIST   (-17)  /* overlaps an existing memslot / id taken         */
+#define VMMU_EINVAL   (-22)  /* bad argument                                    */
+#define VMMU_ENOSPC   (-28)  /* a fixed-size table is full                      */
+#define VMMU_ERANGE   (-34)  /* address beyond MAXPHYADDR / the slot            */
+#define VMMU_ENOTSUP  (-95)  /* valid request this build/host cannot do         */
+
+/* vmmu_vcpu_access() returns this (> 0) when *exit says why it stopped. */
+#define VMMU_EXIT      1
+
+VMMU_EXPORT const char *vmmu_strerror(int err);
+
+/* ------------------------------------------------------------------------ */
+/* VM                                                                        */
+
+typedef struct vmmu_vm vmmu_vm;
+typedef struct vmmu_vcpu vmmu_vcpu;
+
+enum vmmu_mmu_kind {
+	VMMU_MMU_TDP = 0,	/* two-dimensional paging (EPT or NPT tables)      */
+};
+
+enum vmmu_tdp_format {
+	VMMU_TDP_EPT = 0,	/* Intel EPT entries (R/W/X, memtype, misconfig)   */
+	VMMU_TDP_NPT = 1,	/* AMD NPT: the legacy x86-64 PTE format           */
+};
+
+/* vmmu_vm_config.flags */
+#define VMMU_VM_AD_DISABLED   (1u << 0)	/* no hardware A/D in SPTEs: access tracking */
+#define VMMU_VM_NO_HUGEPAGES  (1u << 1)	/* map everything at 4K                      */
+
+struct vmmu_vm_config {
+	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
+	uint32_t tdp_format;	/* enum vmmu_tdp_format                        */
+	uint32_t tdp_levels;	/* 4 or 5 (EPT/NPT root level)                 */
+	uint32_t maxphyaddr;	/* guest MAXPHYADDR, 36..52                    */
+	uint32_t flags;		/* VMMU_VM_*                                   */
+	uint32_t max_vcpus;	/* 1..VMMU_MAX_VCPUS                           */
+	uint64_t pt_arena_bytes;	/* address space reserved for page tables; 0 = default */
+};
+
+#define VMMU_MAX_VCPUS 256
+
+/* Fills *cfg with defaults: TDP, EPT, 4 levels, MAXPHYADDR 46, A/D on, hugepages on. */
+VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg);
+VMMU_EXPORT int  vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out);
+/* Destroys the VM and its vCPUs. No vCPU may be inside vmmu_vcpu_access(). */
+VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm);
+
+/* ------------------------------------------------------------------------ */
+/* Memslots (KVM_SET_USER_MEMORY_REGION semantics)                           */
+
+/* vmmu_memslot.flags */
+#define VMMU_MEM_LOG_DIRTY_PAGES (1u << 0)
+#define VMMU_MEM_READONLY        (1u << 1)	/* guest writes exit as MMIO writes */
+
+/* vmmu_memslot.backing, used only when hva == NULL (vmmu allocates) */
+enum vmmu_backing {
+	VMMU_BACKING_ANON = 0,	/* anonymous memory, THP when host_page_size is 2M */
+	VMMU_BACKING_HUGETLB = 1,	/* MAP_HUGETLB of host_page_size (2M or 1G)      */
+};
+
+struct vmmu_memslot {
+	uint32_t slot;		/* slot id, < VMMU_MAX_MEMSLOTS                */
+	uint32_t flags;		/* VMMU_MEM_*                                  */
+	uint64_t gpa;		/* page aligned                                */
+	uint64_t size;		/* page aligned; 0 deletes the slot            */
+	void *hva;		/* caller's page-aligned backing, or NULL      */
+	uint64_t host_page_size;	/* 4K, 2M or 1G: bounds the mapping level; 0 = 4K */
+	uint32_t backing;	/* enum vmmu_backing, when hva == NULL         */
+	uint32_t pad;
+};
+
+#define VMMU_MAX_MEMSLOTS 512
+
+/*
+ * Creates, deletes (size 0), moves (same id, new gpa) or changes the flags of
+ * a memslot. The size, hva and host page size of an existing slot cannot
+ * change, READONLY cannot be toggled. Rejected requests change nothing.
+ */
+VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *slot);
+/* The host address backing slot id (useful when vmmu allocated it). */
+VMMU_EXPORT int vmmu_memslot_hva(vmmu_vm *vm, uint32_t slot, void **hva);
+/* Host address of a gpa, for embedder-side copies; VMMU_ENOENT outside slots. */
+VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva);
+
+/* ------------------------------------------------------------------------ */
+/* MMU control from the host side                                            */
+
+/* Removes every mapping of gfns [gfn_start, gfn_end); TLBs flushed on return. */
+VMMU_EXPORT int  vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end);
+/* Removes every mapping of the VM; TLBs flushed on return. */
+VMMU_EXPORT void vmmu_zap_all(vmmu_vm *vm);
+/*
+ * Remote TLB flush, KVM's contract: when it returns, no vCPU uses a
+ * translation that existed before the call.
+ */
+VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm);
+
+/* ------------------------------------------------------------------------ */
+/* vCPUs                                                                     */
+
+VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out);
+
+/* Access types for vmmu_vcpu_access() */
+#define VMMU_ACCESS_READ   0u
+#define VMMU_ACCESS_WRITE  1u
+#define VMMU_ACCESS_FETCH  2u
+#define VMMU_ACCESS_TYPE_MASK 3u
+/*
+ * Flag: the address is a guest-physical address; guest paging is bypassed
+ * but the access still goes through this vCPU's TLB and the TDP tables.
+ */
+#define VMMU_ACCESS_PHYS   (1u << 4)
+
+enum vmmu_exit_reason {
+	VMMU_EXIT_NONE = 0,
+	VMMU_EXIT_MMIO = 1,		/* access to a gpa outside RAM, or a write to a READONLY slot */
+	VMMU_EXIT_MEMORY_FAULT = 2,	/* host memory behind a slot is unusable */
+	VMMU_EXIT_INTERNAL_ERROR = 3,	/* the VM is bugged; see vmmu_vm_bugged() */
+};
+
+struct vmmu_exit {
+	uint32_t reason;	/* enum vmmu_exit_reason */
+	uint32_t pad;
+	union {
+		struct {
+			uint64_t gpa;		/* first byte of the fragment            */
+			uint32_t len;		/* bytes of the fragment (same page)     */
+			uint32_t offset;	/* fragment's offset within the access   */
+			uint8_t is_write;
+			uint8_t readonly_slot;	/* write hit a READONLY memslot          */
+		} mmio;
+		struct {
+			uint64_t gpa;
+			uint64_t size;
+			int32_t error;		/* VMMU_EFAULT, ...                      */
+		} memory_fault;
+		struct {
+			int32_t error;
+		} internal;
+	} u;
+};
+
+/*
+ * The vCPU reads (VMMU_ACCESS_READ/FETCH) or writes len bytes at gva through
+ * the MMU, exactly as guest code would: TLB, hardware walk of the SPTE tables,
+ * A/D updates, and faults handled by the MMU until the access completes.
+ *
+ * Guest paging is off (the vCPU starts in flat 32-bit protected mode), so the
+ * gva is the gpa and must be below 4 GiB unless VMMU_ACCESS_PHYS is given.
+ *
+ * An access is all-or-nothing with respect to guest memory: if any page of it
+ * needs an exit, no byte is transferred and *exit describes the first page
+ * that needs one (MMIO fragments are for the embedder to emulate).
+ *
+ * Returns 0 when done, VMMU_EXIT with *exit filled, or a negative error for
+ * bad arguments (nothing transferred).
+ */
+VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *vcpu, uint64_t gva, void *buf, size_t len,
+				 unsigned access, struct vmmu_exit *exit);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+
+struct vmmu_vm_stats {
+	uint64_t pages_4k;		/* leaf SPTEs currently mapping 4K/2M/1G   */
+	uint64_t pages_2m;
+	uint64_t pages_1g;
+	uint64_t pt_pages;		/* page-table pages in use                 */
+	uint64_t remote_tlb_flushes;
+	uint64_t zapped_sptes;
+	uint64_t mmio_sptes_installed;
+	uint64_t memslot_generation;
+};
+
+struct vmmu_vcpu_stats {
+	uint64_t accesses;		/* vmmu_vcpu_access() calls               */
+	uint64_t tlb_hits;
+	uint64_t tlb_misses;		/* hardware walks                          */
+	uint64_t exits;			/* violations + misconfigs taken           */
+	uint64_t pf_taken;		/* MMU page faults handled                 */
+	uint64_t pf_fixed;		/* faults that installed a mapping         */
+	uint64_t pf_spurious;		/* already fixed by another vCPU           */
+	uint64_t pf_retry;		/* lost a race / invalidation; retried     */
+	uint64_t pf_emulate;		/* MMIO / read-only: handed to the caller  */
+	uint64_t pf_mmio_spte;		/* served from a cached MMIO SPTE          */
+	uint64_t tlb_flushes;		/* TLB flush requests serviced             */
+	uint64_t mmu_reloads;
+	uint64_t host_faultins;		/* host pages populated by the MMU         */
+};
+
+VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
+VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *vcpu, struct vmmu_vcpu_stats *out);
+
+/* Non-zero once an internal invariant broke; the VM then refuses work. */
+VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why);
+
+/* Version string, "MAJOR.MINOR.PATCH". */
+VMMU_EXPORT const char *vmmu_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMMU_VMMU_H */

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+#include "mmu.h"
+
+#include <sys/mman.h>
+
+#include "hw.h"
+#include "tdp/tdp_mmu.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+int mmu_load(struct vmmu_vcpu *v)
+{
+	if (v->root && !atomic_load_explicit(&v->root->invalid, memory_order_acquire))
+		return 0;
+	mmu_unload(v);
+	v->root = tdp_mmu_get_root(v->vm);
+	if (!v->root)
+		return VMMU_ENOMEM;
+	/* Nothing cached under the previous root may be used under this one. */
+	hw_tlb_flush(v);
+	STAT_INC(v->stat.mmu_reloads);
+	return 0;
+}
+
+void mmu_unload(struct vmmu_vcpu *v)
+{
+	if (v->root) {
+		tdp_mmu_put_root(v->vm, v->root);
+		v->root = NULL;
+	}
+}
+
+static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, const struct memslots *ms, gfn_t gfn)
+{
+	const struct memslot *s = v->last_slot.slot;
+
+	/* The generation names one snapshot, so the cached pointer is valid
+	 * exactly when the generations match. */
+	if (s && v->last_slot.gen == ms->generation && memslot_contains(s, gfn))
+		return s;
+	s = memslots_find_gfn(ms, gfn);
+	if (s) {
+		v->last_slot.gen = ms->generation;
+		v->last_slot.slot = s;
+	}
+	return s;
+}
+
+/*
+ * Make the host page(s) behind a mapping exist, and learn whether the host
+ * lets the guest write them (KVM's hva_to_pfn via get_user_pages).
+ */
+static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
+			bool *writable)
+{
+#ifndef VMMU_TSAN
+	if (s->owned) {
+		/*
+		 * vmmu mapped this memory read-write and never changes that, so
+		 * touching it is safe and costs exactly the host's own fault.
+		 * The atomic add of 0 forces a write fault without changing the
+		 * data a racing guest access may be writing.
+		 */
+		if (write)
+			__atomic_fetch_add((uint64_t *)hva, 0, __ATOMIC_RELAXED);
+		else
+			(void)*(volatile const uint64_t *)hva;
+		*writable = true;
+		STAT_INC(v->stat.host_faultins);
+		return 0;
+	}
+#endif
+	/*
+	 * The embedder's memory can be anything (read-only, unmapped, file
+	 * backed): ask the kernel to populate it, which fails cleanly instead of
+	 * raising SIGSEGV.  A read fault learns nothing about writability, so
+	 * the mapping stays read-only until a write faults it in (as KVM does
+	 * for a page the host has not yet made writable).
+	 */
+	/* Any failure (unmapped, not writable, SIGBUS-backed, no memory) means
+	 * the guest cannot use this memory: the embedder gets a memory-fault
+	 * exit, as KVM reports -EFAULT / KVM_EXIT_MEMORY_FAULT. */
+	if (madvise((void *)hva, size, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
+		return VMMU_EFAULT;
+	*writable = write || s->owned;
+	STAT_INC(v->stat.host_faultins);
+	return 0;
+}
+
+static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+	const struct memslots *ms = vm_memslots(vm);
+	const struct memslot *s = vcpu_gfn_to_memslot(v, ms, fault->gfn);
+	uint64_t pages, base_gfn;
+	bool writable = false;
+	int r;
+
+	if (!s) {
+		fault->is_mmio = true;
+		fault->goal_level = PG_LEVEL_4K;
+		fault->mmio_gen = ms->generation;
+		/* Gfns beyond what an MMIO SPTE can hold are not cached. */
+		if (fault->gfn >= MMIO_SPTE_MAX_GFN)
+			return RET_PF_EMULATE;
+		return RET_PF_CONTINUE;
+	}
+	/* Being deleted or moved: wait for the new snapshot. */
+	if (s->flags & MEMSLOT_INVALID)
+		return RET_PF_RETRY;
+	if (fault->write && (s->flags & VMMU_MEM_READONLY)) {
+		fault->readonly_write = true;
+		return RET_PF_EMULATE;
+	}
+
+	/* Sampled before the host page is touched: an invalidation racing
+	 * with the fault-in is then always noticed under mmu_lock. */
+	fault->mmu_seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
+	fault->slot = s;
+	fault->max_level = memslot_max_mapping_level(s, fault->gfn, vm->max_level);
+	fault->goal_level = fault->max_level;
+	pages = spte_level_pages(fault->goal_level);
+	base_gfn = fault->gfn & ~(pages - 1);
+	fault->hva = memslot_gfn_to_hva(s, base_gfn);
+
+	r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
+	if (r) {
+		fault->host_error = r;
+		return RET_PF_FAULT;
+	}
+	fault->pfn = fault->hva >> 12;
+	fault->map_writable = writable && !(s->flags & VMMU_MEM_READONLY);
+	return RET_PF_CONTINUE;
+}
+
+static bool is_page_fault_stale(struct vmmu_vcpu *v, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+
+	if (atomic_load_explicit(&v->root->invalid, memory_order_acquire))
+		return true;
+	/* MMIO SPTEs are validated by the memslot generation instead. */
+	if (fault->is_mmio)
+		return false;
+	return atomic_load_explicit(&vm->mmu_invalidate_in_progress, memory_order_acquire) ||
+	       atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire) != fault->mmu_seq;
+}
+
+/*
+ * A reserved-bit exit: normally an MMIO SPTE, answered without the slow
+ * path when its generation is current (KVM's handle_mmio_page_fault).
+ */
+static int handle_mmio_page_fault(struct vmmu_vcpu *v, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+	int level;
+	uint64_t spte = tdp_mmu_get_spte(vm, v->root, fault->gfn, &level);
+
+	if (is_mmio_spte(&vm->fmt, spte)) {
+		uint64_t gen = vm_memslots(vm)->generation;
+
+		if (!mmio_spte_gen_matches(spte, gen))
+			return RET_PF_INVALID;
+		if (VM_BUG_ON(vm, get_mmio_spte_gfn(spte) != fault->gfn, "MMIO SPTE gfn %#llx for gfn %#llx",
+			      (unsigned long long)get_mmio_spte_gfn(spte), (unsigned long long)fault->gfn))
+			return RET_PF_RETRY;
+		fault->is_mmio = true;
+		return RET_PF_EMULATE;
+	}
+	/* Changed since the hardware looked: just try again. */
+	if (!spte_is_hw_present(&vm->fmt, spte) || !spte_is_hw_reserved(&vm->fmt, spte, level))
+		return RET_PF_RETRY;
+	VM_BUG_ON(vm, true, "reserved bits in SPTE %#llx (L%d) for gfn %#llx", (unsigned long long)spte, level,
+		  (unsigned long long)fault->gfn);
+	return RET_PF_RETRY;
+}
+
+int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+	int r;
+
+	*fault = (struct page_fault){
+		.addr = gpa,
+		.gfn = gpa >> 12,
+		.error_code = error_code,
+		.present = error_code & PFERR_PRESENT_MASK,
+		.write = error_code & PFERR_WRITE_MASK,
+		.exec = error_code & PFERR_FETCH_MASK,
+		.rsvd = error_code & PFERR_RSVD_MASK,
+	};
+	STAT_INC(v->stat.pf_taken);
+
+	if (fault->rsvd) {
+		r = handle_mmio_page_fault(v, fault);
+		if (r == RET_PF_EMULATE) {
+			STAT_INC(v->stat.pf_mmio_spte);
+			STAT_INC(v->stat.pf_emulate);
+			return r;
+		}
+		if (r != RET_PF_INVALID)
+			goto out;
+	}
+
+	r = mmu_faultin(v, fault);
+	if (r != RET_PF_CONTINUE)
+		goto out;
+
+	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN)) {
+		fault->host_error = VMMU_ENOMEM;
+		r = RET_PF_FAULT;
+		goto out;
+	}
+
+	pthread_rwlock_rdlock(&vm->mmu_lock);
+	if (is_page_fault_stale(v, fault))
+		r = RET_PF_RETRY;
+	else
+		r = tdp_mmu_map(v, fault);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+
+out:
+	switch (r) {
+	case RET_PF_FIXED:
+		STAT_INC(v->stat.pf_fixed);
+		break;
+	case RET_PF_SPURIOUS:
+		STAT_INC(v->stat.pf_spurious);
+		break;
+	case RET_PF_RETRY:
+		STAT_INC(v->stat.pf_retry);
+		break;
+	case RET_PF_EMULATE:
+		STAT_INC(v->stat.pf_emulate);
+		break;
+	default:
+		break;
+	}
+	return r;
+}

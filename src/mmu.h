@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMMU_MMU_H
+#define VMMU_MMU_H
+/*
+ * The MMU's page-fault entry: what the hardware model calls on an EPT
+ * violation / misconfiguration (or NPT #NPF), KVM's kvm_mmu_page_fault().
+ */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "memslot.h"
+#include "vmmu_int.h"
+
+/* Page-fault error code bits (SDM 4.7), as KVM builds them from exits. */
+#define PFERR_PRESENT_MASK (1u << 0)
+#define PFERR_WRITE_MASK (1u << 1)
+#define PFERR_USER_MASK (1u << 2)
+#define PFERR_RSVD_MASK (1u << 3)
+#define PFERR_FETCH_MASK (1u << 4)
+
+/* Outcomes of a fault (KVM's RET_PF_*); all >= 0. */
+enum ret_pf {
+	RET_PF_CONTINUE = 0,	/* keep going (internal to the handler) */
+	RET_PF_RETRY,		/* lost a race or raced an invalidation: let the access retry */
+	RET_PF_EMULATE,		/* MMIO or write to read-only memory: the caller emulates */
+	RET_PF_INVALID,		/* the MMIO fast path could not decide: take the slow path */
+	RET_PF_FIXED,		/* a mapping was installed */
+	RET_PF_SPURIOUS,	/* the mapping already allowed the access */
+	RET_PF_FAULT,		/* host memory unusable: exit to the caller */
+};
+
+struct page_fault {
+	gpa_t addr;
+	uint32_t error_code;
+	bool present, write, exec, rsvd;
+
+	gfn_t gfn;
+	const struct memslot *slot;
+	int max_level;		/* bounded by slot, alignment and the VM */
+	int goal_level;		/* level the leaf is installed at */
+
+	uintptr_t hva;
+	uint64_t pfn;		/* of the first 4K page of the goal-level mapping */
+	bool map_writable;
+	uint64_t mmu_seq;
+
+	bool is_mmio;
+	uint64_t mmio_gen;
+	bool readonly_write;	/* write to a READONLY slot: emulate as MMIO */
+	int host_error;		/* VMMU_E* when RET_PF_FAULT */
+};
+
+int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *out);
+/* Loads a valid root into the vCPU (KVM's kvm_mmu_load); 0 or VMMU_ENOMEM. */
+int mmu_load(struct vmmu_vcpu *v);
+void mmu_unload(struct vmmu_vcpu *v);
+
+#endif /* VMMU_MMU_H */

@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+#include "tdp_mmu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tdp_iter.h"
+
+static void handle_removed_pt(struct vmmu_vm *vm, uint64_t *pt, bool shared);
+
+static inline _Atomic uint64_t *atomic_sptep(uint64_t *sptep)
+{
+	return (_Atomic uint64_t *)sptep;
+}
+
+/*
+ * Bookkeeping for one SPTE change, whoever made it (KVM's
+ * handle_changed_spte()).  Runs after the change is visible.
+ */
+static void handle_changed_spte(struct vmmu_vm *vm, uint64_t gfn, uint64_t old, uint64_t new, int level,
+				bool shared)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	bool was_present = is_mmu_present_spte(old);
+	bool is_present = is_mmu_present_spte(new);
+	bool was_leaf = was_present && is_last_spte(f, old, level);
+	bool is_leaf = is_present && is_last_spte(f, new, level);
+
+	(void)gfn;
+	if (old == new)
+		return;
+	if (is_leaf && VM_BUG_ON(vm, !spte_writable_bits_legal(f, new),
+				    "illegal writable bits %#llx at gfn %#llx", (unsigned long long)new,
+				    (unsigned long long)gfn))
+		return;
+	/*
+	 * A table is never replaced by another table in place: that would need
+	 * the old one's entries migrated, and nothing here does that.
+	 */
+	if (was_present && is_present && !was_leaf && !is_leaf &&
+	    VM_BUG_ON(vm, spte_to_pfn(old) != spte_to_pfn(new), "table replaced by table at gfn %#llx L%d",
+		      (unsigned long long)gfn, level))
+		return;
+
+	if (was_leaf && level <= PG_LEVEL_1G)
+		atomic_fetch_sub_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
+	if (is_leaf && level <= PG_LEVEL_1G)
+		atomic_fetch_add_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
+	if (was_present && !is_present)
+		VM_STAT_ADD(vm->stat.zapped_sptes, 1);
+	if (is_mmio_spte(f, new) && !is_frozen_spte(new))
+		VM_STAT_ADD(vm->stat.mmio_sptes, 1);
+
+	if (was_present && !was_leaf && (!is_present || is_leaf))
+		handle_removed_pt(vm, spte_to_child_pt(old), shared);
+}
+
+/*
+ * A table was unlinked.  Freeze every entry: a fault that walked into this
+ * table before it was unlinked must fail its cmpxchg rather than install a
+ * mapping no one can see (and no zap would ever remove).  The exchange also
+ * collects A/D bits the hardware set up to the last moment.
+ */
+static void handle_removed_pt(struct vmmu_vm *vm, uint64_t *pt, bool shared)
+{
+	struct pt_page *sp = pt_page_of(&vm->arena, pt);
+	int level = sp->level;
+
+	if (VM_BUG_ON(vm, !pt_arena_contains(&vm->arena, pt), "removed table %p outside the arena", (void *)pt))
+		return;
+	for (int i = 0; i < PT64_ENT_PER_PAGE; i++) {
+		uint64_t gfn = sp->gfn + (uint64_t)i * spte_level_pages(level);
+		uint64_t old;
+
+		for (;;) {
+			old = atomic_exchange_explicit(atomic_sptep(&pt[i]), FROZEN_SPTE, memory_order_acq_rel);
+			/* Another thread froze it for its own change; wait until it is done. */
+			if (!is_frozen_spte(old))
+				break;
+			if (!shared) {
+				VM_BUG_ON(vm, true, "frozen SPTE under exclusive mmu_lock, gfn %#llx",
+					  (unsigned long long)gfn);
+				break;
+			}
+			caa_cpu_relax();
+		}
+		handle_changed_spte(vm, gfn, old, FROZEN_SPTE, level, shared);
+	}
+	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+	pt_page_free_rcu(sp);
+}
+
+/*
+ * Install new_spte where iter points, if the entry still holds
+ * iter->old_spte.  On failure iter->old_spte holds the current value.
+ */
+static bool tdp_mmu_set_spte_atomic(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
+{
+	uint64_t old = it->old_spte;
+
+	if (!atomic_compare_exchange_strong_explicit(atomic_sptep(it->sptep), &it->old_spte, new_spte,
+						     memory_order_acq_rel, memory_order_acquire))
+		return false;
+	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, true);
+	it->old_spte = new_spte;
+	return true;
+}
+
+/* Exclusive-mode write: still an exchange, the hardware may be setting A/D. */
+static uint64_t tdp_mmu_set_spte(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
+{
+	uint64_t old = atomic_exchange_explicit(atomic_sptep(it->sptep), new_spte, memory_order_acq_rel);
+
+	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, false);
+	it->old_spte = new_spte;
+	return old;
+}
+
+static struct pt_page *tdp_alloc_child(struct vmmu_vcpu *v, struct tdp_iter *it)
+{
+	struct pt_page *sp = pt_cache_take(&v->pt_cache);
+
+	if (!sp)
+		return NULL;
+	sp->gfn = it->gfn;
+	sp->level = it->level - 1;
+	return sp;
+}
+
+static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct page_fault *fault, struct tdp_iter *it)
+{
+	struct vmmu_vm *vm = v->vm;
+	const struct spte_fmt *f = &vm->fmt;
+	uint64_t old = it->old_spte;
+	uint64_t new_spte;
+	bool flush;
+
+	if (is_frozen_spte(old))
+		return RET_PF_RETRY;
+	if (fault->is_mmio) {
+		new_spte = make_mmio_spte(f, fault->gfn, ACC_ALL, fault->mmio_gen);
+	} else {
+		new_spte = make_leaf_spte(f, fault->pfn, it->level, ACC_ALL, fault->map_writable, false);
+		/*
+		 * Another vCPU may have installed the same mapping; if what is
+		 * there already allows this access, leave it (and its A/D bits).
+		 */
+		if (is_mmu_present_spte(old) && is_last_spte(f, old, it->level) &&
+		    spte_to_pfn(old) == spte_to_pfn(new_spte) && (!fault->write || is_writable_pte(f, old)))
+			return RET_PF_SPURIOUS;
+	}
+	if (old == new_spte)
+		return RET_PF_SPURIOUS;
+
+	/*
+	 * Replacing a present leaf that maps a different frame, or a table
+	 * (whose translations live on in TLBs and paging-structure caches),
+	 * needs a flush before anyone can rely on the new entry.  Upgrading
+	 * permissions of the same frame does not: a stale, less permissive TLB
+	 * entry only causes another walk.
+	 */
+	flush = is_mmu_present_spte(old) &&
+		(!is_last_spte(f, old, it->level) || spte_to_pfn(old) != spte_to_pfn(new_spte));
+
+	if (!tdp_mmu_set_spte_atomic(vm, it, new_spte))
+		return RET_PF_RETRY;
+	if (flush)
+		vm_flush_remote_tlbs(vm);
+	return fault->is_mmio ? RET_PF_EMULATE : RET_PF_FIXED;
+}
+
+/* Fill a new child table so that it maps exactly what the huge SPTE mapped. */
+static void tdp_fill_split_child(struct vmmu_vm *vm, struct pt_page *sp, uint64_t huge_spte, int huge_level)
+{
+	for (unsigned int i = 0; i < PT64_ENT_PER_PAGE; i++)
+		sp->spt[i] = make_small_spte_from_huge(&vm->fmt, huge_spte, huge_level, i);
+}
+
+int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_root *root = v->root;
+	struct tdp_iter it;
+
+	lockdep_assert_mmu_lock_held(vm);
+	/* A root made obsolete while this fault slept must not gain mappings. */
+	if (atomic_load_explicit(&root->invalid, memory_order_acquire))
+		return RET_PF_RETRY;
+
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, fault->gfn, fault->gfn + 1) {
+		struct pt_page *sp;
+		bool split;
+
+		if (it.level == fault->goal_level)
+			return tdp_mmu_map_handle_target_level(v, fault, &it);
+		if (is_frozen_spte(it.old_spte))
+			return RET_PF_RETRY;
+		if (is_mmu_present_spte(it.old_spte) && !is_large_pte(f, it.old_spte))
+			continue;
+
+		/*
+		 * A child table is needed: the entry is empty (or MMIO, which
+		 * a table simply replaces), or a huge leaf that must be split
+		 * to map this gfn at a lower level; the split child keeps
+		 * mapping everything the huge page mapped.
+		 */
+		split = is_mmu_present_spte(it.old_spte);
+		sp = tdp_alloc_child(v, &it);
+		if (VM_BUG_ON(vm, !sp, "page-table cache empty in fault"))
+			return RET_PF_RETRY;
+		if (split)
+			tdp_fill_split_child(vm, sp, it.old_spte, it.level);
+		if (!tdp_mmu_set_spte_atomic(vm, &it, make_nonleaf_spte(f, (uintptr_t)sp->spt >> 12))) {
+			if (split)
+				memset(sp->spt, 0, 4096);
+			pt_cache_put(&v->pt_cache, sp);
+			return RET_PF_RETRY;
+		}
+		atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+		if (split) {
+			/* The huge leaf became a table: its 512 children are leaves now. */
+			atomic_fetch_add_explicit(&vm->stat.pages[it.level - 1], PT64_ENT_PER_PAGE,
+						  memory_order_relaxed);
+			atomic_fetch_sub_explicit(&vm->stat.pages[it.level], 1, memory_order_relaxed);
+		}
+	}
+	VM_BUG_ON(vm, true, "TDP walk for gfn %#llx ended above level %d", (unsigned long long)fault->gfn,
+		  fault->goal_level);
+	return RET_PF_RETRY;
+}
+
+bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+	bool flush = false;
+
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end) {
+		bool covered;
+
+		if (!is_mmu_present_spte(it.old_spte)) {
+			/* MMIO SPTEs go too: their gfns may be about to gain a slot. */
+			if (is_mmio_spte(f, it.old_spte))
+				tdp_mmu_set_spte(vm, &it, SPTE_NONPRESENT);
+			continue;
+		}
+		covered = it.gfn >= start && it.gfn + spte_level_pages(it.level) <= end;
+		/* A partly covered table is entered; a partly covered huge page goes whole. */
+		if (!covered && !is_last_spte(f, it.old_spte, it.level))
+			continue;
+		tdp_mmu_set_spte(vm, &it, SPTE_NONPRESENT);
+		flush = true;
+	}
+	return flush;
+}
+
+uint64_t tdp_mmu_get_spte(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, int *level)
+{
+	uint64_t *pt = root->pt->spt;
+	uint64_t spte = 0;
+
+	for (int l = root->level; l >= PG_LEVEL_4K; l--) {
+		spte = tdp_read_spte(&pt[spte_index(gfn, l)]);
+		*level = l;
+		if (!is_mmu_present_spte(spte) || is_last_spte(&vm->fmt, spte, l))
+			break;
+		pt = spte_to_child_pt(spte);
+	}
+	return spte;
+}
+
+static void tdp_root_free_cb(struct rcu_head *head)
+{
+	struct tdp_root *root = caa_container_of(head, struct tdp_root, rcu);
+
+	vmmu_rcu_callback_begin();
+	free(root);
+}
+
+struct tdp_root *tdp_mmu_get_root(struct vmmu_vm *vm)
+{
+	struct tdp_root *root;
+	struct pt_page *sp;
+
+	pthread_rwlock_rdlock(&vm->mmu_lock);
+	root = vm->root;
+	if (root && !atomic_load(&root->invalid)) {
+		atomic_fetch_add(&root->refcount, 1);
+		pthread_rwlock_unlock(&vm->mmu_lock);
+		return root;
+	}
+	pthread_rwlock_unlock(&vm->mmu_lock);
+
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	root = vm->root;
+	if (!root) {
+		root = calloc(1, sizeof(*root));
+		sp = root ? pt_page_alloc(&vm->arena) : NULL;
+		if (!sp) {
+			free(root);
+			pthread_rwlock_unlock(&vm->mmu_lock);
+			return NULL;
+		}
+		sp->level = vm->root_level;
+		sp->gfn = 0;
+		root->pt = sp;
+		root->level = vm->root_level;
+		root->vm = vm;
+		atomic_init(&root->refcount, 1);	/* the VM's */
+		atomic_init(&root->invalid, false);
+		atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+		vm->root = root;
+	}
+	atomic_fetch_add(&root->refcount, 1);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	return root;
+}
+
+void tdp_mmu_put_root(struct vmmu_vm *vm, struct tdp_root *root)
+{
+	if (atomic_fetch_sub(&root->refcount, 1) != 1)
+		return;
+	/*
+	 * Last reference: nobody can walk it any more (every vCPU flushed when
+	 * it dropped it).  Zap whatever is left, then free after a grace period.
+	 */
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	tdp_mmu_zap_leafs(vm, root, 0, tdp_max_gfn(root->level));
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+	pt_page_free_rcu(root->pt);
+	urcu_memb_call_rcu(&root->rcu, tdp_root_free_cb);
+}
+
+struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm)
+{
+	struct tdp_root *old = vm->root;
+
+	if (!old)
+		return NULL;
+	atomic_store_explicit(&old->invalid, true, memory_order_release);
+	vm->root = NULL;
+	/*
+	 * Every vCPU must drop the obsolete root before it walks again; the
+	 * request waits out vCPUs currently in guest mode, so when it returns
+	 * nobody walks the old tables and they can be zapped and freed.
+	 */
+	vm_make_all_vcpus_request(vm, VCPU_REQ_MMU_RELOAD | VCPU_REQ_TLB_FLUSH);
+	tdp_mmu_zap_leafs(vm, old, 0, tdp_max_gfn(old->level));
+	return old;
+}

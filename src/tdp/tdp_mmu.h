@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMMU_TDP_MMU_H
+#define VMMU_TDP_MMU_H
+/*
+ * The TDP MMU: page tables that map gfn -> host page directly, built on
+ * demand by faults that run under the READ side of mmu_lock and change SPTEs
+ * only with cmpxchg.  Whole-range and whole-root zaps take the write side.
+ *
+ * Rules (docs/mmu.md, "Locking"):
+ *  - an SPTE that a lockless walker (hardware A/D updates) can change is only
+ *    ever replaced atomically (cmpxchg or xchg), and A/D state is read from
+ *    the value the exchange returned;
+ *  - a page table unlinked from its parent is frozen entry by entry (so a
+ *    fault that still holds a pointer into it cannot install anything) and
+ *    freed after an RCU grace period;
+ *  - TLBs are flushed before the RCU read section that unlinked a table ends,
+ *    so the free cannot overtake the flush.
+ */
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../mmu.h"
+#include "../pt_arena.h"
+
+struct tdp_root {
+	struct pt_page *pt;
+	int level;
+	_Atomic int refcount;	/* the VM's reference while current + one per vCPU */
+	_Atomic bool invalid;	/* [mmu_lock:W] obsolete: vCPUs must reload */
+	struct rcu_head rcu;
+	struct vmmu_vm *vm;
+};
+
+/* A referenced, valid root (allocated on first use). */
+struct tdp_root *tdp_mmu_get_root(struct vmmu_vm *vm);
+void tdp_mmu_put_root(struct vmmu_vm *vm, struct tdp_root *root);
+
+/* mmu_lock held for read. */
+int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault);
+/* mmu_lock held for write; returns whether a TLB flush is needed. */
+bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
+/* mmu_lock held for write: obsoletes the current root; flushes and reloads every vCPU. */
+struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm);
+
+/* Lockless (RCU): the SPTE mapping gfn at the lowest level present. */
+uint64_t tdp_mmu_get_spte(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, int *level);
+
+static inline uint64_t tdp_max_gfn(int root_level)
+{
+	return 1ULL << (9 * root_level);
+}
+
+#endif /* VMMU_TDP_MMU_H */

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmmu_int.h"
+
+VMMU_EXPORT const char *vmmu_strerror(int err)
+{
+	switch (err) {
+	case VMMU_OK: return "success";
+	case VMMU_EPERM: return "operation not permitted in this state";
+	case VMMU_ENOENT: return "no such memslot or object";
+	case VMMU_EIO: return "VM is bugged: an internal invariant broke";
+	case VMMU_EAGAIN: return "resource temporarily unavailable";
+	case VMMU_ENOMEM: return "out of memory";
+	case VMMU_EFAULT: return "host memory unusable (unmapped or not writable)";
+	case VMMU_EBUSY: return "object busy";
+	case VMMU_EEXIST: return "overlaps an existing memslot or id in use";
+	case VMMU_EINVAL: return "invalid argument";
+	case VMMU_ENOSPC: return "no space left in a fixed-size table";
+	case VMMU_ERANGE: return "address out of range";
+	case VMMU_ENOTSUP: return "not supported";
+	default: return "unknown error";
+	}
+}
+
+VMMU_EXPORT const char *vmmu_version(void)
+{
+	return VMMU_VERSION_STRING;
+}
+
+void vm_bug(struct vmmu_vm *vm, const char *file, int line, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	int expected = 0;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* Reported once per VM; later breaks are consequences of the first. */
+	if (!atomic_compare_exchange_strong(&vm->bugged, &expected, 2))
+		return;
+	vm->bug_reason = strdup(msg);
+	atomic_store(&vm->bugged, 1);
+	fprintf(stderr, "vmmu: VM bugged at %s:%d: %s\n", file, line, msg);
+}
+
+VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why)
+{
+	int b = atomic_load(&vm->bugged);
+
+	if (why)
+		*why = b == 1 ? vm->bug_reason : NULL;
+	return b != 0;
+}
+
+/* ---- RCU ------------------------------------------------------------------ */
+
+static pthread_key_t rcu_key;
+static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
+__thread bool vmmu_rcu_registered;
+#ifdef VMMU_TSAN
+char vmmu_rcu_tsan_sync;
+#endif
+
+static void rcu_thread_exit(void *arg)
+{
+	(void)arg;
+	if (vmmu_rcu_registered) {
+		urcu_memb_unregister_thread();
+		vmmu_rcu_registered = false;
+	}
+}
+
+static void rcu_key_init(void)
+{
+	pthread_key_create(&rcu_key, rcu_thread_exit);
+}
+
+void vmmu_rcu_thread_register(void)
+{
+	pthread_once(&rcu_once, rcu_key_init);
+	urcu_memb_register_thread();
+	vmmu_rcu_registered = true;
+	/* Non-NULL so the destructor runs when the embedder's thread exits. */
+	pthread_setspecific(rcu_key, (void *)1);
+}

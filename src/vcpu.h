@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMMU_VCPU_H
+#define VMMU_VCPU_H
+
+#include "vmmu_int.h"
+
+void vcpu_free(struct vmmu_vcpu *v);
+
+#endif /* VMMU_VCPU_H */

@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+#include <linux/membarrier.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "hw.h"
+#include "mmu.h"
+#include "tdp/tdp_mmu.h"
+#include "vcpu.h"
+#include "vmmu_int.h"
+
+#define DEFAULT_PT_ARENA_BYTES (16ULL << 30)
+
+/* ---- asymmetric fences for vCPU requests --------------------------------- */
+
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+bool vmmu_membarrier_ok;
+
+static void membarrier_init(void)
+{
+	long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+
+	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+	    syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+		vmmu_membarrier_ok = true;
+}
+
+/*
+ * The requester's half of the Dekker pattern in vcpu_enter_guest(): after
+ * this, every vCPU either sees the request before it walks, or was seen in
+ * guest mode by the loads that follow.
+ */
+static void request_fence(void)
+{
+	if (vmmu_membarrier_ok)
+		syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+}
+
+void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
+{
+	unsigned int n = atomic_load_explicit(&vm->nr_vcpus, memory_order_acquire);
+	uint64_t seen[VMMU_MAX_VCPUS];
+
+	for (unsigned int i = 0; i < n; i++)
+		atomic_fetch_or_explicit(&vm->vcpus[i]->requests, req, memory_order_seq_cst);
+	request_fence();
+	for (unsigned int i = 0; i < n; i++)
+		seen[i] = atomic_load_explicit(&vm->vcpus[i]->mode, memory_order_seq_cst);
+	/*
+	 * Wait out every guest-mode stretch that began before the request was
+	 * visible.  Those are short (one access: a walk and a copy) and never
+	 * block, so spinning is bounded; yield in case the vCPU was preempted.
+	 */
+	for (unsigned int i = 0; i < n; i++) {
+		unsigned int spins = 0;
+
+		if (!(seen[i] & 1))
+			continue;
+		while (atomic_load_explicit(&vm->vcpus[i]->mode, memory_order_acquire) == seen[i]) {
+			if (++spins < 64)
+				caa_cpu_relax();
+			else
+				sched_yield();
+		}
+	}
+}
+
+void vm_flush_remote_tlbs(struct vmmu_vm *vm)
+{
+	VM_STAT_ADD(vm->stat.remote_tlb_flushes, 1);
+	vm_make_all_vcpus_request(vm, VCPU_REQ_TLB_FLUSH);
+}
+
+/* ---- VM ----------------------------------------------------------------- */
+
+VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->mmu = VMMU_MMU_TDP;
+	cfg->tdp_format = VMMU_TDP_EPT;
+	cfg->tdp_levels = 4;
+	cfg->maxphyaddr = 46;
+	cfg->flags = 0;
+	cfg->max_vcpus = 64;
+	cfg->pt_arena_bytes = 0;
+}
+
+VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
+{
+	struct vmmu_vm *vm;
+	int r;
+
+	if (!cfg || !out)
+		return VMMU_EINVAL;
+	if (cfg->mmu != VMMU_MMU_TDP)
+		return VMMU_ENOTSUP;
+	if (cfg->tdp_format > VMMU_TDP_NPT)
+		return VMMU_EINVAL;
+	if (cfg->tdp_levels != 4 && cfg->tdp_levels != 5)
+		return VMMU_EINVAL;
+	if (cfg->maxphyaddr < 36 || cfg->maxphyaddr > 52)
+		return VMMU_EINVAL;
+	/* 4-level TDP maps 48 bits of guest-physical address space. */
+	if (cfg->tdp_levels == 4 && cfg->maxphyaddr > 48)
+		return VMMU_EINVAL;
+	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES))
+		return VMMU_EINVAL;
+	/* NPT has no way to turn hardware A/D off. */
+	if (cfg->tdp_format == VMMU_TDP_NPT && (cfg->flags & VMMU_VM_AD_DISABLED))
+		return VMMU_EINVAL;
+	if (cfg->max_vcpus < 1 || cfg->max_vcpus > VMMU_MAX_VCPUS)
+		return VMMU_EINVAL;
+
+	pthread_once(&membarrier_once, membarrier_init);
+	vmmu_rcu_thread_online();
+
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return VMMU_ENOMEM;
+	vm->cfg = *cfg;
+	spte_fmt_init(&vm->fmt, cfg->tdp_format == VMMU_TDP_EPT, !(cfg->flags & VMMU_VM_AD_DISABLED));
+	vm->root_level = (int)cfg->tdp_levels;
+	vm->max_level = (cfg->flags & VMMU_VM_NO_HUGEPAGES) ? PG_LEVEL_4K : PG_LEVEL_1G;
+	r = pt_arena_init(&vm->arena, cfg->pt_arena_bytes ? cfg->pt_arena_bytes : DEFAULT_PT_ARENA_BYTES);
+	if (r) {
+		free(vm);
+		return r;
+	}
+	vm->memslots = memslots_new_empty();
+	if (!vm->memslots) {
+		pt_arena_destroy(&vm->arena);
+		free(vm);
+		return VMMU_ENOMEM;
+	}
+	pthread_rwlock_init(&vm->mmu_lock, NULL);
+	pthread_mutex_init(&vm->slots_lock, NULL);
+	pthread_mutex_init(&vm->vcpus_lock, NULL);
+	*out = vm;
+	return 0;
+}
+
+VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
+{
+	struct memslots *ms;
+
+	if (!vm)
+		return;
+	vmmu_rcu_thread_online();
+	for (unsigned int i = 0; i < atomic_load(&vm->nr_vcpus); i++)
+		vcpu_free(vm->vcpus[i]);
+	if (vm->root) {
+		struct tdp_root *root = vm->root;
+
+		vm->root = NULL;
+		tdp_mmu_put_root(vm, root);
+	}
+	/* Every deferred free touches the arena: drain them before it goes. */
+	urcu_memb_barrier();
+	ms = vm->memslots;
+	for (unsigned int i = 0; i < ms->n; i++)
+		memslot_free_backing(&ms->slots[i]);
+	free(ms);
+	pt_arena_destroy(&vm->arena);
+	pthread_rwlock_destroy(&vm->mmu_lock);
+	pthread_mutex_destroy(&vm->slots_lock);
+	pthread_mutex_destroy(&vm->vcpus_lock);
+	free((void *)vm->bug_reason);
+	free(vm);
+}
+
+/* ---- zaps ------------------------------------------------------------------ */
+
+static void memslots_free_cb(struct rcu_head *head)
+{
+	struct memslots *ms = caa_container_of(head, struct memslots, rcu);
+
+	vmmu_rcu_callback_begin();
+	free(ms);
+}
+
+/* Remove mappings of [start, end) and flush; mmu_lock taken here. */
+static void zap_gfn_range(struct vmmu_vm *vm, uint64_t start, uint64_t end, bool invalidate)
+{
+	bool flush = false;
+
+	/*
+	 * The read section spans the flush: tables unlinked here are freed by
+	 * RCU callbacks, which therefore run only after every vCPU has dropped
+	 * its TLB and paging-structure caches.
+	 */
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (invalidate)
+		atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
+	if (vm->root)
+		flush = tdp_mmu_zap_leafs(vm, vm->root, start, end);
+	if (flush)
+		vm_flush_remote_tlbs(vm);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+}
+
+static void zap_all(struct vmmu_vm *vm)
+{
+	struct tdp_root *old;
+
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
+	old = tdp_mmu_invalidate_root_locked(vm);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+	if (old)
+		tdp_mmu_put_root(vm, old);
+}
+
+VMMU_EXPORT int vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end)
+{
+	if (!vm || gfn_start >= gfn_end)
+		return VMMU_EINVAL;
+	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
+		return VMMU_ERANGE;
+	vmmu_rcu_thread_online();
+	zap_gfn_range(vm, gfn_start, gfn_end, true);
+	return 0;
+}
+
+VMMU_EXPORT void vmmu_zap_all(vmmu_vm *vm)
+{
+	if (!vm)
+		return;
+	vmmu_rcu_thread_online();
+	zap_all(vm);
+}
+
+VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm)
+{
+	if (!vm)
+		return;
+	vm_flush_remote_tlbs(vm);
+}
+
+/* ---- memslots ---------------------------------------------------------------- */
+
+/*
+ * Publish a new snapshot.  MMIO SPTEs store only 19 bits of the generation;
+ * when those bits wrap, an old MMIO SPTE could match again, so every MMIO
+ * SPTE goes (KVM zaps all MMIO SPTEs on wrap).
+ */
+static void publish_memslots(struct vmmu_vm *vm, struct memslots *ms)
+{
+	rcu_assign_pointer(vm->memslots, ms);
+	if ((ms->generation & MMIO_SPTE_GEN_MASK) == 0)
+		zap_all(vm);
+}
+
+VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
+{
+	const struct memslot *oldp = NULL;
+	struct memslot oldcopy, *old = &oldcopy;
+	enum memslot_change change;
+	struct memslots *cur, *mid, *next;
+	struct memslot s;
+	int r;
+
+	if (!vm || !req)
+		return VMMU_EINVAL;
+	if (vm_is_bugged(vm))
+		return VMMU_EIO;
+	vmmu_rcu_thread_online();
+	pthread_mutex_lock(&vm->slots_lock);
+	cur = vm->memslots;
+	r = memslot_check(cur, req, vm->cfg.maxphyaddr, &change, &oldp);
+	if (r || change == MEMSLOT_NOCHANGE)
+		goto out;
+	/* cur (and oldp with it) is freed below once no reader can see it. */
+	if (oldp)
+		oldcopy = *oldp;
+
+	switch (change) {
+	case MEMSLOT_CREATE:
+		memset(&s, 0, sizeof(s));
+		s.id = req->slot;
+		s.flags = req->flags;
+		s.base_gfn = req->gpa >> 12;
+		s.npages = req->size >> 12;
+		s.host_level = host_page_size_to_level(req->host_page_size);
+		if (req->hva) {
+			s.hva = (uintptr_t)req->hva;
+		} else {
+			s.owned = true;
+			s.backing = req->backing;
+			r = memslot_alloc_backing(&s, req->size, req->host_page_size ? req->host_page_size : 4096,
+						  req->backing);
+			if (r)
+				goto out;
+		}
+		next = memslots_copy_update(cur, s.id, &s);
+		if (!next) {
+			memslot_free_backing(&s);
+			r = VMMU_ENOMEM;
+			goto out;
+		}
+		/* Old MMIO SPTEs in the new range miss on their generation. */
+		publish_memslots(vm, next);
+		urcu_memb_call_rcu(&cur->rcu, memslots_free_cb);
+		break;
+
+	case MEMSLOT_FLAGS_ONLY:
+		s = *old;
+		s.flags = req->flags;
+		next = memslots_copy_update(cur, s.id, &s);
+		if (!next) {
+			r = VMMU_ENOMEM;
+			goto out;
+		}
+		publish_memslots(vm, next);
+		urcu_memb_call_rcu(&cur->rcu, memslots_free_cb);
+		break;
+
+	case MEMSLOT_DELETE:
+	case MEMSLOT_MOVE:
+		/*
+		 * KVM's two-step update: first publish the slot as INVALID so
+		 * new faults on it retry, wait for every reader of the old
+		 * snapshot, then zap what the old slot mapped.  Only then can
+		 * the final snapshot appear: no fault can have mapped the old
+		 * location after the zap.
+		 */
+		s = *old;
+		s.flags |= MEMSLOT_INVALID;
+		mid = memslots_copy_update(cur, s.id, &s);
+		if (!mid) {
+			r = VMMU_ENOMEM;
+			goto out;
+		}
+		s = *old;
+		if (change == MEMSLOT_MOVE)
+			s.base_gfn = req->gpa >> 12;
+		s.flags = req->flags;
+		next = memslots_copy_update(mid, s.id, change == MEMSLOT_DELETE ? NULL : &s);
+		if (!next) {
+			free(mid);
+			r = VMMU_ENOMEM;
+			goto out;
+		}
+		publish_memslots(vm, mid);
+		urcu_memb_synchronize_rcu();
+		free(cur);
+		zap_gfn_range(vm, old->base_gfn, old->base_gfn + old->npages, true);
+		publish_memslots(vm, next);
+		urcu_memb_synchronize_rcu();
+		if (change == MEMSLOT_DELETE) {
+			/* mid still describes the deleted slot; nobody can reach it now. */
+			struct memslot *dead = NULL;
+
+			for (unsigned int i = 0; i < mid->n; i++)
+				if (mid->slots[i].id == req->slot)
+					dead = &mid->slots[i];
+			if (dead)
+				memslot_free_backing(dead);
+		}
+		free(mid);
+		break;
+	case MEMSLOT_NOCHANGE:
+		break;
+	}
+out:
+	pthread_mutex_unlock(&vm->slots_lock);
+	return r;
+}
+
+VMMU_EXPORT int vmmu_memslot_hva(vmmu_vm *vm, uint32_t slot, void **hva)
+{
+	const struct memslot *s;
+	int r = VMMU_ENOENT;
+
+	if (!vm || !hva)
+		return VMMU_EINVAL;
+	pthread_mutex_lock(&vm->slots_lock);
+	s = memslots_find_id(vm->memslots, slot);
+	if (s) {
+		*hva = (void *)s->hva;
+		r = 0;
+	}
+	pthread_mutex_unlock(&vm->slots_lock);
+	return r;
+}
+
+VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva)
+{
+	const struct memslot *s;
+	int r = VMMU_ENOENT;
+
+	if (!vm || !hva)
+		return VMMU_EINVAL;
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
+	if (s && !(s->flags & MEMSLOT_INVALID)) {
+		*hva = (void *)(memslot_gfn_to_hva(s, gpa >> 12) + (gpa & 0xfff));
+		r = 0;
+	}
+	vmmu_rcu_read_unlock();
+	return r;
+}
+
+/* ---- stats --------------------------------------------------------------- */
+
+VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->pages_4k = atomic_load(&vm->stat.pages[PG_LEVEL_4K]);
+	out->pages_2m = atomic_load(&vm->stat.pages[PG_LEVEL_2M]);
+	out->pages_1g = atomic_load(&vm->stat.pages[PG_LEVEL_1G]);
+	out->pt_pages = atomic_load(&vm->stat.pt_pages);
+	out->remote_tlb_flushes = atomic_load(&vm->stat.remote_tlb_flushes);
+	out->zapped_sptes = atomic_load(&vm->stat.zapped_sptes);
+	out->mmio_sptes_installed = atomic_load(&vm->stat.mmio_sptes);
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	out->memslot_generation = vm_memslots(vm)->generation;
+	vmmu_rcu_read_unlock();
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMMU_INT_H
+#define VMMU_INT_H
+/*
+ * Internal objects: the VM and the vCPU.  Every field says which lock or rule
+ * guards it:
+ *   [slots_lock]   vm->slots_lock (a mutex; memslot updates are serialized)
+ *   [mmu_lock:W]   written with mmu_lock held for write, read under read lock
+ *   [mmu_lock:R+atomic] changed by cmpxchg under the read lock
+ *   [rcu]          published with rcu_assign_pointer, read in an RCU section
+ *   [vcpu]         only the thread currently driving the vCPU touches it
+ *   [atomic]       any thread, C11 atomics
+ *   [const]        set at creation
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "memslot.h"
+#include "pt_arena.h"
+#include "spte.h"
+#include "vmmu/vmmu.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+struct tdp_root;
+
+/* Relaxed per-thread counters readable by others without tearing: a plain
+ * increment in the owner, no locked instruction on the hot path. */
+typedef _Atomic uint64_t stat_t;
+#define STAT_INC(s) STAT_ADD(s, 1)
+#define STAT_ADD(s, n)                                                                      \
+	atomic_store_explicit(&(s), atomic_load_explicit(&(s), memory_order_relaxed) + (n), \
+			      memory_order_relaxed)
+#define STAT_READ(s) atomic_load_explicit(&(s), memory_order_relaxed)
+/* Shared counters (several writers) need a real atomic add. */
+#define VM_STAT_ADD(s, n) atomic_fetch_add_explicit(&(s), (uint64_t)(n), memory_order_relaxed)
+
+/* vCPU requests (KVM_REQ_*), serviced on every entry to guest mode. */
+#define VCPU_REQ_TLB_FLUSH (1u << 0)
+#define VCPU_REQ_MMU_RELOAD (1u << 1)
+
+/* Per-vCPU TLB: a direct-mapped cache of gfn -> host page translations. */
+#define TLB_ENTRIES 1024
+struct tlb_entry {
+	uint64_t tag;		/* gfn of the 4K page */
+	uint64_t gen;		/* valid iff == tlb.gen */
+	uintptr_t hva_page;	/* host address of the 4K page */
+	uint8_t access;		/* ACC_* granted by the walk (AND over all levels) */
+	uint8_t dirty;		/* D was set: writes may use the entry */
+};
+
+/*
+ * Paging-structure caches (SDM 4.10.3): the table reached after level 2 and
+ * level 3 entries, so a TLB miss near a recent one reads only the leaf.  Like
+ * the TLB they may hold translations the MMU has since changed; they are
+ * dropped by the same flushes.
+ */
+struct psc_entry {
+	uint64_t tag;		/* gpa >> level shift */
+	uint64_t gen;
+	uint64_t *table;	/* table for the next level down */
+	unsigned int access;	/* permissions ANDed over the entries above */
+};
+
+struct tlb {
+	uint64_t gen;		/* bumped by every flush: O(1) invalidation */
+	struct tlb_entry e[TLB_ENTRIES];
+	struct psc_entry psc[PG_LEVEL_1G + 1];	/* [2] and [3] used */
+};
+
+struct vcpu_stats {
+	stat_t accesses, tlb_hits, tlb_misses, exits, pf_taken, pf_fixed, pf_spurious, pf_retry,
+		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins;
+};
+
+#define PT_CACHE_MIN 6	/* a 5-level fault needs at most 4 tables, plus a split */
+
+struct vmmu_vcpu {
+	struct vmmu_vm *vm;	/* [const] */
+	unsigned int id;	/* [const] */
+
+	/*
+	 * (entry sequence << 1) | in_guest.  Written only by the vCPU thread;
+	 * remote requesters read it to wait for an entry to end.  See
+	 * vcpu_enter_guest() for the ordering argument.
+	 */
+	_Atomic uint64_t mode;
+	_Atomic uint32_t requests;	/* [atomic] VCPU_REQ_* */
+
+	struct tdp_root *root;		/* [vcpu] ref held while loaded */
+	struct tlb tlb;			/* [vcpu] */
+
+	struct {
+		uint64_t gen;
+		const struct memslot *slot;
+	} last_slot;			/* [vcpu] valid for one memslot generation */
+
+	struct pt_cache pt_cache;	/* [vcpu] page tables topped up outside mmu_lock */
+	struct vcpu_stats stat;		/* [vcpu] written, [atomic] read */
+	bool in_use;			/* [atomic] one driving thread at a time */
+};
+
+struct vm_stats {
+	_Atomic uint64_t pages[PG_LEVEL_1G + 1];
+	_Atomic uint64_t pt_pages, remote_tlb_flushes, zapped_sptes, mmio_sptes;
+};
+
+struct vmmu_vm {
+	struct vmmu_vm_config cfg;	/* [const] */
+	struct spte_fmt fmt;		/* [const] */
+	int root_level;			/* [const] */
+	int max_level;			/* [const] largest leaf level allowed */
+
+	pthread_rwlock_t mmu_lock;
+	struct tdp_root *root;		/* [mmu_lock:W] current valid root, may be NULL */
+	struct pt_arena arena;		/* own lock */
+
+	/*
+	 * Invalidation protocol (KVM's mmu_invalidate_seq): a fault samples
+	 * seq before faulting in the host page outside mmu_lock and installs
+	 * nothing if seq changed or an invalidation is in progress.  Both change
+	 * only with mmu_lock held for write.
+	 */
+	_Atomic uint64_t mmu_invalidate_seq;		/* [mmu_lock:W] */
+	_Atomic long mmu_invalidate_in_progress;	/* [mmu_lock:W] */
+
+	pthread_mutex_t slots_lock;
+	struct memslots *memslots;	/* [rcu], updated under [slots_lock] */
+
+	pthread_mutex_t vcpus_lock;
+	struct vmmu_vcpu *vcpus[VMMU_MAX_VCPUS];	/* [vcpus_lock] to add; entries immutable */
+	_Atomic unsigned int nr_vcpus;
+
+	struct vm_stats stat;
+
+	_Atomic int bugged;
+	const char *bug_reason;		/* first reason; set once, before bugged */
+};
+
+/* ---- invariant reporting ------------------------------------------------ */
+/*
+ * An internal invariant broke: report once, mark the VM bugged (it then
+ * refuses work with VMMU_EIO / an internal-error exit), keep the host alive.
+ */
+void vm_bug(struct vmmu_vm *vm, const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+#define VM_BUG_ON(vm, cond, ...)                                             \
+	({                                                                  \
+		bool __c = !!(cond);                                        \
+		if (unlikely(__c))                                          \
+			vm_bug(vm, __FILE__, __LINE__, __VA_ARGS__);        \
+		__c;                                                        \
+	})
+static inline bool vm_is_bugged(const struct vmmu_vm *vm)
+{
+	return atomic_load_explicit(&vm->bugged, memory_order_relaxed);
+}
+
+/* ---- RCU ------------------------------------------------------------------ */
+/*
+ * liburcu (memb flavour) read sections.  Threads are registered lazily on
+ * their first call into vmmu, since vCPU threads are the embedder's.
+ */
+extern __thread bool vmmu_rcu_registered;
+void vmmu_rcu_thread_register(void);
+static inline void vmmu_rcu_thread_online(void)
+{
+	if (unlikely(!vmmu_rcu_registered))
+		vmmu_rcu_thread_register();
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define VMMU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VMMU_TSAN 1
+#endif
+#endif
+
+#ifdef VMMU_TSAN
+/*
+ * ThreadSanitizer does not see liburcu's grace periods (they order through
+ * membarrier and plain loads), so it would report every RCU-deferred free as
+ * racing with the readers it waited for.  Tell it what a grace period
+ * guarantees: every read-side unlock happens before every later callback.
+ */
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+extern char vmmu_rcu_tsan_sync;
+static inline void vmmu_rcu_read_lock(void) { urcu_memb_read_lock(); }
+static inline void vmmu_rcu_read_unlock(void)
+{
+	__tsan_release(&vmmu_rcu_tsan_sync);
+	urcu_memb_read_unlock();
+}
+static inline void vmmu_rcu_callback_begin(void) { __tsan_acquire(&vmmu_rcu_tsan_sync); }
+#else
+static inline void vmmu_rcu_read_lock(void) { urcu_memb_read_lock(); }
+static inline void vmmu_rcu_read_unlock(void) { urcu_memb_read_unlock(); }
+static inline void vmmu_rcu_callback_begin(void) { }
+#endif
+
+/* ---- lock assertions (named after the lock, as in bhyve/KVM) ------------- */
+#ifdef VMMU_DEBUG_LOCKS
+void lockdep_assert_mmu_lock_held(struct vmmu_vm *vm);
+#else
+static inline void lockdep_assert_mmu_lock_held(struct vmmu_vm *vm) { (void)vm; }
+#endif
+
+/* ---- vCPU requests -------------------------------------------------------- */
+void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req);
+void vm_flush_remote_tlbs(struct vmmu_vm *vm);
+
+static inline struct memslots *vm_memslots(struct vmmu_vm *vm)
+{
+	return rcu_dereference(vm->memslots);
+}
+
+#endif /* VMMU_INT_H */

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+#include "harness.h"
+
+#include <stdarg.h>
+
+struct test_case *test_list;
+jmp_buf test_jmp;
+int test_result;
+const char *test_variant;
+
+const struct mmu_variant mmu_variants[] = {
+	{ "ept4", VMMU_TDP_EPT, 4, 0 },
+	{ "ept4-noad", VMMU_TDP_EPT, 4, VMMU_VM_AD_DISABLED },
+	{ "ept5", VMMU_TDP_EPT, 5, 0 },
+	{ "npt4", VMMU_TDP_NPT, 4, 0 },
+	{ "npt5", VMMU_TDP_NPT, 5, 0 },
+};
+const unsigned int nr_mmu_variants = sizeof(mmu_variants) / sizeof(mmu_variants[0]);
+
+void variant_config(const struct mmu_variant *var, struct vmmu_vm_config *cfg)
+{
+	vmmu_vm_config_init(cfg);
+	cfg->tdp_format = var->tdp_format;
+	cfg->tdp_levels = var->tdp_levels;
+	cfg->flags = var->flags;
+	if (var->tdp_levels == 5)
+		cfg->maxphyaddr = 52;
+	cfg->pt_arena_bytes = 1ULL << 30;
+}
+
+void test_register(struct test_case *t)
+{
+	/* Append, so tests run in source order. */
+	struct test_case **p = &test_list;
+
+	while (*p)
+		p = &(*p)->next;
+	*p = t;
+}
+
+void test_fail(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "  FAIL %s:%d%s%s%s: ", file, line, test_variant ? " [" : "",
+		test_variant ? test_variant : "", test_variant ? "]" : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	test_result = 1;
+	longjmp(test_jmp, 1);
+}
+
+void test_skip(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "  SKIP: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	test_result = 2;
+	longjmp(test_jmp, 1);
+}
+
+int test_main(int argc, char **argv)
+{
+	/* volatile: they live across longjmp. */
+	volatile int passed = 0, failed = 0, skipped = 0;
+	struct test_case *volatile t;
+
+	if (argc > 1 && !strcmp(argv[1], "-l")) {
+		for (t = test_list; t; t = t->next)
+			printf("%s\n", t->name);
+		return 0;
+	}
+	for (t = test_list; t; t = t->next) {
+		if (argc > 1 && strcmp(argv[1], t->name))
+			continue;
+		test_result = 0;
+		test_variant = NULL;
+		fprintf(stderr, "[ RUN  ] %s\n", t->name);
+		if (!setjmp(test_jmp))
+			t->fn();
+		if (test_result == 0) {
+			passed++;
+			fprintf(stderr, "[ PASS ] %s\n", t->name);
+		} else if (test_result == 2) {
+			skipped++;
+			fprintf(stderr, "[ SKIP ] %s\n", t->name);
+		} else {
+			failed++;
+			fprintf(stderr, "[ FAIL ] %s\n", t->name);
+		}
+	}
+	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+	return failed ? 1 : 0;
+}
