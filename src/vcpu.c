@@ -2,8 +2,10 @@
 #define _GNU_SOURCE
 #include "vcpu.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hw.h"
 #include "mmu.h"
@@ -14,9 +16,14 @@ extern bool vmmu_membarrier_ok;
 /* Pages translated before any byte moves: accesses up to this size are
  * all-or-nothing; longer ones are done in windows of this size. */
 #define ACCESS_WINDOW_PAGES 32
-/* Faults one window may take before the MMU is declared broken: a fixed
- * fault that never lets the access through is a bug, not a retry. */
-#define ACCESS_MAX_RETRIES 100000
+/*
+ * Livelock guards.  A fault the MMU reports as fixed (or spurious) must let
+ * the access through after a few more exits at most (a racing zap can undo a
+ * fix), so many in a row is a bug.  RET_PF_RETRY is a legitimate wait (a
+ * memslot being deleted, an invalidation in flight), bounded only in time.
+ */
+#define ACCESS_MAX_FIXED_LOOPS 10000
+#define ACCESS_MAX_RETRY_SECONDS 60
 
 VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 {
@@ -151,7 +158,7 @@ static int internal_error_exit(struct vmmu_exit *exit, int error)
  * or VMMU_EXIT with *exit filled for the embedder.
  */
 static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, size_t offset, size_t n,
-			    bool write, struct vmmu_exit *exit)
+			    bool write, struct vmmu_exit *exit, int *ret_pf)
 {
 	struct page_fault fault;
 	int r;
@@ -165,6 +172,7 @@ static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, size_
 	vmmu_rcu_read_lock();
 	r = mmu_page_fault(v, he->gpa, hw_exit_to_error_code(v->vm, he), &fault);
 	vmmu_rcu_read_unlock();
+	*ret_pf = r;
 	if (vm_is_bugged(v->vm))
 		return internal_error_exit(exit, VMMU_EIO);
 	switch (r) {
@@ -192,7 +200,8 @@ static int access_window(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t
 {
 	bool write = acc & ACC_WRITE;
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
-	unsigned int retries = 0;
+	unsigned int fixed_loops = 0, retries = 0;
+	struct timespec retry_start = { 0, 0 };
 	struct hw_exit he;
 	size_t off, n;
 	unsigned int i;
@@ -207,14 +216,32 @@ again:
 		if (n > len - off)
 			n = len - off;
 		if (unlikely(!hw_translate(v, gpa + off, acc, &hvas[i], &he))) {
+			int ret_pf = RET_PF_RETRY;
+
 			vcpu_exit_guest_mode(v);
-			r = vcpu_handle_exit(v, &he, base_offset + off, n, write, exit);
+			r = vcpu_handle_exit(v, &he, base_offset + off, n, write, exit, &ret_pf);
 			if (r)
 				return r;
-			if (unlikely(++retries > ACCESS_MAX_RETRIES)) {
-				vm_bug(v->vm, __FILE__, __LINE__, "access to gpa %#llx never completes",
-				       (unsigned long long)(gpa + off));
-				return internal_error_exit(exit, VMMU_EIO);
+			if (ret_pf != RET_PF_RETRY) {
+				if (unlikely(++fixed_loops > ACCESS_MAX_FIXED_LOOPS)) {
+					vm_bug(v->vm, __FILE__, __LINE__,
+					       "fault at gpa %#llx fixed %u times but the access never completes",
+					       (unsigned long long)(gpa + off), fixed_loops);
+					return internal_error_exit(exit, VMMU_EIO);
+				}
+			} else if (unlikely(++retries % 64 == 0)) {
+				/* A long wait: let the thread we wait for run. */
+				struct timespec t;
+
+				sched_yield();
+				clock_gettime(CLOCK_MONOTONIC, &t);
+				if (retries == 64) {
+					retry_start = t;
+				} else if (t.tv_sec - retry_start.tv_sec > ACCESS_MAX_RETRY_SECONDS) {
+					vm_bug(v->vm, __FILE__, __LINE__, "fault at gpa %#llx retried for %d s",
+					       (unsigned long long)(gpa + off), ACCESS_MAX_RETRY_SECONDS);
+					return internal_error_exit(exit, VMMU_EIO);
+				}
 			}
 			goto again;
 		}

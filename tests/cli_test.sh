@@ -1,2 +1,63 @@
 #!/bin/sh
-exit 0
+# The CLI contract (DESIGN.md): exit 0 on success, 1 on a failed check, 2 on
+# bad usage; `--json` prints exactly one JSON object carrying the documented keys.
+set -u
+VMMU="$1"
+fail=0 passed=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+check_rc() { # want-rc description cmd...
+	want=$1; what=$2; shift 2
+	"$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" -ne "$want" ]; then
+		echo "FAIL: $what: exit $rc, want $want"; sed 's/^/  | /' "$tmp/err" | head -5
+		fail=$((fail + 1))
+	else
+		passed=$((passed + 1))
+	fi
+}
+
+check_keys() { # description keys...  (plain sh: no JSON tool on a fresh machine)
+	what=$1; shift
+	if [ "$(grep -c . "$tmp/out")" -ne 1 ] || ! grep -q '^{.*}$' "$tmp/out"; then
+		echo "FAIL: $what: stdout is not one JSON object"; fail=$((fail + 1)); return
+	fi
+	if ! grep -q '"ok": *true' "$tmp/out"; then
+		echo "FAIL: $what: ok is not true"; fail=$((fail + 1)); return
+	fi
+	for k in "$@"; do
+		if ! grep -q "\"$k\": *[-0-9tfn\"]" "$tmp/out"; then
+			echo "FAIL: $what: key $k missing"; fail=$((fail + 1)); return
+		fi
+	done
+	passed=$((passed + 1))
+}
+
+check_rc 2 "unknown command" "$VMMU" frobnicate
+check_rc 2 "unknown scenario" "$VMMU" run nosuch
+check_rc 2 "unknown option" "$VMMU" run --bogus
+check_rc 2 "bad size" "$VMMU" run --mem 12Q
+check_rc 2 "zero vcpus" "$VMMU" run --vcpus 0
+check_rc 2 "unknown bench" "$VMMU" bench nosuch
+check_rc 0 "bench list" "$VMMU" bench list
+check_rc 0 "help" "$VMMU" --help
+
+for tdp in ept npt; do
+	check_rc 0 "run demand $tdp" "$VMMU" run demand --mem 64M --tdp $tdp --json
+	check_keys "run demand $tdp keys" scenario vcpus mem_bytes first_touch_ms first_touch_ns_per_page \
+		retouch_ms retouch_ns_per_page pf_taken pf_fixed pages_4k pages_2m pages_1g mismatches
+done
+check_rc 0 "run demand 2m" "$VMMU" run --mem 64M --host-page 2m --json
+check_keys "run demand 2m keys" pages_2m
+check_rc 0 "run demand no-ad" "$VMMU" run --mem 32M --no-ad --json
+check_rc 0 "run human report" "$VMMU" run --mem 32M
+check_rc 0 "bench demand" "$VMMU" bench demand --mem 64M --reps 1 --json
+check_keys "bench demand keys" first_touch_ns_per_page retouch_ns_per_page fault_ns \
+	host_first_touch_ns_per_page host_retouch_ns_per_page first_touch_overhead retouch_overhead
+check_rc 0 "bench vcpus" "$VMMU" bench vcpus --mem 64M --reps 1 --json
+check_keys "bench vcpus keys" pages_per_s_1vcpu pages_per_s_2vcpu scaling
+
+echo "cli: $passed passed, $fail failed"
+[ "$fail" -eq 0 ]
