@@ -96,11 +96,12 @@ static void pt_page_free_cb(struct rcu_head *head)
 
 	vmmu_rcu_callback_begin();
 	pt_page_free_now(p);
+	vmmu_rcu_callback_end();
 }
 
 void pt_page_free_rcu(struct pt_page *p)
 {
-	urcu_memb_call_rcu(&p->rcu, pt_page_free_cb);
+	vmmu_call_rcu(&p->rcu, pt_page_free_cb);
 }
 
 int pt_cache_topup(struct pt_arena *a, struct pt_cache *c, int min)

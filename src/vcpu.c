@@ -78,11 +78,26 @@ static inline void vcpu_enter_guest_mode(struct vmmu_vcpu *v)
 {
 	uint64_t m = atomic_load_explicit(&v->mode, memory_order_relaxed);
 
+#ifdef VMMU_TSAN
+	/* TSan models no fences; seq_cst store + seq_cst load (below) give the
+	 * same Dekker guarantee in the C11 model. */
+	atomic_store_explicit(&v->mode, m + 1, memory_order_seq_cst);
+#else
 	atomic_store_explicit(&v->mode, m + 1, memory_order_relaxed);
 	if (vmmu_membarrier_ok)
 		atomic_signal_fence(memory_order_seq_cst);
 	else
 		atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
+static inline uint32_t vcpu_pending_requests(struct vmmu_vcpu *v)
+{
+#ifdef VMMU_TSAN
+	return atomic_load_explicit(&v->requests, memory_order_seq_cst);
+#else
+	return atomic_load_explicit(&v->requests, memory_order_relaxed);
+#endif
 }
 
 static inline void vcpu_exit_guest_mode(struct vmmu_vcpu *v)
@@ -121,7 +136,7 @@ static int vcpu_enter_guest(struct vmmu_vcpu *v)
 				return r;
 		}
 		vcpu_enter_guest_mode(v);
-		if (likely(!atomic_load_explicit(&v->requests, memory_order_relaxed)))
+		if (likely(!vcpu_pending_requests(v)))
 			return 0;
 		/* Requests are serviced outside guest mode: a reload may take
 		 * mmu_lock, whose writer may be waiting for this vCPU to exit. */

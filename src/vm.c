@@ -36,10 +36,12 @@ static void membarrier_init(void)
  */
 static void request_fence(void)
 {
+#ifndef VMMU_TSAN	/* under TSan every access on both sides is seq_cst */
 	if (vmmu_membarrier_ok)
 		syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
 	else
 		atomic_thread_fence(memory_order_seq_cst);
+#endif
 }
 
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
@@ -132,7 +134,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		free(vm);
 		return r;
 	}
-	vm->memslots = memslots_new_empty();
+	atomic_init(&vm->memslots, memslots_new_empty());
 	if (!vm->memslots) {
 		pt_arena_destroy(&vm->arena);
 		free(vm);
@@ -161,7 +163,7 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 		tdp_mmu_put_root(vm, root);
 	}
 	/* Every deferred free touches the arena: drain them before it goes. */
-	urcu_memb_barrier();
+	vmmu_rcu_barrier();
 	ms = vm->memslots;
 	for (unsigned int i = 0; i < ms->n; i++)
 		memslot_free_backing(&ms->slots[i]);
@@ -182,6 +184,7 @@ static void memslots_free_cb(struct rcu_head *head)
 
 	vmmu_rcu_callback_begin();
 	free(ms);
+	vmmu_rcu_callback_end();
 }
 
 /* Remove mappings of [start, end) and flush; mmu_lock taken here. */
@@ -255,7 +258,7 @@ VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm)
  */
 static void publish_memslots(struct vmmu_vm *vm, struct memslots *ms)
 {
-	rcu_assign_pointer(vm->memslots, ms);
+	atomic_store_explicit(&vm->memslots, ms, memory_order_release);
 	if ((ms->generation & MMIO_SPTE_GEN_MASK) == 0)
 		zap_all(vm);
 }
@@ -309,7 +312,7 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		}
 		/* Old MMIO SPTEs in the new range miss on their generation. */
 		publish_memslots(vm, next);
-		urcu_memb_call_rcu(&cur->rcu, memslots_free_cb);
+		vmmu_call_rcu(&cur->rcu, memslots_free_cb);
 		break;
 
 	case MEMSLOT_FLAGS_ONLY:
@@ -321,7 +324,7 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 			goto out;
 		}
 		publish_memslots(vm, next);
-		urcu_memb_call_rcu(&cur->rcu, memslots_free_cb);
+		vmmu_call_rcu(&cur->rcu, memslots_free_cb);
 		break;
 
 	case MEMSLOT_DELETE:
@@ -351,11 +354,11 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 			goto out;
 		}
 		publish_memslots(vm, mid);
-		urcu_memb_synchronize_rcu();
+		vmmu_synchronize_rcu();
 		free(cur);
 		zap_gfn_range(vm, old->base_gfn, old->base_gfn + old->npages, true);
 		publish_memslots(vm, next);
-		urcu_memb_synchronize_rcu();
+		vmmu_synchronize_rcu();
 		if (change == MEMSLOT_DELETE) {
 			/* mid still describes the deleted slot; nobody can reach it now. */
 			struct memslot *dead = NULL;

@@ -131,7 +131,7 @@ struct vmmu_vm {
 	_Atomic long mmu_invalidate_in_progress;	/* [mmu_lock:W] */
 
 	pthread_mutex_t slots_lock;
-	struct memslots *memslots;	/* [rcu], updated under [slots_lock] */
+	struct memslots *_Atomic memslots;	/* [rcu], updated under [slots_lock] */
 
 	pthread_mutex_t vcpus_lock;
 	struct vmmu_vcpu *vcpus[VMMU_MAX_VCPUS];	/* [vcpus_lock] to add; entries immutable */
@@ -200,11 +200,41 @@ static inline void vmmu_rcu_read_unlock(void)
 	urcu_memb_read_unlock();
 }
 static inline void vmmu_rcu_callback_begin(void) { __tsan_acquire(&vmmu_rcu_tsan_sync); }
+/* And what a callback did happens before whoever waits in rcu_barrier(). */
+static inline void vmmu_rcu_callback_end(void) { __tsan_release(&vmmu_rcu_tsan_sync); }
+/* What the caller did before handing an object to RCU happens before the
+ * callback that frees it, and before anything after a grace period. */
+static inline void vmmu_rcu_handoff(void) { __tsan_release(&vmmu_rcu_tsan_sync); }
+static inline void vmmu_rcu_after_grace(void) { __tsan_acquire(&vmmu_rcu_tsan_sync); }
 #else
 static inline void vmmu_rcu_read_lock(void) { urcu_memb_read_lock(); }
 static inline void vmmu_rcu_read_unlock(void) { urcu_memb_read_unlock(); }
 static inline void vmmu_rcu_callback_begin(void) { }
+static inline void vmmu_rcu_callback_end(void) { }
+static inline void vmmu_rcu_handoff(void) { }
+static inline void vmmu_rcu_after_grace(void) { }
 #endif
+
+static inline void vmmu_call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head *))
+{
+	vmmu_rcu_handoff();
+	urcu_memb_call_rcu(head, fn);
+}
+
+static inline void vmmu_synchronize_rcu(void)
+{
+	vmmu_rcu_handoff();
+	urcu_memb_synchronize_rcu();
+	vmmu_rcu_after_grace();
+}
+
+/* Waits for every callback queued so far to have run. */
+static inline void vmmu_rcu_barrier(void)
+{
+	vmmu_rcu_handoff();
+	urcu_memb_barrier();
+	vmmu_rcu_after_grace();
+}
 
 /* ---- lock assertions (named after the lock, as in bhyve/KVM) ------------- */
 #ifdef VMMU_DEBUG_LOCKS
@@ -217,9 +247,11 @@ static inline void lockdep_assert_mmu_lock_held(struct vmmu_vm *vm) { (void)vm; 
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req);
 void vm_flush_remote_tlbs(struct vmmu_vm *vm);
 
+/* C11 acquire/release rather than liburcu's rcu_dereference/rcu_assign_pointer
+ * (volatile accesses), so race detectors see the publication. */
 static inline struct memslots *vm_memslots(struct vmmu_vm *vm)
 {
-	return rcu_dereference(vm->memslots);
+	return atomic_load_explicit(&vm->memslots, memory_order_acquire);
 }
 
 #endif /* VMMU_INT_H */

@@ -558,7 +558,7 @@ TEST(page_table_arena_exhaustion_is_an_error_not_a_crash)
 	ASSERT_FALSE(vmmu_vm_bugged(vm, NULL));
 	/* Freeing tables makes room again, once their grace period is over. */
 	vmmu_zap_all(vm);
-	urcu_memb_barrier();
+	vmmu_rcu_barrier();
 	ASSERT_OK(vmmu_vcpu_access(v, gpa, &val, 8, VMMU_ACCESS_WRITE, &x));
 	vmmu_vm_destroy(vm);
 }

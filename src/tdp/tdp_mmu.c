@@ -276,6 +276,7 @@ static void tdp_root_free_cb(struct rcu_head *head)
 
 	vmmu_rcu_callback_begin();
 	free(root);
+	vmmu_rcu_callback_end();
 }
 
 struct tdp_root *tdp_mmu_get_root(struct vmmu_vm *vm)
@@ -330,7 +331,7 @@ void tdp_mmu_put_root(struct vmmu_vm *vm, struct tdp_root *root)
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
 	pt_page_free_rcu(root->pt);
-	urcu_memb_call_rcu(&root->rcu, tdp_root_free_cb);
+	vmmu_call_rcu(&root->rcu, tdp_root_free_cb);
 }
 
 struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm)
