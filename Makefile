@@ -4,6 +4,9 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 WERROR     ?= 1
 CMAKE_ARGS ?=
 WOPT        = -DWERROR=$(if $(filter 0,$(WERROR)),OFF,ON)
+# The ASan+UBSan tree is built with clang when it is installed, so `make check`
+# compiles the project with both compilers (the other trees use cc = gcc).
+ASAN_CC    ?= $(shell command -v clang 2>/dev/null || echo cc)
 
 .PHONY: all deps build demo check check-fast san clean
 
@@ -23,7 +26,8 @@ demo: build
 
 # Sanitizer trees; their tests are registered in the main tree's ctest.
 san: deps
-	cmake -S . -B $(BUILD)-asan $(WOPT) -DVMMU_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD)-asan $(WOPT) -DVMMU_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_C_COMPILER=$(ASAN_CC) $(CMAKE_ARGS)
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	cmake -S . -B $(BUILD)-tsan $(WOPT) -DVMMU_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
 	cmake --build $(BUILD)-tsan -j $(JOBS)

@@ -183,7 +183,7 @@ _Static_assert((FROZEN_SPTE & EPT_MMIO_MASK) != EPT_MMIO_VALUE &&
 		       (FROZEN_SPTE & NPT_MMIO_MASK) != NPT_MMIO_VALUE,
 	       "the frozen SPTE must not look like MMIO");
 _Static_assert(SPTE_MASKS_DISJOINT(SPTE_HOST_RSVD_MASK, SPTE_BASE_ADDR_MASK) &&
-		       (NPT_MMIO_RSVD & SPTE_HOST_RSVD_MASK),
+		       ((NPT_MMIO_RSVD & SPTE_HOST_RSVD_MASK) != 0),
 	       "NPT MMIO must use a bit reserved by the host address width");
 
 /* ---- the per-VM format -------------------------------------------------- */

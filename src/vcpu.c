@@ -294,6 +294,20 @@ VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, size_t l
 
 	acc = type == VMMU_ACCESS_WRITE ? ACC_WRITE : type == VMMU_ACCESS_FETCH ? ACC_EXEC : 0;
 	STAT_INC(v->stat.accesses);
+
+	/* The common case: one page, translation cached or one walk away. */
+	if (likely((gva & 0xfff) + len <= 4096) && likely(v->root)) {
+		struct hw_exit he;
+		uintptr_t hva;
+
+		vcpu_enter_guest_mode(v);
+		if (likely(!vcpu_pending_requests(v)) && likely(hw_translate(v, gva, acc, &hva, &he))) {
+			copy_fragment((void *)hva, buf, len, acc & ACC_WRITE);
+			vcpu_exit_guest_mode(v);
+			return 0;
+		}
+		vcpu_exit_guest_mode(v);
+	}
 	/*
 	 * No RCU read section here: like a real CPU, the hardware walk and the
 	 * copy run in guest mode, and every path that frees a page table or
