@@ -1,90 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 #include "hw.h"
 
+#include <string.h>
+
 #include "mmu.h"
 #include "tdp/tdp_iter.h"
 #include "tdp/tdp_mmu.h"
 
-/* Walk permissions: ACC_* plus readability, which only EPT can take away. */
-#define HW_READ 8u
-#define HW_ALL (ACC_ALL | HW_READ)
-
 void hw_tlb_flush(struct vmmu_vcpu *v)
 {
-	/* Entries and paging-structure caches carry the generation they were
-	 * filled in; bumping it drops them all at once. */
+	/*
+	 * Entries and paging-structure caches carry the generation they were
+	 * filled in; bumping it drops them all at once.  TLB keys keep only the
+	 * low bits, so when those wrap the array is cleared for real, and the
+	 * low bits are never 0 (the value of a never-filled entry's key).
+	 */
 	v->tlb.gen++;
-}
-
-static inline unsigned int entry_perms(const struct spte_fmt *f, uint64_t spte)
-{
-	unsigned int p = 0;
-
-	if (f->ept) {
-		if (spte & EPT_R)
-			p |= HW_READ;
-		if (spte & EPT_W)
-			p |= ACC_WRITE;
-		if (spte & EPT_X)
-			p |= ACC_EXEC;
-		p |= ACC_USER;	/* EPT has no user/supervisor distinction */
-	} else {
-		p |= HW_READ;
-		if (spte & PT_W)
-			p |= ACC_WRITE;
-		if (spte & PT_U)
-			p |= ACC_USER;
-		if (!(spte & PT_NX))
-			p |= ACC_EXEC;
+	if ((v->tlb.gen & TLB_GEN_MASK) == 0) {
+		memset(v->tlb.e, 0, sizeof(v->tlb.e));
+		v->tlb.gen++;
 	}
-	return p;
-}
-
-static inline bool perms_allow(const struct spte_fmt *f, unsigned int eff, unsigned int acc)
-{
-	if (!(eff & HW_READ))
-		return (acc & ACC_EXEC) && (eff & ACC_EXEC);	/* EPT execute-only */
-	if ((acc & ACC_WRITE) && !(eff & ACC_WRITE))
-		return false;
-	if ((acc & ACC_EXEC) && !(eff & ACC_EXEC))
-		return false;
-	/* Every NPT access is a user access (APM 15.25.5). */
-	if (!f->ept && !(eff & ACC_USER))
-		return false;
-	return true;
-}
-
-/*
- * The common TLB miss: the leaf table is in the paging-structure cache and
- * the leaf already allows the access with A (and, for writes, D) set, so the
- * walk is one load and no locked operation.  Anything else takes the full
- * walk, which decides exits and A/D updates exactly.
- */
-static inline bool leaf_fast_ok(const struct spte_fmt *f, uint64_t spte, unsigned int acc)
-{
-	uint64_t need, bad = SPTE_HOST_RSVD_MASK;
-
-	if (f->ept) {
-		/* Readable, write-back memory type (6: bits 4-5 set, bit 3 clear). */
-		need = EPT_R | EPT_MT_WB;
-		bad |= 1ULL << EPT_MT_SHIFT;
-		if (acc & ACC_WRITE)
-			need |= EPT_W;
-		if (acc & ACC_EXEC)
-			need |= EPT_X;
-	} else {
-		need = PT_P | PT_U;
-		if (acc & ACC_WRITE)
-			need |= PT_W;
-		if (acc & ACC_EXEC)
-			bad |= PT_NX;
-	}
-	if (f->ad_enabled) {
-		need |= f->accessed;
-		if (acc & ACC_WRITE)
-			need |= f->dirty;
-	}
-	return (spte & (need | bad)) == need;
 }
 
 static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_kind kind, uint64_t gpa,
@@ -103,7 +38,7 @@ static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_
 		else
 			q |= EPT_VIOLATION_ACC_READ;
 		/* Bits 3-5: R/W/X ANDed over every entry used by the walk. */
-		if (eff & HW_READ)
+		if (eff & TLB_READ)
 			q |= EPT_VIOLATION_READABLE;
 		if (eff & ACC_WRITE)
 			q |= EPT_VIOLATION_WRITABLE;
@@ -159,20 +94,11 @@ bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva
 	struct tlb *tlb = &v->tlb;
 	uint64_t gfn = gpa >> 12;
 	bool ad = f->ad_enabled;
-	struct tlb_entry *te;
 	unsigned int eff;
 	uint64_t *table;
 	uint64_t spte;
 	int level;
 
-	if (tlb->psc[PG_LEVEL_2M].gen == tlb->gen && tlb->psc[PG_LEVEL_2M].tag == gpa >> 21) {
-		spte = tdp_read_spte(&tlb->psc[PG_LEVEL_2M].table[gfn & (PT64_ENT_PER_PAGE - 1)]);
-		eff = tlb->psc[PG_LEVEL_2M].access & entry_perms(f, spte);
-		if (likely(leaf_fast_ok(f, spte, acc) && perms_allow(f, eff, acc))) {
-			level = PG_LEVEL_4K;
-			goto fill;
-		}
-	}
 restart:
 	level = v->root->level;
 	table = v->root->pt->spt;
@@ -233,15 +159,11 @@ restart:
 		level--;
 	}
 
-fill:
-	te = &tlb->e[gfn & (TLB_ENTRIES - 1)];
-	te->tag = gfn;
-	te->gen = tlb->gen;
-	te->hva_page = (uintptr_t)(spte_to_pfn(spte) << 12) +
-		       (gpa & ((1ULL << spte_level_shift(level)) - 1) & ~0xfffULL);
-	te->access = (uint8_t)eff;
 	/* Without A/D, W itself is the dirty state (the MMU write-protects to track). */
-	te->dirty = ad ? !!(spte & f->dirty) : !!(eff & ACC_WRITE);
-	*hva = te->hva_page + (gpa & 0xfff);
+	*hva = tlb_fill(v, gfn,
+			(uintptr_t)(spte_to_pfn(spte) << 12) +
+				(gpa & ((1ULL << spte_level_shift(level)) - 1) & ~0xfffULL),
+			eff, ad ? !!(spte & f->dirty) : !!(eff & ACC_WRITE)) +
+	       (gpa & 0xfff);
 	return true;
 }

@@ -48,26 +48,128 @@ struct hw_exit {
  */
 bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva, struct hw_exit *e);
 
+/* Walk permissions: ACC_* plus readability (TLB_READ). */
+#define HW_ALL (ACC_ALL | TLB_READ)
+
+static inline unsigned int entry_perms(const struct spte_fmt *f, uint64_t spte)
+{
+	unsigned int p = 0;
+
+	if (f->ept) {
+		if (spte & EPT_R)
+			p |= TLB_READ;
+		if (spte & EPT_W)
+			p |= ACC_WRITE;
+		if (spte & EPT_X)
+			p |= ACC_EXEC;
+		p |= ACC_USER;	/* EPT has no user/supervisor distinction */
+	} else {
+		p |= TLB_READ;
+		if (spte & PT_W)
+			p |= ACC_WRITE;
+		if (spte & PT_U)
+			p |= ACC_USER;
+		if (!(spte & PT_NX))
+			p |= ACC_EXEC;
+	}
+	return p;
+}
+
+static inline bool perms_allow(const struct spte_fmt *f, unsigned int eff, unsigned int acc)
+{
+	if (!(eff & TLB_READ))
+		return (acc & ACC_EXEC) && (eff & ACC_EXEC);	/* EPT execute-only */
+	if ((acc & ACC_WRITE) && !(eff & ACC_WRITE))
+		return false;
+	if ((acc & ACC_EXEC) && !(eff & ACC_EXEC))
+		return false;
+	/* Every NPT access is a user access (APM 15.25.5). */
+	if (!f->ept && !(eff & ACC_USER))
+		return false;
+	return true;
+}
+
+/*
+ * The common TLB miss: the leaf table is in the paging-structure cache and
+ * the leaf already allows the access with A (and, for writes, D) set, so the
+ * walk is one load and no locked operation.  Anything else takes the full
+ * walk, which decides exits and A/D updates exactly.
+ */
+static inline bool leaf_fast_ok(const struct spte_fmt *f, uint64_t spte, unsigned int acc)
+{
+	uint64_t need, bad = SPTE_HOST_RSVD_MASK;
+
+	if (f->ept) {
+		/* Readable, write-back memory type (6: bits 4-5 set, bit 3 clear). */
+		need = EPT_R | EPT_MT_WB;
+		bad |= 1ULL << EPT_MT_SHIFT;
+		if (acc & ACC_WRITE)
+			need |= EPT_W;
+		if (acc & ACC_EXEC)
+			need |= EPT_X;
+	} else {
+		need = PT_P | PT_U;
+		if (acc & ACC_WRITE)
+			need |= PT_W;
+		if (acc & ACC_EXEC)
+			bad |= PT_NX;
+	}
+	if (f->ad_enabled) {
+		need |= f->accessed;
+		if (acc & ACC_WRITE)
+			need |= f->dirty;
+	}
+	return (spte & (need | bad)) == need;
+}
+
+static inline uint64_t tlb_key(const struct vmmu_vcpu *v, uint64_t gfn)
+{
+	return (gfn << TLB_GEN_BITS) | (v->tlb.gen & TLB_GEN_MASK);
+}
+
+static inline uintptr_t tlb_fill(struct vmmu_vcpu *v, uint64_t gfn, uintptr_t hva_page, unsigned int eff,
+				 bool dirty)
+{
+	struct tlb_entry *te = &v->tlb.e[gfn & (TLB_ENTRIES - 1)];
+
+	te->key = tlb_key(v, gfn);
+	te->val = hva_page | eff | (dirty ? TLB_DIRTY : 0);
+	return hva_page;
+}
+
 static inline bool hw_translate(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva,
 				struct hw_exit *e)
 {
 	uint64_t gfn = gpa >> 12;
 	struct tlb_entry *te = &v->tlb.e[gfn & (TLB_ENTRIES - 1)];
+	struct psc_entry *p;
 
-	if (likely(te->tag == gfn && te->gen == v->tlb.gen)) {
+	if (likely(te->key == tlb_key(v, gfn))) {
 		/* A write through an entry whose D bit was clear walks again to
 		 * set it, as a CPU does (SDM 4.8). */
-		bool ok = !(acc & ACC_WRITE) || ((te->access & ACC_WRITE) && te->dirty);
+		uintptr_t need = (acc & ACC_EXEC) | ((acc & ACC_WRITE) ? (ACC_WRITE | TLB_DIRTY) : 0);
 
-		if (acc & ACC_EXEC)
-			ok = ok && (te->access & ACC_EXEC);
-		if (likely(ok)) {
+		if (likely((te->val & need) == need)) {
 			STAT_INC(v->stat.tlb_hits);
-			*hva = te->hva_page + (gpa & 0xfff);
+			*hva = (te->val & ~(uintptr_t)0xfff) | (gpa & 0xfff);
 			return true;
 		}
 	}
 	STAT_INC(v->stat.tlb_misses);
+	p = &v->tlb.psc[PG_LEVEL_2M];
+	if (likely(p->gen == v->tlb.gen && p->tag == gpa >> 21)) {
+		const struct spte_fmt *f = &v->vm->fmt;
+		uint64_t spte = atomic_load_explicit((_Atomic uint64_t *)&p->table[gfn & (PT64_ENT_PER_PAGE - 1)],
+						     memory_order_acquire);
+		unsigned int eff = p->access & entry_perms(f, spte);
+
+		if (likely(leaf_fast_ok(f, spte, acc) && perms_allow(f, eff, acc))) {
+			bool dirty = f->ad_enabled ? !!(spte & f->dirty) : !!(eff & ACC_WRITE);
+
+			*hva = tlb_fill(v, gfn, (uintptr_t)(spte_to_pfn(spte) << 12), eff, dirty) | (gpa & 0xfff);
+			return true;
+		}
+	}
 	return hw_walk(v, gpa, acc, hva, e);
 }
 

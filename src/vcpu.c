@@ -147,7 +147,7 @@ static int vcpu_enter_guest(struct vmmu_vcpu *v)
 	}
 }
 
-static void copy_fragment(void *hva, void *buf, size_t n, bool write)
+static inline __attribute__((always_inline)) void copy_fragment(void *hva, void *buf, size_t n, bool write)
 {
 	void *dst = write ? hva : buf;
 	const void *src = write ? buf : hva;
@@ -288,7 +288,6 @@ VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, size_t l
 	limit = (access & VMMU_ACCESS_PHYS) ? 1ULL << v->vm->cfg.maxphyaddr : 1ULL << 32;
 	if (gva >= limit || len > limit - gva)
 		return VMMU_ERANGE;
-	exit->reason = VMMU_EXIT_NONE;
 	if (unlikely(vm_is_bugged(v->vm)))
 		return internal_error_exit(exit, VMMU_EIO);
 

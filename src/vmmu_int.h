@@ -45,15 +45,22 @@ typedef _Atomic uint64_t stat_t;
 #define VCPU_REQ_TLB_FLUSH (1u << 0)
 #define VCPU_REQ_MMU_RELOAD (1u << 1)
 
-/* Per-vCPU TLB: a direct-mapped cache of gfn -> host page translations. */
+/*
+ * Per-vCPU TLB: a direct-mapped cache of gfn -> host page translations, 16
+ * bytes an entry so a sweep over many pages streams through as few cache
+ * lines as possible.  key = gfn << TLB_GEN_BITS | (flush generation & mask);
+ * val = host page address | TLB_* permission bits in the page-offset bits.
+ */
 #define TLB_ENTRIES 1024
+#define TLB_GEN_BITS 16
+#define TLB_GEN_MASK ((1ULL << TLB_GEN_BITS) - 1)
 struct tlb_entry {
-	uint64_t tag;		/* gfn of the 4K page */
-	uint64_t gen;		/* valid iff == tlb.gen */
-	uintptr_t hva_page;	/* host address of the 4K page */
-	uint8_t access;		/* ACC_* granted by the walk (AND over all levels) */
-	uint8_t dirty;		/* D was set: writes may use the entry */
+	uint64_t key;
+	uintptr_t val;
 };
+/* TLB_* bits in tlb_entry.val: ACC_EXEC/ACC_WRITE/ACC_USER, plus these. */
+#define TLB_READ 8u	/* readable (only EPT can take reads away) */
+#define TLB_DIRTY 16u	/* D was set: writes may use the entry */
 
 /*
  * Paging-structure caches (SDM 4.10.3): the table reached after level 2 and
@@ -69,9 +76,9 @@ struct psc_entry {
 };
 
 struct tlb {
-	uint64_t gen;		/* bumped by every flush: O(1) invalidation */
-	struct tlb_entry e[TLB_ENTRIES];
+	uint64_t gen;		/* bumped by every flush: O(1) invalidation; low bits never 0 */
 	struct psc_entry psc[PG_LEVEL_1G + 1];	/* [2] and [3] used */
+	struct tlb_entry e[TLB_ENTRIES];
 };
 
 struct vcpu_stats {
@@ -94,7 +101,6 @@ struct vmmu_vcpu {
 	_Atomic uint32_t requests;	/* [atomic] VCPU_REQ_* */
 
 	struct tdp_root *root;		/* [vcpu] ref held while loaded */
-	struct tlb tlb;			/* [vcpu] */
 
 	struct {
 		uint64_t gen;
@@ -103,7 +109,7 @@ struct vmmu_vcpu {
 
 	struct pt_cache pt_cache;	/* [vcpu] page tables topped up outside mmu_lock */
 	struct vcpu_stats stat;		/* [vcpu] written, [atomic] read */
-	bool in_use;			/* [atomic] one driving thread at a time */
+	struct tlb tlb;			/* [vcpu] last: the big array after the hot fields */
 };
 
 struct vm_stats {
