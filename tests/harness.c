@@ -28,6 +28,23 @@ void variant_config(const struct mmu_variant *var, struct vmmu_vm_config *cfg)
 	cfg->pt_arena_bytes = 1ULL << 30;
 }
 
+/* splitmix64: fixed seeds keep every run identical. */
+static uint64_t rng_state;
+
+void test_rng_seed(uint64_t seed)
+{
+	rng_state = seed;
+}
+
+uint64_t test_rng_next(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
 void test_register(struct test_case *t)
 {
 	/* Append, so tests run in source order. */

@@ -82,6 +82,10 @@ void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
 	} while (0)
 #define SKIP(...) test_skip(__VA_ARGS__)
 
+/* Deterministic pseudo-random numbers (splitmix64) for single-threaded tests. */
+void test_rng_seed(uint64_t seed);
+uint64_t test_rng_next(void);
+
 /* ---- MMU configurations every data-path test runs under ------------------ */
 struct mmu_variant {
 	const char *name;

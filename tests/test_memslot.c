@@ -17,26 +17,10 @@
 #define SZ_2M 0x200000ULL
 #define SZ_1G 0x40000000ULL
 
-/* splitmix64: fixed seeds keep every run identical. */
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t seed)
-{
-	rng_state = seed;
-}
-
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
 
 static uint64_t rng_below(uint64_t n)
 {
-	return rng_next() % n;
+	return test_rng_next() % n;
 }
 
 /* Anonymous memory of size bytes starting on an align boundary. */
@@ -668,7 +652,7 @@ TEST(memslots_find_gfn_many)
 	ASSERT_EQ_U64(ms->generation, 0);
 	nr_snap_updates = 0;
 	ASSERT_TRUE(memslots_find_gfn(ms, 0) == NULL);
-	rng_seed(0x510753);
+	test_rng_seed(0x510753);
 
 	/* Disjoint slots, some touching, some far apart, a few large. */
 	for (unsigned int i = 0; i < NR_SNAP_SLOTS; i++) {
@@ -840,7 +824,7 @@ TEST(max_mapping_level_random)
 	static const uint64_t grains[] = { 1, 512, 512 * 512 };
 	unsigned int counts[PG_LEVEL_1G + 1] = { 0 };
 
-	rng_seed(0x1e7e1);
+	test_rng_seed(0x1e7e1);
 	for (unsigned int i = 0; i < 4000; i++) {
 		/* Bases and hvas aligned to random grains, so every level's
 		 * congruence both holds and fails often. */

@@ -27,22 +27,6 @@ static const struct fmt_case fmt_cases[] = {
 };
 #define NR_FMT_CASES (sizeof(fmt_cases) / sizeof(fmt_cases[0]))
 
-/* splitmix64: fixed seeds keep every run identical. */
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t seed)
-{
-	rng_state = seed;
-}
-
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
 
 static const char *fmt_name(const struct spte_fmt *f)
 {
@@ -115,13 +99,13 @@ static void check_mmio(const struct spte_fmt *f, u64 gfn, unsigned int access, u
 
 TEST(mmio_spte_every_generation)
 {
-	rng_seed(0x5eed0004);
+	test_rng_seed(0x5eed0004);
 	for (int e = 0; e < 2; e++) {
 		struct spte_fmt f;
 
 		spte_fmt_init(&f, e == 0, true);
 		for (u64 gen = 0; gen <= MMIO_SPTE_GEN_MASK; gen++) {
-			u64 r = rng_next();
+			u64 r = test_rng_next();
 			unsigned int acc = (unsigned int)(r >> 61);
 
 			/* All gfn bits set: a generation bit leaking into the gfn
@@ -243,7 +227,7 @@ TEST(leaf_spte_every_combination)
 {
 	enum { NR_PFNS = 24 };
 
-	rng_seed(0x1eaf);
+	test_rng_seed(0x1eaf);
 	for (unsigned int i = 0; i < NR_FMT_CASES; i++) {
 		struct spte_fmt f;
 
@@ -258,7 +242,7 @@ TEST(leaf_spte_every_combination)
 			pfns[2] = HOST_PFN_LIMIT - pages;
 			pfns[3] = HOST_PFN_LIMIT / 2;
 			for (int p = 4; p < NR_PFNS; p++)
-				pfns[p] = rng_next() & (HOST_PFN_LIMIT - 1) & ~(pages - 1);
+				pfns[p] = test_rng_next() & (HOST_PFN_LIMIT - 1) & ~(pages - 1);
 
 			for (unsigned int acc = 0; acc <= ACC_ALL; acc++)
 				for (int hw = 0; hw < 2; hw++)
@@ -275,13 +259,13 @@ TEST(nonleaf_spte)
 {
 	enum { NR_PFNS = 64 };
 
-	rng_seed(0x7ab1e);
+	test_rng_seed(0x7ab1e);
 	for (unsigned int i = 0; i < NR_FMT_CASES; i++) {
 		struct spte_fmt f;
 
 		spte_fmt_init(&f, fmt_cases[i].ept, fmt_cases[i].ad);
 		for (int p = 0; p < NR_PFNS; p++) {
-			u64 pfn = p == 0 ? 0 : p == 1 ? 1 : p == 2 ? HOST_PFN_LIMIT - 1 : rng_next() % HOST_PFN_LIMIT;
+			u64 pfn = p == 0 ? 0 : p == 1 ? 1 : p == 2 ? HOST_PFN_LIMIT - 1 : test_rng_next() % HOST_PFN_LIMIT;
 			u64 s = make_nonleaf_spte(&f, pfn);
 
 			for (int level = PG_LEVEL_2M; level <= PG_LEVEL_256T; level++) {
@@ -365,14 +349,14 @@ static void check_split(const struct spte_fmt *f, u64 huge, int huge_level)
 
 TEST(split_huge_spte)
 {
-	rng_seed(0x5b117);
+	test_rng_seed(0x5b117);
 	for (unsigned int i = 0; i < NR_FMT_CASES; i++) {
 		struct spte_fmt f;
 
 		spte_fmt_init(&f, fmt_cases[i].ept, fmt_cases[i].ad);
 		for (int huge_level = PG_LEVEL_1G; huge_level >= PG_LEVEL_2M; huge_level--) {
 			u64 pages = spte_level_pages(huge_level);
-			u64 pfns[3] = { 0, HOST_PFN_LIMIT - pages, rng_next() & (HOST_PFN_LIMIT - 1) & ~(pages - 1) };
+			u64 pfns[3] = { 0, HOST_PFN_LIMIT - pages, test_rng_next() & (HOST_PFN_LIMIT - 1) & ~(pages - 1) };
 
 			for (int p = 0; p < 3; p++) {
 				for (unsigned int v = 0; v < 8; v++) {
