@@ -22,7 +22,7 @@ void hw_tlb_flush(struct vmmu_vcpu *v)
 	}
 }
 
-static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_kind kind, uint64_t gpa,
+__hot static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_kind kind, uint64_t gpa,
 		      unsigned int acc, unsigned int eff, int level)
 {
 	e->kind = kind;
@@ -61,7 +61,7 @@ static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_
 	}
 }
 
-uint32_t hw_exit_to_error_code(const struct vmmu_vm *vm, const struct hw_exit *e)
+__hot uint32_t hw_exit_to_error_code(const struct vmmu_vm *vm, const struct hw_exit *e)
 {
 	uint32_t ec = 0;
 
@@ -87,7 +87,7 @@ static inline bool set_bits_atomic(uint64_t *sptep, uint64_t old, uint64_t bits)
 						       memory_order_acq_rel, memory_order_relaxed);
 }
 
-bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva, struct hw_exit *e)
+__hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva, struct hw_exit *e)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;

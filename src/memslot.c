@@ -13,7 +13,7 @@
 #define MAP_HUGE_SHIFT 26
 #endif
 
-const struct memslot *memslots_find_gfn(const struct memslots *ms, gfn_t gfn)
+__hot const struct memslot *memslots_find_gfn(const struct memslots *ms, gfn_t gfn)
 {
 	unsigned int lo = 0, hi = ms->n;
 
@@ -227,7 +227,7 @@ void memslot_free_backing(struct memslot *s)
 	s->map_base = NULL;
 }
 
-int memslot_max_mapping_level(const struct memslot *s, gfn_t gfn, int max_level)
+__hot int memslot_max_mapping_level(const struct memslot *s, gfn_t gfn, int max_level)
 {
 	int level = s->host_level < max_level ? s->host_level : max_level;
 

@@ -16,6 +16,7 @@
  *    and install nothing until the next snapshot.
  */
 #include <stdbool.h>
+#include "compiler.h"
 #include <stddef.h>
 #include <stdint.h>
 

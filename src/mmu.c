@@ -36,7 +36,7 @@ void mmu_unload(struct vmmu_vcpu *v)
 	}
 }
 
-static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, const struct memslots *ms, gfn_t gfn)
+__hot static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, const struct memslots *ms, gfn_t gfn)
 {
 	const struct memslot *s = v->last_slot.slot;
 
@@ -56,7 +56,7 @@ static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, const stru
  * Make the host page(s) behind a mapping exist, and learn whether the host
  * lets the guest write them (KVM's hva_to_pfn via get_user_pages).
  */
-static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
+__hot static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
 			bool *writable)
 {
 #ifndef VMMU_TSAN
@@ -93,7 +93,7 @@ static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t 
 	return 0;
 }
 
-static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
+__hot static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct memslots *ms = vm_memslots(vm);
@@ -139,7 +139,7 @@ static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	return RET_PF_CONTINUE;
 }
 
-static bool is_page_fault_stale(struct vmmu_vcpu *v, struct page_fault *fault)
+__hot static bool is_page_fault_stale(struct vmmu_vcpu *v, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 
@@ -181,7 +181,7 @@ static int handle_mmio_page_fault(struct vmmu_vcpu *v, struct page_fault *fault)
 	return RET_PF_RETRY;
 }
 
-int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
+__hot int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 	int r;

@@ -104,7 +104,7 @@ void pt_page_free_rcu(struct pt_page *p)
 	vmmu_call_rcu(&p->rcu, pt_page_free_cb);
 }
 
-int pt_cache_topup(struct pt_arena *a, struct pt_cache *c, int min)
+__hot int pt_cache_topup(struct pt_arena *a, struct pt_cache *c, int min)
 {
 	if (c->nr >= min)
 		return 0;
@@ -118,7 +118,7 @@ int pt_cache_topup(struct pt_arena *a, struct pt_cache *c, int min)
 	return 0;
 }
 
-struct pt_page *pt_cache_take(struct pt_cache *c)
+__hot struct pt_page *pt_cache_take(struct pt_cache *c)
 {
 	return c->nr ? c->pages[--c->nr] : NULL;
 }

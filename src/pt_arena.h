@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include "compiler.h"
 #include <stddef.h>
 #include <stdint.h>
 

@@ -42,7 +42,7 @@ void spte_fmt_init(struct spte_fmt *f, bool ept, bool ad_enabled)
 	}
 }
 
-static u64 access_to_bits(const struct spte_fmt *f, unsigned int access)
+__hot static u64 access_to_bits(const struct spte_fmt *f, unsigned int access)
 {
 	u64 spte = f->readable;
 
@@ -57,7 +57,7 @@ static u64 access_to_bits(const struct spte_fmt *f, unsigned int access)
 	return spte;
 }
 
-u64 make_leaf_spte(const struct spte_fmt *f, u64 pfn, int level, unsigned int access,
+__hot u64 make_leaf_spte(const struct spte_fmt *f, u64 pfn, int level, unsigned int access,
 		   bool host_writable, bool prefetch)
 {
 	u64 spte = SPTE_MMU_PRESENT | f->leaf_extra;
@@ -89,7 +89,7 @@ u64 make_leaf_spte(const struct spte_fmt *f, u64 pfn, int level, unsigned int ac
 	return spte;
 }
 
-u64 make_nonleaf_spte(const struct spte_fmt *f, u64 table_pfn)
+__hot u64 make_nonleaf_spte(const struct spte_fmt *f, u64 table_pfn)
 {
 	/*
 	 * Non-leaf entries grant everything; permissions live in the leaves.

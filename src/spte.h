@@ -29,6 +29,7 @@
  *    only from MMU_W.
  */
 #include <stdbool.h>
+#include "compiler.h"
 #include <stdint.h>
 
 typedef uint64_t u64;

@@ -123,7 +123,7 @@ static int vcpu_service_requests(struct vmmu_vcpu *v)
 	return r;
 }
 
-static int vcpu_enter_guest(struct vmmu_vcpu *v)
+__hot static int vcpu_enter_guest(struct vmmu_vcpu *v)
 {
 	for (;;) {
 		if (unlikely(!v->root)) {
@@ -161,7 +161,7 @@ static inline __attribute__((always_inline)) void copy_fragment(void *hva, void 
 	}
 }
 
-static int internal_error_exit(struct vmmu_exit *exit, int error)
+static __cold int internal_error_exit(struct vmmu_exit *exit, int error)
 {
 	exit->reason = VMMU_EXIT_INTERNAL_ERROR;
 	exit->u.internal.error = error;
@@ -172,7 +172,7 @@ static int internal_error_exit(struct vmmu_exit *exit, int error)
  * One exit from the hardware into the MMU.  Returns 0 to retry the access,
  * or VMMU_EXIT with *exit filled for the embedder.
  */
-static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, size_t offset, size_t n,
+__hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, size_t offset, size_t n,
 			    bool write, struct vmmu_exit *exit, int *ret_pf)
 {
 	struct page_fault fault;
@@ -210,7 +210,7 @@ static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, size_
 	}
 }
 
-static int access_window(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, unsigned int acc,
+__hot static int access_window(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, unsigned int acc,
 			 size_t base_offset, struct vmmu_exit *exit)
 {
 	bool write = acc & ACC_WRITE;
@@ -271,7 +271,7 @@ again:
 	return 0;
 }
 
-VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, size_t len, unsigned access,
+__hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, size_t len, unsigned access,
 				 struct vmmu_exit *exit)
 {
 	unsigned int type = access & VMMU_ACCESS_TYPE_MASK;

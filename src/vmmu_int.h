@@ -19,14 +19,13 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "compiler.h"
 #include "memslot.h"
 #include "pt_arena.h"
 #include "spte.h"
 #include "vmmu/vmmu.h"
 
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
 
 struct tdp_root;
 
@@ -139,14 +138,15 @@ struct vmmu_vm {
 	pthread_mutex_t slots_lock;
 	struct memslots *_Atomic memslots;	/* [rcu], updated under [slots_lock] */
 
-	pthread_mutex_t vcpus_lock;
-	struct vmmu_vcpu *vcpus[VMMU_MAX_VCPUS];	/* [vcpus_lock] to add; entries immutable */
-	_Atomic unsigned int nr_vcpus;
-
 	struct vm_stats stat;
 
 	_Atomic int bugged;
 	const char *bug_reason;		/* first reason; set once, before bugged */
+
+	/* Cold, and large: last, so the fields above share few cache lines and pages. */
+	pthread_mutex_t vcpus_lock;
+	_Atomic unsigned int nr_vcpus;
+	struct vmmu_vcpu *vcpus[VMMU_MAX_VCPUS];	/* [vcpus_lock] to add; entries immutable */
 };
 
 /* ---- invariant reporting ------------------------------------------------ */
@@ -155,7 +155,7 @@ struct vmmu_vm {
  * refuses work with VMMU_EIO / an internal-error exit), keep the host alive.
  */
 void vm_bug(struct vmmu_vm *vm, const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+	__attribute__((format(printf, 4, 5))) __cold;
 #define VM_BUG_ON(vm, cond, ...)                                             \
 	({                                                                  \
 		bool __c = !!(cond);                                        \

@@ -6,13 +6,13 @@ static inline uint64_t round_gfn(uint64_t gfn, int level)
 	return gfn & ~(spte_level_pages(level) - 1);
 }
 
-static void tdp_iter_read(struct tdp_iter *it)
+__hot static void tdp_iter_read(struct tdp_iter *it)
 {
 	it->sptep = it->pt_path[it->level] + spte_index(it->gfn, it->level);
 	it->old_spte = tdp_read_spte(it->sptep);
 }
 
-void tdp_iter_start(struct tdp_iter *it, const struct spte_fmt *f, uint64_t *root_pt, int root_level,
+__hot void tdp_iter_start(struct tdp_iter *it, const struct spte_fmt *f, uint64_t *root_pt, int root_level,
 		    int min_level, uint64_t start, uint64_t end)
 {
 	it->fmt = f;
@@ -28,7 +28,7 @@ void tdp_iter_start(struct tdp_iter *it, const struct spte_fmt *f, uint64_t *roo
 		tdp_iter_read(it);
 }
 
-static bool try_step_down(struct tdp_iter *it)
+__hot static bool try_step_down(struct tdp_iter *it)
 {
 	if (it->level == it->min_level)
 		return false;
@@ -41,7 +41,7 @@ static bool try_step_down(struct tdp_iter *it)
 	return true;
 }
 
-static bool try_step_side(struct tdp_iter *it)
+__hot static bool try_step_side(struct tdp_iter *it)
 {
 	if (spte_index(it->gfn, it->level) == PT64_ENT_PER_PAGE - 1)
 		return false;
@@ -52,7 +52,7 @@ static bool try_step_side(struct tdp_iter *it)
 	return true;
 }
 
-static bool try_step_up(struct tdp_iter *it)
+__hot static bool try_step_up(struct tdp_iter *it)
 {
 	if (it->level == it->root_level)
 		return false;
@@ -62,7 +62,7 @@ static bool try_step_up(struct tdp_iter *it)
 	return true;
 }
 
-void tdp_iter_next(struct tdp_iter *it)
+__hot void tdp_iter_next(struct tdp_iter *it)
 {
 	if (!try_step_down(it)) {
 		for (;;) {

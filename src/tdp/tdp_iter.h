@@ -13,6 +13,7 @@
  */
 #include <stdatomic.h>
 #include <stdbool.h>
+#include "../compiler.h"
 #include <stdint.h>
 
 #include "../spte.h"

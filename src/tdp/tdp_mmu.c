@@ -17,7 +17,7 @@ static inline _Atomic uint64_t *atomic_sptep(uint64_t *sptep)
  * Bookkeeping for one SPTE change, whoever made it (KVM's
  * handle_changed_spte()).  Runs after the change is visible.
  */
-static void handle_changed_spte(struct vmmu_vm *vm, uint64_t gfn, uint64_t old, uint64_t new, int level,
+__hot static void handle_changed_spte(struct vmmu_vm *vm, uint64_t gfn, uint64_t old, uint64_t new, int level,
 				bool shared)
 {
 	const struct spte_fmt *f = &vm->fmt;
@@ -94,7 +94,7 @@ static void handle_removed_pt(struct vmmu_vm *vm, uint64_t *pt, bool shared)
  * Install new_spte where iter points, if the entry still holds
  * iter->old_spte.  On failure iter->old_spte holds the current value.
  */
-static bool tdp_mmu_set_spte_atomic(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
+__hot static bool tdp_mmu_set_spte_atomic(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
 {
 	uint64_t old = it->old_spte;
 
@@ -116,7 +116,7 @@ static uint64_t tdp_mmu_set_spte(struct vmmu_vm *vm, struct tdp_iter *it, uint64
 	return old;
 }
 
-static struct pt_page *tdp_alloc_child(struct vmmu_vcpu *v, struct tdp_iter *it)
+__hot static struct pt_page *tdp_alloc_child(struct vmmu_vcpu *v, struct tdp_iter *it)
 {
 	struct pt_page *sp = pt_cache_take(&v->pt_cache);
 
@@ -127,7 +127,7 @@ static struct pt_page *tdp_alloc_child(struct vmmu_vcpu *v, struct tdp_iter *it)
 	return sp;
 }
 
-static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct page_fault *fault, struct tdp_iter *it)
+__hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct page_fault *fault, struct tdp_iter *it)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;
@@ -176,7 +176,7 @@ static void tdp_fill_split_child(struct vmmu_vm *vm, struct pt_page *sp, uint64_
 		sp->spt[i] = make_small_spte_from_huge(&vm->fmt, huge_spte, huge_level, i);
 }
 
-int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
+__hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;
