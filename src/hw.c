@@ -1,28 +1,52 @@
 /* SPDX-License-Identifier: MIT */
 #include "hw.h"
 
-#include <string.h>
-
 #include "mmu.h"
 #include "tdp/tdp_iter.h"
 #include "tdp/tdp_mmu.h"
 
 void hw_tlb_flush(struct vmmu_vcpu *v)
 {
+	struct tlb *t = &v->tlb;
+
+	t->gen++;
+	t->full_gen = tlb_next_gen(t);
+	t->nr_huge = 0;
+}
+
+void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid)
+{
+	v->tlb.pcid_gen[pcid] = tlb_next_gen(&v->tlb);
+}
+
+void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva)
+{
+	struct tlb *t = &v->tlb;
+	uint64_t vpn = gva >> 12;
+	struct tlb_entry *e = &t->e[vpn & (TLB_ENTRIES - 1)];
+
+	/* gen 0 is below every full_gen (which starts at 1). */
+	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
+		e->gen = 0;
+	if (!t->nr_huge)
+		return;
 	/*
-	 * Entries and paging-structure caches carry the generation they were
-	 * filled in; bumping it drops them all at once.  TLB keys keep only the
-	 * low bits, so when those wrap the array is cleared for real, and the
-	 * low bits are never 0 (the value of a never-filled entry's key).
+	 * A huge page is cached as 4K fragments at other indexes; INVLPG of
+	 * any address in it must drop them all (SDM 4.10.4.1).
 	 */
-	v->tlb.gen++;
-	if ((v->tlb.gen & TLB_GEN_MASK) == 0) {
-		memset(v->tlb.e, 0, sizeof(v->tlb.e));
-		v->tlb.gen++;
+	for (unsigned int i = 0; i < TLB_ENTRIES; i++) {
+		unsigned int shift;
+
+		e = &t->e[i];
+		if (e->key & TLB_KEY_PHYS)
+			continue;
+		shift = (e->info >> TLBI_SIZE_SHIFT) & 0x1f;
+		if (shift && ((e->key >> TLB_KEY_SHIFT) >> shift) == (vpn >> shift))
+			e->gen = 0;
 	}
 }
 
-__hot static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_kind kind, uint64_t gpa,
+static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_kind kind, uint64_t gpa,
 		      unsigned int acc, unsigned int eff, int level)
 {
 	e->kind = kind;
@@ -87,7 +111,8 @@ static inline bool set_bits_atomic(uint64_t *sptep, uint64_t old, uint64_t bits)
 						       memory_order_acq_rel, memory_order_relaxed);
 }
 
-__hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva, struct hw_exit *e)
+__hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva, uintptr_t *val,
+	     struct hw_exit *e)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;
@@ -160,10 +185,10 @@ restart:
 	}
 
 	/* Without A/D, W itself is the dirty state (the MMU write-protects to track). */
-	*hva = tlb_fill(v, gfn,
-			(uintptr_t)(spte_to_pfn(spte) << 12) +
-				(gpa & ((1ULL << spte_level_shift(level)) - 1) & ~0xfffULL),
-			eff, ad ? !!(spte & f->dirty) : !!(eff & ACC_WRITE)) +
+	*hva = tlb_fill_phys(v, gfn,
+			     (uintptr_t)(spte_to_pfn(spte) << 12) +
+				     (gpa & ((1ULL << spte_level_shift(level)) - 1) & ~0xfffULL),
+			     eff, ad ? !!(spte & f->dirty) : !!(eff & ACC_WRITE), val) +
 	       (gpa & 0xfff);
 	return true;
 }

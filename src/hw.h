@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <string.h>
+
 #include "vmmu_int.h"
 
 enum hw_exit_kind {
@@ -46,7 +48,8 @@ struct hw_exit {
  * Translate gpa for an access; on success *hva is the host address of the
  * byte.  On failure *e says why.  Must run in guest mode, under RCU.
  */
-bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva, struct hw_exit *e);
+bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva, uintptr_t *val,
+	     struct hw_exit *e);
 
 /* Walk permissions: ACC_* plus readability (TLB_READ). */
 #define HW_ALL (ACC_ALL | TLB_READ)
@@ -122,35 +125,66 @@ static inline bool leaf_fast_ok(const struct spte_fmt *f, uint64_t spte, unsigne
 	return (spte & (need | bad)) == need;
 }
 
-static inline uint64_t tlb_key(const struct vmmu_vcpu *v, uint64_t gfn)
+/* A new entry generation; on the (theoretical) 2^32 wrap, start over clean. */
+static inline uint32_t tlb_next_gen(struct tlb *t)
 {
-	return (gfn << TLB_GEN_BITS) | (v->tlb.gen & TLB_GEN_MASK);
+	if (unlikely(++t->counter == 0)) {
+		memset(t->e, 0, sizeof(t->e));
+		memset(t->pcid_gen, 0, sizeof(t->pcid_gen));
+		t->counter = 1;
+		t->full_gen = 1;
+	}
+	return t->counter;
 }
 
-static inline uintptr_t tlb_fill(struct vmmu_vcpu *v, uint64_t gfn, uintptr_t hva_page, unsigned int eff,
-				 bool dirty)
+static inline uint64_t tlb_phys_key(uint64_t gfn)
+{
+	return (gfn << TLB_KEY_SHIFT) | TLB_KEY_PHYS;
+}
+
+static inline uintptr_t tlb_fill_phys(struct vmmu_vcpu *v, uint64_t gfn, uintptr_t hva_page, unsigned int eff,
+				      bool dirty, uintptr_t *val)
 {
 	struct tlb_entry *te = &v->tlb.e[gfn & (TLB_ENTRIES - 1)];
 
-	te->key = tlb_key(v, gfn);
+	te->key = tlb_phys_key(gfn);
+	te->gen = v->tlb.full_gen;
+	te->info = 0;
 	te->val = hva_page | eff | (dirty ? TLB_DIRTY : 0);
+	*val = te->val;
 	return hva_page;
 }
 
-static inline bool hw_translate(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva,
-				struct hw_exit *e)
+/* The TDP-side rights an access needs in tlb_entry.val. */
+static inline uintptr_t tlb_val_need(unsigned int acc)
+{
+	uintptr_t need = (acc & ACC_EXEC) ? ACC_EXEC : TLB_READ;
+
+	/* A write through an entry whose D bit was clear walks again to set
+	 * it, as a CPU does (SDM 4.8). */
+	if (acc & ACC_WRITE)
+		need |= ACC_WRITE | TLB_DIRTY;
+	return need;
+}
+
+/*
+ * Guest-physical translation: gpa -> host address through the TLB, the
+ * paging-structure cache and, failing those, the walk of the TDP tables.
+ * *val receives the entry's TDP rights (for linear entries built on it).
+ */
+static inline bool hw_translate_val(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva,
+				    uintptr_t *val, struct hw_exit *e)
 {
 	uint64_t gfn = gpa >> 12;
 	struct tlb_entry *te = &v->tlb.e[gfn & (TLB_ENTRIES - 1)];
 	struct psc_entry *p;
 
-	if (likely(te->key == tlb_key(v, gfn))) {
-		/* A write through an entry whose D bit was clear walks again to
-		 * set it, as a CPU does (SDM 4.8). */
-		uintptr_t need = (acc & ACC_EXEC) | ((acc & ACC_WRITE) ? (ACC_WRITE | TLB_DIRTY) : 0);
+	if (likely(te->key == tlb_phys_key(gfn) && te->gen >= v->tlb.full_gen)) {
+		uintptr_t need = tlb_val_need(acc);
 
 		if (likely((te->val & need) == need)) {
 			STAT_INC(v->stat.tlb_hits);
+			*val = te->val;
 			*hva = (te->val & ~(uintptr_t)0xfff) | (gpa & 0xfff);
 			return true;
 		}
@@ -166,16 +200,30 @@ static inline bool hw_translate(struct vmmu_vcpu *v, uint64_t gpa, unsigned int 
 		if (likely(leaf_fast_ok(f, spte, acc) && perms_allow(f, eff, acc))) {
 			bool dirty = f->ad_enabled ? !!(spte & f->dirty) : !!(eff & ACC_WRITE);
 
-			*hva = tlb_fill(v, gfn, (uintptr_t)(spte_to_pfn(spte) << 12), eff, dirty) | (gpa & 0xfff);
+			*hva = tlb_fill_phys(v, gfn, (uintptr_t)(spte_to_pfn(spte) << 12), eff, dirty, val) |
+			       (gpa & 0xfff);
 			return true;
 		}
 	}
-	return hw_walk(v, gpa, acc, hva, e);
+	return hw_walk(v, gpa, acc, hva, val, e);
 }
+
+static inline bool hw_translate(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_t *hva,
+				struct hw_exit *e)
+{
+	uintptr_t val;
+
+	return hw_translate_val(v, gpa, acc, hva, &val, e);
+}
+
+/* Full flush: every entry, global or not, and the paging-structure caches. */
+void hw_tlb_flush(struct vmmu_vcpu *v);
+/* MOV to CR3 (without the no-flush bit): non-global entries of one PCID. */
+void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid);
+/* INVLPG: every linear entry of gva's page, whatever the page size or PCID. */
+void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva);
 
 /* The page-fault error code KVM derives from an exit. */
 uint32_t hw_exit_to_error_code(const struct vmmu_vm *vm, const struct hw_exit *e);
-
-void hw_tlb_flush(struct vmmu_vcpu *v);
 
 #endif /* VMMU_HW_H */

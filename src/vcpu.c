@@ -48,8 +48,11 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	memset(v, 0, sizeof(*v));
 	v->vm = vm;
 	v->id = id;
-	/* Generation 0 would make the zeroed TLB entry for gfn 0 look valid. */
+	/* Generation 0 marks never-filled and invalidated entries. */
 	v->tlb.gen = 1;
+	v->tlb.counter = 1;
+	v->tlb.full_gen = 1;
+	vcpu_init_state(v);
 	vm->vcpus[n] = v;
 	/* Published last: requesters iterate only over complete vCPUs. */
 	atomic_store_explicit(&vm->nr_vcpus, n + 1, memory_order_release);
@@ -147,18 +150,65 @@ __hot static int vcpu_enter_guest(struct vmmu_vcpu *v)
 	}
 }
 
+/*
+ * The guest's own load or store.  Aligned accesses of 1, 2, 4 or 8 bytes are
+ * single-copy atomic, as on x86 (SDM 9.1.1): another vCPU walking a page
+ * table never sees half of an entry being written.
+ */
 static inline __attribute__((always_inline)) void copy_fragment(void *hva, void *buf, size_t n, bool write)
 {
-	void *dst = write ? hva : buf;
-	const void *src = write ? buf : hva;
+	if (((uintptr_t)hva & (n - 1)) == 0) {
+		switch (n) {
+		case 1:
+			if (write)
+				__atomic_store_n((uint8_t *)hva, *(uint8_t *)buf, __ATOMIC_RELAXED);
+			else
+				*(uint8_t *)buf = __atomic_load_n((uint8_t *)hva, __ATOMIC_RELAXED);
+			return;
+		case 2: {
+			uint16_t x;
 
-	switch (n) {
-	case 1: memcpy(dst, src, 1); break;
-	case 2: memcpy(dst, src, 2); break;
-	case 4: memcpy(dst, src, 4); break;
-	case 8: memcpy(dst, src, 8); break;
-	default: memcpy(dst, src, n); break;
+			if (write) {
+				memcpy(&x, buf, 2);
+				__atomic_store_n((uint16_t *)hva, x, __ATOMIC_RELAXED);
+			} else {
+				x = __atomic_load_n((uint16_t *)hva, __ATOMIC_RELAXED);
+				memcpy(buf, &x, 2);
+			}
+			return;
+		}
+		case 4: {
+			uint32_t x;
+
+			if (write) {
+				memcpy(&x, buf, 4);
+				__atomic_store_n((uint32_t *)hva, x, __ATOMIC_RELAXED);
+			} else {
+				x = __atomic_load_n((uint32_t *)hva, __ATOMIC_RELAXED);
+				memcpy(buf, &x, 4);
+			}
+			return;
+		}
+		case 8: {
+			uint64_t x;
+
+			if (write) {
+				memcpy(&x, buf, 8);
+				__atomic_store_n((uint64_t *)hva, x, __ATOMIC_RELAXED);
+			} else {
+				x = __atomic_load_n((uint64_t *)hva, __ATOMIC_RELAXED);
+				memcpy(buf, &x, 8);
+			}
+			return;
+		}
+		default:
+			break;
+		}
 	}
+	if (write)
+		memcpy(hva, buf, n);
+	else
+		memcpy(buf, hva, n);
 }
 
 static __cold int internal_error_exit(struct vmmu_exit *exit, int error)
@@ -168,12 +218,22 @@ static __cold int internal_error_exit(struct vmmu_exit *exit, int error)
 	return VMMU_EXIT;
 }
 
+static int guest_fault_exit(struct vmmu_exit *exit, uint8_t vector, uint32_t error_code, uint64_t addr)
+{
+	exit->reason = VMMU_EXIT_GUEST_FAULT;
+	exit->u.guest_fault.vector = vector;
+	exit->u.guest_fault.error_code = vector == WALK_VECTOR_PF ? error_code : 0;
+	exit->u.guest_fault.addr = addr;
+	return VMMU_EXIT;
+}
+
 /*
  * One exit from the hardware into the MMU.  Returns 0 to retry the access,
- * or VMMU_EXIT with *exit filled for the embedder.
+ * or VMMU_EXIT with *exit filled for the embedder.  *ret_pf gets the fault
+ * result, so the caller can tell a legitimate wait from a lost fix.
  */
 __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, size_t offset, size_t n,
-			    bool write, struct vmmu_exit *exit, int *ret_pf)
+				  bool write, struct vmmu_exit *exit, int *ret_pf)
 {
 	struct page_fault fault;
 	int r;
@@ -210,13 +270,162 @@ __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he,
 	}
 }
 
-__hot static int access_window(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, unsigned int acc,
-			 size_t base_offset, struct vmmu_exit *exit)
+/* ---- linear (guest-paging) translations ------------------------------------ */
+
+static inline uint64_t linear_vpn(uint64_t gva)
+{
+	/* 57 bits hold every canonical address uniquely (the bits above are
+	 * copies of bit 56 or 47), and keep key = vpn << 13 within 64 bits. */
+	return (gva & ((1ULL << 57) - 1)) >> 12;
+}
+
+static inline uint64_t tlb_linear_key(uint64_t vpn, uint16_t pcid)
+{
+	return (vpn << TLB_KEY_SHIFT) | ((uint64_t)pcid << 1);
+}
+
+static inline bool tlb_linear_lookup(struct vmmu_vcpu *v, uint64_t gva, unsigned int acc, unsigned int walk_access,
+				     uintptr_t *hva)
+{
+	struct tlb *t = &v->tlb;
+	uint64_t vpn = linear_vpn(gva);
+	struct tlb_entry *e = &t->e[vpn & (TLB_ENTRIES - 1)];
+	uintptr_t need = tlb_val_need(acc);
+
+	if ((e->key >> TLB_KEY_SHIFT) != vpn || (e->key & TLB_KEY_PHYS) || e->gen < t->full_gen)
+		return false;
+	/* A global entry serves every PCID; others only their own, and only
+	 * until MOV to CR3 bumps that PCID's generation. */
+	if (!(e->info & TLBI_GLOBAL) && (e->key != tlb_linear_key(vpn, v->pcid) || e->gen != t->pcid_gen[v->pcid]))
+		return false;
+	/*
+	 * Rights are checked against the current CPL/WP/SMEP/SMAP/AC/PKRU on
+	 * every use.  A denied access, or a write through an entry whose guest
+	 * D bit was clear, walks again: the walk decides faults and sets D.
+	 */
+	if (walk_permission_fault(&v->wcpu, e->info & 0xf, (e->info >> TLBI_PKEY_SHIFT) & 0xf, walk_access))
+		return false;
+	if ((walk_access & WALK_WRITE) && !(e->info & TLBI_GDIRTY))
+		return false;
+	if ((e->val & need) != need)
+		return false;
+	STAT_INC(v->stat.tlb_hits);
+	*hva = (e->val & ~(uintptr_t)0xfff) | (gva & 0xfff);
+	return true;
+}
+
+static void tlb_fill_linear(struct vmmu_vcpu *v, uint64_t gva, const struct walk_result *res, uintptr_t hva,
+			    uintptr_t tdp_val)
+{
+	struct tlb *t = &v->tlb;
+	uint64_t vpn = linear_vpn(gva);
+	struct tlb_entry *e = &t->e[vpn & (TLB_ENTRIES - 1)];
+	bool global = res->global && v->pge;
+	unsigned int size_shift = (unsigned int)__builtin_ctzll(res->page_size) - 12;
+
+	if (global) {
+		e->gen = t->full_gen;
+	} else {
+		if (t->pcid_gen[v->pcid] < t->full_gen)
+			t->pcid_gen[v->pcid] = tlb_next_gen(t);
+		e->gen = t->pcid_gen[v->pcid];
+	}
+	e->key = tlb_linear_key(vpn, v->pcid);
+	e->info = res->access | (res->pkey << TLBI_PKEY_SHIFT) | (global ? TLBI_GLOBAL : 0) |
+		  (res->dirty ? TLBI_GDIRTY : 0) | (size_shift << TLBI_SIZE_SHIFT);
+	e->val = (hva & ~(uintptr_t)0xfff) | (tdp_val & 0xfff);
+	if (size_shift)
+		t->nr_huge++;
+}
+
+/* Guest page-table memory for the walker: guest-physical accesses that go
+ * through the TDP like any other (2D translation), so A/D updates dirty them. */
+struct walk_2d {
+	struct vmmu_vcpu *v;
+	struct hw_exit he;
+};
+
+#define WALK_ABORT_TDP (-1)
+
+static int walk2d_read(void *ctx, uint64_t gpa, unsigned int size, uint64_t *val)
+{
+	struct walk_2d *w = ctx;
+	uintptr_t hva;
+
+	if (!hw_translate(w->v, gpa, 0, &hva, &w->he))
+		return WALK_ABORT_TDP;
+	*val = size == 8 ? __atomic_load_n((uint64_t *)hva, __ATOMIC_ACQUIRE)
+			 : __atomic_load_n((uint32_t *)hva, __ATOMIC_ACQUIRE);
+	return 0;
+}
+
+static int walk2d_cmpxchg(void *ctx, uint64_t gpa, unsigned int size, uint64_t old, uint64_t new_val)
+{
+	struct walk_2d *w = ctx;
+	uintptr_t hva;
+
+	if (!hw_translate(w->v, gpa, ACC_WRITE, &hva, &w->he))
+		return WALK_ABORT_TDP;
+	if (size == 8)
+		return __atomic_compare_exchange_n((uint64_t *)hva, &old, new_val, false, __ATOMIC_ACQ_REL,
+						   __ATOMIC_ACQUIRE);
+	{
+		uint32_t o = (uint32_t)old;
+
+		return __atomic_compare_exchange_n((uint32_t *)hva, &o, (uint32_t)new_val, false,
+						   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+	}
+}
+
+enum xlate {
+	XLATE_OK,
+	XLATE_TDP_EXIT,		/* *he: handle it in the MMU and try again */
+	XLATE_GUEST_FAULT,	/* *wr: the guest's own fault, to inject */
+	XLATE_PT_NOT_RAM,	/* a guest page table outside RAM */
+};
+
+/*
+ * Translate one page of an access, in guest mode.  Physical accesses (paging
+ * off, VMMU_ACCESS_PHYS) use the TDP only; linear ones walk the guest's tables
+ * first, each of their entries itself a guest-physical access.
+ */
+__hot static enum xlate vcpu_translate(struct vmmu_vcpu *v, uint64_t addr, unsigned int acc, unsigned int walk_access,
+				       bool phys, uintptr_t *hva, struct hw_exit *he, struct walk_result *wr,
+				       bool *pt_access)
+{
+	struct walk_2d w = { .v = v };
+	const struct walk_mem_ops ops = { walk2d_read, walk2d_cmpxchg, &w };
+	uintptr_t val;
+	int r;
+
+	*pt_access = false;
+	if (phys)
+		return hw_translate(v, addr, acc, hva, he) ? XLATE_OK : XLATE_TDP_EXIT;
+	if (tlb_linear_lookup(v, addr, acc, walk_access, hva))
+		return XLATE_OK;
+	STAT_INC(v->stat.tlb_misses);
+	r = walk_gva(&v->wcpu, &ops, addr, walk_access, wr);
+	if (r == WALK_ABORT_TDP) {
+		*he = w.he;
+		*pt_access = true;
+		return XLATE_TDP_EXIT;
+	}
+	if (r == WALK_FAULT)
+		return XLATE_GUEST_FAULT;
+	if (!hw_translate_val(v, wr->gpa, acc, hva, &val, he))
+		return XLATE_TDP_EXIT;
+	tlb_fill_linear(v, addr, wr, *hva, val);
+	return XLATE_OK;
+}
+
+__hot static int access_window(struct vmmu_vcpu *v, uint64_t addr, uint8_t *buf, size_t len, unsigned int acc,
+			       unsigned int walk_access, bool phys, size_t base_offset, struct vmmu_exit *exit)
 {
 	bool write = acc & ACC_WRITE;
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
 	unsigned int fixed_loops = 0, retries = 0;
 	struct timespec retry_start = { 0, 0 };
+	struct walk_result wr;
 	struct hw_exit he;
 	size_t off, n;
 	unsigned int i;
@@ -227,42 +436,60 @@ again:
 	if (unlikely(r))
 		return internal_error_exit(exit, r);
 	for (off = 0, i = 0; off < len; off += n, i++) {
-		n = 4096 - ((gpa + off) & 0xfff);
+		enum xlate x;
+		bool pt_access;
+		int ret_pf = RET_PF_RETRY;
+
+		n = 4096 - ((addr + off) & 0xfff);
 		if (n > len - off)
 			n = len - off;
-		if (unlikely(!hw_translate(v, gpa + off, acc, &hvas[i], &he))) {
-			int ret_pf = RET_PF_RETRY;
-
-			vcpu_exit_guest_mode(v);
-			r = vcpu_handle_exit(v, &he, base_offset + off, n, write, exit, &ret_pf);
-			if (r)
-				return r;
-			if (ret_pf != RET_PF_RETRY) {
-				if (unlikely(++fixed_loops > ACCESS_MAX_FIXED_LOOPS)) {
-					vm_bug(v->vm, __FILE__, __LINE__,
-					       "fault at gpa %#llx fixed %u times but the access never completes",
-					       (unsigned long long)(gpa + off), fixed_loops);
-					return internal_error_exit(exit, VMMU_EIO);
-				}
-			} else if (unlikely(++retries % 64 == 0)) {
-				/* A long wait: let the thread we wait for run. */
-				struct timespec t;
-
-				sched_yield();
-				clock_gettime(CLOCK_MONOTONIC, &t);
-				if (retries == 64) {
-					retry_start = t;
-				} else if (t.tv_sec - retry_start.tv_sec > ACCESS_MAX_RETRY_SECONDS) {
-					vm_bug(v->vm, __FILE__, __LINE__, "fault at gpa %#llx retried for %d s",
-					       (unsigned long long)(gpa + off), ACCESS_MAX_RETRY_SECONDS);
-					return internal_error_exit(exit, VMMU_EIO);
-				}
-			}
-			goto again;
+		x = vcpu_translate(v, addr + off, acc, walk_access, phys, &hvas[i], &he, &wr, &pt_access);
+		if (likely(x == XLATE_OK))
+			continue;
+		vcpu_exit_guest_mode(v);
+		if (x == XLATE_GUEST_FAULT)
+			return guest_fault_exit(exit, wr.vector, wr.error_code, wr.fault_addr);
+		r = vcpu_handle_exit(v, &he, base_offset + off, n, write, exit, &ret_pf);
+		if (r) {
+			/*
+			 * A guest page table outside RAM: the walk cannot read it,
+			 * and KVM's walker then delivers a not-present #PF for the
+			 * linear address rather than an MMIO exit.
+			 */
+			if (pt_access && exit->reason == VMMU_EXIT_MMIO)
+				return guest_fault_exit(exit, WALK_VECTOR_PF,
+							(write ? PFERR_W : 0) |
+								(v->wcpu.cpl == 3 && !(walk_access & WALK_IMPLICIT)
+									 ? PFERR_U
+									 : 0),
+							addr + off);
+			return r;
 		}
+		if (ret_pf != RET_PF_RETRY) {
+			if (unlikely(++fixed_loops > ACCESS_MAX_FIXED_LOOPS)) {
+				vm_bug(v->vm, __FILE__, __LINE__,
+				       "fault at gpa %#llx fixed %u times but the access never completes",
+				       (unsigned long long)he.gpa, fixed_loops);
+				return internal_error_exit(exit, VMMU_EIO);
+			}
+		} else if (unlikely(++retries % 64 == 0)) {
+			/* A long wait: let the thread we wait for run. */
+			struct timespec t;
+
+			sched_yield();
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			if (retries == 64) {
+				retry_start = t;
+			} else if (t.tv_sec - retry_start.tv_sec > ACCESS_MAX_RETRY_SECONDS) {
+				vm_bug(v->vm, __FILE__, __LINE__, "fault at gpa %#llx retried for %d s",
+				       (unsigned long long)he.gpa, ACCESS_MAX_RETRY_SECONDS);
+				return internal_error_exit(exit, VMMU_EIO);
+			}
+		}
+		goto again;
 	}
 	for (off = 0, i = 0; off < len; off += n, i++) {
-		n = 4096 - ((gpa + off) & 0xfff);
+		n = 4096 - ((addr + off) & 0xfff);
 		if (n > len - off)
 			n = len - off;
 		copy_fragment((void *)hvas[i], buf + off, n, write);
@@ -272,30 +499,42 @@ again:
 }
 
 __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, size_t len, unsigned access,
-				 struct vmmu_exit *exit)
+				       struct vmmu_exit *exit)
 {
 	unsigned int type = access & VMMU_ACCESS_TYPE_MASK;
-	uint64_t limit;
-	unsigned int acc;
+	unsigned int acc, walk_access;
+	bool phys;
 	size_t done = 0;
 	int r = 0;
 
 	if (!v || !buf || !exit || len == 0)
 		return VMMU_EINVAL;
-	if (type > VMMU_ACCESS_FETCH || (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS)))
+	if (type > VMMU_ACCESS_FETCH ||
+	    (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT)))
 		return VMMU_EINVAL;
-	/* Paging is off: linear addresses are 32 bits wide. */
-	limit = (access & VMMU_ACCESS_PHYS) ? 1ULL << v->vm->cfg.maxphyaddr : 1ULL << 32;
-	if (gva >= limit || len > limit - gva)
+	phys = (access & VMMU_ACCESS_PHYS) || v->wcpu.mode == WALK_MODE_NONE;
+	if (access & VMMU_ACCESS_PHYS) {
+		uint64_t limit = 1ULL << v->vm->cfg.maxphyaddr;
+
+		if (gva >= limit || len > limit - gva)
+			return VMMU_ERANGE;
+	} else if (walk_va_bits(v->wcpu.mode) == 32) {
+		/* Paging off, 32-bit and PAE paging: linear addresses are 32 bits. */
+		if (gva >= (1ULL << 32) || len > (1ULL << 32) - gva)
+			return VMMU_ERANGE;
+	} else if (len > ~gva) {
 		return VMMU_ERANGE;
+	}
 	if (unlikely(vm_is_bugged(v->vm)))
 		return internal_error_exit(exit, VMMU_EIO);
 
 	acc = type == VMMU_ACCESS_WRITE ? ACC_WRITE : type == VMMU_ACCESS_FETCH ? ACC_EXEC : 0;
+	walk_access = (type == VMMU_ACCESS_WRITE ? WALK_WRITE : 0) | (type == VMMU_ACCESS_FETCH ? WALK_FETCH : 0) |
+		      ((access & VMMU_ACCESS_IMPLICIT) ? WALK_IMPLICIT : 0);
 	STAT_INC(v->stat.accesses);
 
-	/* The common case: one page, translation cached or one walk away. */
-	if (likely((gva & 0xfff) + len <= 4096) && likely(v->root)) {
+	/* The common case: paging off, one page, translation one walk away. */
+	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->root)) {
 		struct hw_exit he;
 		uintptr_t hva;
 
@@ -307,6 +546,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		}
 		vcpu_exit_guest_mode(v);
 	}
+	exit->reason = VMMU_EXIT_NONE;
 	/*
 	 * No RCU read section here: like a real CPU, the hardware walk and the
 	 * copy run in guest mode, and every path that frees a page table or
@@ -318,7 +558,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 
 		if (chunk > len - done)
 			chunk = len - done;
-		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, done, exit);
+		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys, done, exit);
 		if (r)
 			break;
 		done += chunk;

@@ -24,6 +24,7 @@
 #include "pt_arena.h"
 #include "spte.h"
 #include "vmmu/vmmu.h"
+#include "walk.h"
 
 
 
@@ -45,21 +46,35 @@ typedef _Atomic uint64_t stat_t;
 #define VCPU_REQ_MMU_RELOAD (1u << 1)
 
 /*
- * Per-vCPU TLB: a direct-mapped cache of gfn -> host page translations, 16
- * bytes an entry so a sweep over many pages streams through as few cache
- * lines as possible.  key = gfn << TLB_GEN_BITS | (flush generation & mask);
- * val = host page address | TLB_* permission bits in the page-offset bits.
+ * Per-vCPU TLB: a direct-mapped cache of translations to host pages, indexed
+ * by page number.  Two kinds of entry share it:
+ *  - physical (gpa -> host page; paging off or VMMU_ACCESS_PHYS; also the
+ *    guest page-table accesses of a 2D walk), and
+ *  - linear (gva -> host page), tagged with the PCID and carrying the guest
+ *    rights of the walk, checked against CPL/WP/SMEP/SMAP/AC/PKRU at every
+ *    use, as a CPU does with its TLB (SDM 4.10.2.2).
+ * Validity is by generation, so flushes are O(1): an entry is valid when its
+ * gen >= full_gen, and a non-global linear entry also when gen equals its
+ * PCID's generation (bumped by MOV to CR3).
  */
 #define TLB_ENTRIES 1024
-#define TLB_GEN_BITS 16
-#define TLB_GEN_MASK ((1ULL << TLB_GEN_BITS) - 1)
+#define TLB_KEY_SHIFT 13	/* key = page number << 13 | pcid << 1 | phys */
+#define TLB_KEY_PHYS 1ULL
+#define TLB_NR_PCIDS 4096
 struct tlb_entry {
 	uint64_t key;
-	uintptr_t val;
+	uintptr_t val;		/* host page | TLB_* (the TDP side's rights) */
+	uint32_t gen;
+	uint32_t info;		/* linear entries: TLBI_* (the guest side) */
 };
 /* TLB_* bits in tlb_entry.val: ACC_EXEC/ACC_WRITE/ACC_USER, plus these. */
 #define TLB_READ 8u	/* readable (only EPT can take reads away) */
-#define TLB_DIRTY 16u	/* D was set: writes may use the entry */
+#define TLB_DIRTY 16u	/* TDP D was set: writes may use the entry */
+/* tlb_entry.info: WALK_ACC_* in bits 0-3, then: */
+#define TLBI_PKEY_SHIFT 4
+#define TLBI_GLOBAL (1u << 8)
+#define TLBI_GDIRTY (1u << 9)	/* the guest's D was set */
+#define TLBI_SIZE_SHIFT 10	/* log2(guest page size) - 12, for INVLPG of huge pages */
 
 /*
  * Paging-structure caches (SDM 4.10.3): the table reached after level 2 and
@@ -75,9 +90,13 @@ struct psc_entry {
 };
 
 struct tlb {
-	uint64_t gen;		/* bumped by every flush: O(1) invalidation; low bits never 0 */
+	uint64_t gen;		/* paging-structure caches: bumped by full flushes */
+	uint32_t counter;	/* source of entry generations */
+	uint32_t full_gen;	/* entries older than this are invalid */
+	uint32_t nr_huge;	/* linear entries from huge pages since the last full flush */
 	struct psc_entry psc[PG_LEVEL_1G + 1];	/* [2] and [3] used */
 	struct tlb_entry e[TLB_ENTRIES];
+	uint32_t pcid_gen[TLB_NR_PCIDS];
 };
 
 struct vcpu_stats {
@@ -107,6 +126,12 @@ struct vmmu_vcpu {
 	} last_slot;			/* [vcpu] valid for one memslot generation */
 
 	struct pt_cache pt_cache;	/* [vcpu] page tables topped up outside mmu_lock */
+
+	/* Architectural state and the walk role derived from it (KVM's cpu_role). */
+	struct vmmu_cpu_state arch;	/* [vcpu] */
+	struct walk_cpu wcpu;		/* [vcpu] */
+	uint16_t pcid;			/* [vcpu] current PCID (0 without CR4.PCIDE) */
+	bool pge;			/* [vcpu] CR4.PGE: G bits make entries global */
 	struct vcpu_stats stat;		/* [vcpu] written, [atomic] read */
 	struct tlb tlb;			/* [vcpu] last: the big array after the hot fields */
 };

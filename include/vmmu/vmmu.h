@@ -140,6 +140,54 @@ VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm);
 
 VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out);
 
+/* ---- architectural state (Intel SDM Vol. 3A 2.5, 4.1) --------------------- */
+#define VMMU_CR0_PE (1ULL << 0)
+#define VMMU_CR0_WP (1ULL << 16)
+#define VMMU_CR0_PG (1ULL << 31)
+#define VMMU_CR4_PSE (1ULL << 4)
+#define VMMU_CR4_PAE (1ULL << 5)
+#define VMMU_CR4_PGE (1ULL << 7)
+#define VMMU_CR4_LA57 (1ULL << 12)
+#define VMMU_CR4_PCIDE (1ULL << 17)
+#define VMMU_CR4_SMEP (1ULL << 20)
+#define VMMU_CR4_SMAP (1ULL << 21)
+#define VMMU_CR4_PKE (1ULL << 22)
+#define VMMU_EFER_LME (1ULL << 8)
+#define VMMU_EFER_LMA (1ULL << 10)
+#define VMMU_EFER_NXE (1ULL << 11)
+#define VMMU_RFLAGS_AC (1ULL << 18)
+#define VMMU_CR3_PCID_NOFLUSH (1ULL << 63)
+
+struct vmmu_cpu_state {
+	uint64_t cr0;
+	uint64_t cr3;
+	uint64_t cr4;
+	uint64_t efer;		/* LMA is derived (LME && PG) and ignored on input */
+	uint64_t rflags;	/* only AC matters to the MMU */
+	uint32_t pkru;
+	uint32_t cpl;		/* 0..3 */
+	uint64_t pdptrs[4];	/* out: the PAE PDPTE registers as loaded */
+};
+
+/*
+ * Loads CR0/CR3/CR4/EFER/PKRU/CPL/RFLAGS.  In PAE mode the PDPTEs are read
+ * from guest memory at CR3, with their reserved-bit checks.  An invalid
+ * combination (PG without PE, long mode without PAE, LA57 changed while in
+ * long mode, PCIDE outside long mode, reserved bits, bad PDPTEs) returns
+ * VMMU_EINVAL and changes nothing; the embedder injects #GP.
+ * Changing paging-relevant state flushes this vCPU's TLB as the architecture
+ * says a MOV to CR0/CR4 does; CR3 changes follow vmmu_vcpu_write_cr3().
+ */
+VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *vcpu, const struct vmmu_cpu_state *s);
+VMMU_EXPORT int vmmu_vcpu_get_state(vmmu_vcpu *vcpu, struct vmmu_cpu_state *s);
+/*
+ * MOV to CR3: flushes non-global translations (of the new PCID with CR4.PCIDE),
+ * unless PCIDE and bit 63 (VMMU_CR3_PCID_NOFLUSH) are set.
+ */
+VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *vcpu, uint64_t cr3);
+/* INVLPG: drops every translation (any page size, any PCID) of gva's page. */
+VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *vcpu, uint64_t gva);
+
 /* Access types for vmmu_vcpu_access() */
 #define VMMU_ACCESS_READ   0u
 #define VMMU_ACCESS_WRITE  1u
@@ -150,12 +198,16 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out);
  * but the access still goes through this vCPU's TLB and the TDP tables.
  */
 #define VMMU_ACCESS_PHYS   (1u << 4)
+/* Flag: an implicit supervisor-mode access (descriptor tables, ...): the
+ * supervisor rules apply even at CPL 3, and SMAP whatever EFLAGS.AC says. */
+#define VMMU_ACCESS_IMPLICIT (1u << 5)
 
 enum vmmu_exit_reason {
 	VMMU_EXIT_NONE = 0,
 	VMMU_EXIT_MMIO = 1,		/* access to a gpa outside RAM, or a write to a READONLY slot */
 	VMMU_EXIT_MEMORY_FAULT = 2,	/* host memory behind a slot is unusable */
 	VMMU_EXIT_INTERNAL_ERROR = 3,	/* the VM is bugged; see vmmu_vm_bugged() */
+	VMMU_EXIT_GUEST_FAULT = 4,	/* the guest's own tables fault: inject it */
 };
 
 struct vmmu_exit {
@@ -177,6 +229,11 @@ struct vmmu_exit {
 		struct {
 			int32_t error;
 		} internal;
+		struct {
+			uint8_t vector;		/* 14 (#PF) or 13 (#GP: non-canonical) */
+			uint32_t error_code;	/* #PF error code (P, W, U, RSVD, I/D, PK) */
+			uint64_t addr;		/* CR2 for #PF */
+		} guest_fault;
 	} u;
 };
 
