@@ -22,10 +22,14 @@ void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid)
 void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 {
 	struct tlb *t = &v->tlb;
-	uint64_t vpn = gva >> 12;
-	struct tlb_entry *e = &t->e[vpn & (TLB_ENTRIES - 1)];
+	uint64_t vpn = linear_vpn(gva);
+	struct tlb_entry *e = &t->e[tlb_index(vpn, v->pcid)];
 
-	/* gen 0 is below every full_gen (which starts at 1). */
+	/* SDM 4.10.4.1: the current PCID's entries for the page, and global
+	 * ones.  gen 0 is below every full_gen (which starts at 1). */
+	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
+		e->gen = 0;
+	e = &t->e[tlb_index(vpn, 0)];
 	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
 		e->gen = 0;
 	if (!t->nr_huge)
@@ -123,18 +127,21 @@ __hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_
 	uint64_t *table;
 	uint64_t spte;
 	int level;
+	struct psc_entry *p2, *p3;
 
 restart:
 	level = v->root->level;
 	table = v->root->pt->spt;
 	eff = HW_ALL;
-	if (tlb->psc[PG_LEVEL_2M].gen == tlb->gen && tlb->psc[PG_LEVEL_2M].tag == gpa >> 21) {
-		table = tlb->psc[PG_LEVEL_2M].table;
-		eff = tlb->psc[PG_LEVEL_2M].access;
+	p2 = psc2_entry(tlb, gpa);
+	p3 = psc3_entry(tlb, gpa);
+	if (p2->gen == tlb->gen && p2->tag == gpa >> 21) {
+		table = p2->table;
+		eff = p2->access;
 		level = PG_LEVEL_4K;
-	} else if (tlb->psc[PG_LEVEL_1G].gen == tlb->gen && tlb->psc[PG_LEVEL_1G].tag == gpa >> 30) {
-		table = tlb->psc[PG_LEVEL_1G].table;
-		eff = tlb->psc[PG_LEVEL_1G].access;
+	} else if (p3->gen == tlb->gen && p3->tag == gpa >> 30) {
+		table = p3->table;
+		eff = p3->access;
 		level = PG_LEVEL_2M;
 	}
 
@@ -174,7 +181,7 @@ restart:
 		table = spte_to_child_pt(spte);
 		if (level <= PG_LEVEL_1G) {
 			/* Cache the table below: the next miss nearby starts there. */
-			struct psc_entry *p = &tlb->psc[level];
+			struct psc_entry *p = level == PG_LEVEL_2M ? p2 : p3;
 
 			p->tag = gpa >> spte_level_shift(level);
 			p->gen = tlb->gen;

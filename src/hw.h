@@ -125,6 +125,35 @@ static inline bool leaf_fast_ok(const struct spte_fmt *f, uint64_t spte, unsigne
 	return (spte & (need | bad)) == need;
 }
 
+/* The page number of a linear entry.  57 bits hold every canonical address
+ * uniquely (the bits above are copies of bit 56 or 47), and keep
+ * key = vpn << 13 within 64 bits. */
+static inline uint64_t linear_vpn(uint64_t gva)
+{
+	return (gva & ((1ULL << 57) - 1)) >> 12;
+}
+
+/*
+ * Where a linear entry lives: the PCID is hashed in, so address spaces that
+ * use the same addresses do not evict each other on every switch (the point
+ * of PCIDs).  Global entries live at the PCID-0 index; physical entries at
+ * their gfn.
+ */
+static inline unsigned int tlb_index(uint64_t vpn, uint16_t pcid)
+{
+	return (unsigned int)((vpn ^ ((uint64_t)pcid * 0x9e3)) & (TLB_ENTRIES - 1));
+}
+
+static inline struct psc_entry *psc2_entry(struct tlb *t, uint64_t gpa)
+{
+	return &t->psc2[(gpa >> 21) & (TLB_PSC2_ENTRIES - 1)];
+}
+
+static inline struct psc_entry *psc3_entry(struct tlb *t, uint64_t gpa)
+{
+	return &t->psc3[(gpa >> 30) & (TLB_PSC3_ENTRIES - 1)];
+}
+
 /* A new entry generation; on the (theoretical) 2^32 wrap, start over clean. */
 static inline uint32_t tlb_next_gen(struct tlb *t)
 {
@@ -190,7 +219,7 @@ static inline bool hw_translate_val(struct vmmu_vcpu *v, uint64_t gpa, unsigned 
 		}
 	}
 	STAT_INC(v->stat.tlb_misses);
-	p = &v->tlb.psc[PG_LEVEL_2M];
+	p = psc2_entry(&v->tlb, gpa);
 	if (likely(p->gen == v->tlb.gen && p->tag == gpa >> 21)) {
 		const struct spte_fmt *f = &v->vm->fmt;
 		uint64_t spte = atomic_load_explicit((_Atomic uint64_t *)&p->table[gfn & (PT64_ENT_PER_PAGE - 1)],

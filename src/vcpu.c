@@ -272,16 +272,21 @@ __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he,
 
 /* ---- linear (guest-paging) translations ------------------------------------ */
 
-static inline uint64_t linear_vpn(uint64_t gva)
-{
-	/* 57 bits hold every canonical address uniquely (the bits above are
-	 * copies of bit 56 or 47), and keep key = vpn << 13 within 64 bits. */
-	return (gva & ((1ULL << 57) - 1)) >> 12;
-}
-
 static inline uint64_t tlb_linear_key(uint64_t vpn, uint16_t pcid)
 {
 	return (vpn << TLB_KEY_SHIFT) | ((uint64_t)pcid << 1);
+}
+
+static inline bool tlb_linear_entry_ok(struct vmmu_vcpu *v, const struct tlb_entry *e, uint64_t vpn)
+{
+	const struct tlb *t = &v->tlb;
+
+	if ((e->key >> TLB_KEY_SHIFT) != vpn || (e->key & TLB_KEY_PHYS) || e->gen < t->full_gen)
+		return false;
+	/* A global entry serves every PCID; others only their own, and only
+	 * until MOV to CR3 bumps that PCID's generation. */
+	return (e->info & TLBI_GLOBAL) ||
+	       (e->key == tlb_linear_key(vpn, v->pcid) && e->gen == t->pcid_gen[v->pcid]);
 }
 
 static inline bool tlb_linear_lookup(struct vmmu_vcpu *v, uint64_t gva, unsigned int acc, unsigned int walk_access,
@@ -289,15 +294,18 @@ static inline bool tlb_linear_lookup(struct vmmu_vcpu *v, uint64_t gva, unsigned
 {
 	struct tlb *t = &v->tlb;
 	uint64_t vpn = linear_vpn(gva);
-	struct tlb_entry *e = &t->e[vpn & (TLB_ENTRIES - 1)];
+	struct tlb_entry *e = &t->e[tlb_index(vpn, v->pcid)];
 	uintptr_t need = tlb_val_need(acc);
 
-	if ((e->key >> TLB_KEY_SHIFT) != vpn || (e->key & TLB_KEY_PHYS) || e->gen < t->full_gen)
+	/* Keys hold 57 bits: a non-canonical address could alias a cached
+	 * canonical one, so it never hits (the walk raises #GP for it). */
+	if (unlikely(!walk_gva_canonical(&v->wcpu, gva)))
 		return false;
-	/* A global entry serves every PCID; others only their own, and only
-	 * until MOV to CR3 bumps that PCID's generation. */
-	if (!(e->info & TLBI_GLOBAL) && (e->key != tlb_linear_key(vpn, v->pcid) || e->gen != t->pcid_gen[v->pcid]))
-		return false;
+	if (!tlb_linear_entry_ok(v, e, vpn)) {
+		e = &t->e[tlb_index(vpn, 0)];
+		if (!v->pcid || !(e->info & TLBI_GLOBAL) || !tlb_linear_entry_ok(v, e, vpn))
+			return false;
+	}
 	/*
 	 * Rights are checked against the current CPL/WP/SMEP/SMAP/AC/PKRU on
 	 * every use.  A denied access, or a write through an entry whose guest
@@ -319,8 +327,8 @@ static void tlb_fill_linear(struct vmmu_vcpu *v, uint64_t gva, const struct walk
 {
 	struct tlb *t = &v->tlb;
 	uint64_t vpn = linear_vpn(gva);
-	struct tlb_entry *e = &t->e[vpn & (TLB_ENTRIES - 1)];
 	bool global = res->global && v->pge;
+	struct tlb_entry *e = &t->e[tlb_index(vpn, global ? 0 : v->pcid)];
 	unsigned int size_shift = (unsigned int)__builtin_ctzll(res->page_size) - 12;
 
 	if (global) {
@@ -540,6 +548,17 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 
 		vcpu_enter_guest_mode(v);
 		if (likely(!vcpu_pending_requests(v)) && likely(hw_translate(v, gva, acc, &hva, &he))) {
+			copy_fragment((void *)hva, buf, len, acc & ACC_WRITE);
+			vcpu_exit_guest_mode(v);
+			return 0;
+		}
+		vcpu_exit_guest_mode(v);
+	} else if (!phys && likely((gva & 0xfff) + len <= 4096) && likely(v->root)) {
+		/* Paging on: one page whose translation the TLB holds. */
+		uintptr_t hva;
+
+		vcpu_enter_guest_mode(v);
+		if (likely(!vcpu_pending_requests(v)) && tlb_linear_lookup(v, gva, acc, walk_access, &hva)) {
 			copy_fragment((void *)hva, buf, len, acc & ACC_WRITE);
 			vcpu_exit_guest_mode(v);
 			return 0;

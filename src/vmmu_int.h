@@ -89,12 +89,18 @@ struct psc_entry {
 	unsigned int access;	/* permissions ANDed over the entries above */
 };
 
+#define TLB_PSC2_ENTRIES 32
+#define TLB_PSC3_ENTRIES 8
 struct tlb {
 	uint64_t gen;		/* paging-structure caches: bumped by full flushes */
 	uint32_t counter;	/* source of entry generations */
 	uint32_t full_gen;	/* entries older than this are invalid */
 	uint32_t nr_huge;	/* linear entries from huge pages since the last full flush */
-	struct psc_entry psc[PG_LEVEL_1G + 1];	/* [2] and [3] used */
+	/* Tables below PDEs (by gpa >> 21) and below PDPTEs (by gpa >> 30),
+	 * direct-mapped: a 2D walk touches guest page tables and data in
+	 * different regions, which one entry per level would thrash between. */
+	struct psc_entry psc2[TLB_PSC2_ENTRIES];
+	struct psc_entry psc3[TLB_PSC3_ENTRIES];
 	struct tlb_entry e[TLB_ENTRIES];
 	uint32_t pcid_gen[TLB_NR_PCIDS];
 };

@@ -58,16 +58,6 @@ unsigned int walk_va_bits(enum walk_mode mode)
 	return modes[mode].va_bits;
 }
 
-bool walk_gva_canonical(const struct walk_cpu *cpu, uint64_t gva)
-{
-	unsigned int bits = modes[cpu->mode].va_bits;
-
-	if (cpu->mode != WALK_MODE_4LEVEL && cpu->mode != WALK_MODE_5LEVEL)
-		return true;
-	/* SDM 3.3.7.1: bits 63:N-1 all equal. */
-	return (uint64_t)((int64_t)(gva << (64 - bits)) >> (64 - bits)) == gva;
-}
-
 static inline unsigned int level_shift(const struct mode_desc *m, int level)
 {
 	return 12 + m->bits_per_level * (unsigned int)(level - 1);
@@ -118,7 +108,11 @@ static uint64_t legacy_rsvd(const struct walk_cpu *cpu, uint64_t pte, int level,
 			rsvd |= GENMASK(20, 13 + (m > 32 ? m - 32 : 0));
 		return rsvd;
 	}
-	if (cpu->maxphyaddr < 52)
+	/* PAE entries reserve 62:M (SDM 4.4.2); IA-32e entries 51:M, their
+	 * bits 62:52 being ignored or the protection key (SDM 4.5.4). */
+	if (cpu->mode == WALK_MODE_PAE)
+		rsvd |= GENMASK(62, cpu->maxphyaddr);
+	else if (cpu->maxphyaddr < 52)
 		rsvd |= GENMASK(51, cpu->maxphyaddr);
 	if (!cpu->nxe)
 		rsvd |= PTE_XD;

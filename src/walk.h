@@ -132,8 +132,20 @@ int walk_gva(const struct walk_cpu *cpu, const struct walk_mem_ops *mem, uint64_
 uint32_t walk_permission_fault(const struct walk_cpu *cpu, unsigned int acc_rights, unsigned int pkey,
 			       unsigned int access);
 
-/* Whether gva is canonical for the mode (always true below 4-level). */
-bool walk_gva_canonical(const struct walk_cpu *cpu, uint64_t gva);
+/* Whether gva is canonical for the mode (always true below 4-level): bits
+ * 63:N-1 all equal (SDM 3.3.7.1).  Inline: every TLB lookup asks. */
+static inline bool walk_gva_canonical(const struct walk_cpu *cpu, uint64_t gva)
+{
+	unsigned int bits;
+
+	if (cpu->mode == WALK_MODE_4LEVEL)
+		bits = 48;
+	else if (cpu->mode == WALK_MODE_5LEVEL)
+		bits = 57;
+	else
+		return true;
+	return (uint64_t)((int64_t)(gva << (64 - bits)) >> (64 - bits)) == gva;
+}
 
 /* Bits of the linear address that are translated: 32, 48 or 57. */
 unsigned int walk_va_bits(enum walk_mode mode);

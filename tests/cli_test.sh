@@ -59,5 +59,9 @@ check_keys "bench demand keys" first_touch_ns_per_page retouch_ns_per_page fault
 check_rc 0 "bench vcpus" "$VMMU" bench vcpus --mem 64M --reps 1 --json
 check_keys "bench vcpus keys" pages_per_s_1vcpu pages_per_s_2vcpu scaling
 
+check_rc 0 "bench walk" "$VMMU" bench walk --mem 16M --reps 1 --json
+check_keys "bench walk keys" tlb_hit_ns walk_2d_ns host_access_ns walk_overhead
+check_rc 0 "bench walk npt" "$VMMU" bench walk --mem 16M --reps 1 --tdp npt --json
+
 echo "cli: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -185,7 +185,8 @@ VMMU_EXPORT int vmmu_vcpu_get_state(vmmu_vcpu *vcpu, struct vmmu_cpu_state *s);
  * unless PCIDE and bit 63 (VMMU_CR3_PCID_NOFLUSH) are set.
  */
 VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *vcpu, uint64_t cr3);
-/* INVLPG: drops every translation (any page size, any PCID) of gva's page. */
+/* INVLPG: drops gva's translations (any page size) for the current PCID and
+ * global ones, as the SDM says (4.10.4.1). */
 VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *vcpu, uint64_t gva);
 
 /* Access types for vmmu_vcpu_access() */

@@ -227,7 +227,7 @@ static unsigned bench_reps(const struct cli_opts *o)
 	return o->reps_set ? o->reps : CLI_DEFAULT_REPS;
 }
 
-static int bench_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err)
+int bench_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err)
 {
 	if (!ok)
 		report_str(r, "error", err[0] ? err : "a check failed (see stderr)");
@@ -419,6 +419,8 @@ static const struct bench benches[] = {
 	  bench_demand },
 	{ "vcpus", "first-touch pages/s of 1 vCPU vs 2 vCPUs on disjoint halves",
 	  bench_vcpus },
+	{ "walk", "ns per guest translation: TLB hit and full 2D walk vs a host access",
+	  bench_walk },
 };
 
 #define NR_BENCHES (sizeof(benches) / sizeof(benches[0]))

@@ -200,6 +200,10 @@ int scenario_run(const char *name, const struct cli_opts *o);
 
 /* bench.c: `vmmu bench` */
 bool bench_exists(const char *name);
+/* Adds "ok" (and "error"), prints the report; the exit status to return. */
+int bench_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
+/* bench_walk.c */
+int bench_walk(const struct cli_opts *o);
 void bench_list(FILE *f, bool json);
 int bench_run(const char *name, const struct cli_opts *o);
 
