@@ -87,10 +87,6 @@ int memslot_check(const struct memslots *cur, const struct vmmu_memslot *req, un
 		*oldp = old;
 		return 0;
 	}
-	/* Dirty logging arrives with its own harvest API; until then, refuse
-	 * rather than accept a flag that would silently track nothing. */
-	if (req->flags & VMMU_MEM_LOG_DIRTY_PAGES)
-		return VMMU_ENOTSUP;
 	if ((req->gpa | req->size | (uintptr_t)req->hva) & 0xfff)
 		return VMMU_EINVAL;
 	npages = req->size >> 12;

@@ -41,7 +41,30 @@ struct memslot {
 	uint32_t backing;	/* enum vmmu_backing, when owned */
 	void *map_base;		/* owned: what to munmap */
 	size_t map_size;
+	/*
+	 * One bit per page while the slot logs (VMMU_MEM_LOG_DIRTY_PAGES), set
+	 * with atomic OR by whoever makes a page writable; shared by every
+	 * snapshot of the slot and freed a grace period after logging stops.
+	 */
+	uint64_t *dirty_bitmap;
 };
+
+static inline uint64_t memslot_bitmap_words(const struct memslot *s)
+{
+	return (s->npages + 63) / 64;
+}
+
+static inline bool memslot_logging(const struct memslot *s)
+{
+	return s->dirty_bitmap != NULL;
+}
+
+static inline void mark_page_dirty_in_slot(const struct memslot *s, gfn_t gfn)
+{
+	uint64_t i = gfn - s->base_gfn;
+
+	__atomic_fetch_or(&s->dirty_bitmap[i / 64], 1ULL << (i % 64), __ATOMIC_RELAXED);
+}
 
 struct memslots {
 	uint64_t generation;

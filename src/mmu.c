@@ -123,7 +123,9 @@ __hot static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	 * with the fault-in is then always noticed under mmu_lock. */
 	fault->mmu_seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
 	fault->slot = s;
-	fault->max_level = memslot_max_mapping_level(s, fault->gfn, vm->max_level);
+	/* A logged slot is mapped at 4K, so one write dirties one page. */
+	fault->max_level = memslot_max_mapping_level(s, fault->gfn,
+						     memslot_logging(s) ? PG_LEVEL_4K : vm->max_level);
 	fault->goal_level = fault->max_level;
 	pages = spte_level_pages(fault->goal_level);
 	base_gfn = fault->gfn & ~(pages - 1);
@@ -181,7 +183,116 @@ static int handle_mmio_page_fault(struct vmmu_vcpu *v, struct page_fault *fault)
 	return RET_PF_RETRY;
 }
 
-__hot int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
+__hot /* ---- the fast page fault (seed 002) ----------------------------------------- */
+
+static bool spte_allows(const struct spte_fmt *f, uint64_t spte, const struct page_fault *fault)
+{
+	unsigned int acc = spte_access(f, spte);
+
+	if (fault->write && !(acc & ACC_WRITE))
+		return false;
+	if (fault->exec && !(acc & ACC_EXEC))
+		return false;
+	return spte_is_hw_present(f, spte);
+}
+
+/*
+ * Faults the fast path may fix: a write to a present page (write-protected
+ * for dirty logging), or, without A/D bits, an access-tracked SPTE (which
+ * hardware sees as not present).  Never MMIO (reserved bits).
+ */
+static bool page_fault_can_be_fast(const struct vmmu_vm *vm, const struct page_fault *fault)
+{
+	if (fault->rsvd)
+		return false;
+	if (!fault->present)
+		return !vm->fmt.ad_enabled;
+	return fault->write;
+}
+
+static void trace_fast_pf(struct vmmu_vcpu *v, const struct page_fault *fault, const uint64_t *sptep, uint64_t old,
+			  uint64_t new_spte, bool fixed)
+{
+	vmmu_trace_fn fn = atomic_load_explicit(&v->vm->trace_fn, memory_order_acquire);
+	struct vmmu_trace_event ev;
+
+	if (likely(!fn))
+		return;
+	ev = (struct vmmu_trace_event){
+		.kind = VMMU_TRACE_FAST_PAGE_FAULT,
+		.vcpu_id = v->id,
+		.gpa = fault->addr,
+		.error_code = fault->error_code,
+		.spurious = !fixed,
+		.fixed = fixed,
+		.sptep = sptep,
+		.old_spte = old,
+		.new_spte = new_spte,
+	};
+	fn(atomic_load_explicit(&v->vm->trace_ctx, memory_order_relaxed), &ev);
+}
+
+/*
+ * Fix the fault without mmu_lock (KVM's fast_page_fault): inside the RCU
+ * read section the fault already holds, find the leaf SPTE and, if all that
+ * stands between the access and the page is the W bit cleared for dirty
+ * logging (MMU-writable still set) or access tracking, put it back with one
+ * cmpxchg.  The cmpxchg fails if anything changed the SPTE since it was
+ * read: a zap, a write-protection, the hardware setting A/D; the path then
+ * re-reads a few times and otherwise leaves the fault to the slow path.
+ */
+static int fast_page_fault(struct vmmu_vcpu *v, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+	const struct spte_fmt *f = &vm->fmt;
+	const struct memslot *slot;
+	uint64_t *sptep, spte = 0, new_spte = 0;
+	int level, ret = RET_PF_INVALID;
+
+	if (!page_fault_can_be_fast(vm, fault) || !v->root)
+		return RET_PF_INVALID;
+	slot = vcpu_gfn_to_memslot(v, vm_memslots(vm), fault->gfn);
+	if (!slot || (slot->flags & MEMSLOT_INVALID))
+		return RET_PF_INVALID;
+
+	sptep = tdp_mmu_fast_pf_get_last_sptep(vm, v->root, fault->gfn, &spte, &level);
+	for (int retry = 0; retry < 4; retry++) {
+		if (!sptep || !is_mmu_present_spte(spte) || !is_last_spte(f, spte, level))
+			break;
+		/* Another vCPU (or an earlier exit of this one) got here first. */
+		if (spte_allows(f, spte, fault)) {
+			ret = RET_PF_SPURIOUS;
+			new_spte = spte;
+			break;
+		}
+		new_spte = spte;
+		if (is_access_track_spte(f, spte))
+			new_spte = restore_acc_track_spte(f, new_spte);
+		if (fault->write && is_mmu_writable_spte(f, spte)) {
+			/* A huge SPTE of a logged slot must be split, which is the
+			 * slow path's job: W on it would dirty 512 pages unseen. */
+			if (level > PG_LEVEL_4K && memslot_logging(slot))
+				break;
+			new_spte |= f->writable;
+		}
+		if (new_spte == spte || !spte_allows(f, new_spte, fault))
+			break;
+		if (atomic_compare_exchange_strong_explicit((_Atomic uint64_t *)sptep, &spte, new_spte,
+							    memory_order_acq_rel, memory_order_acquire)) {
+			/* After the cmpxchg, never before: see tdp_mmu_map's marking. */
+			if (is_writable_pte(f, new_spte) && !is_writable_pte(f, spte) && memslot_logging(slot))
+				mark_page_dirty_in_slot(slot, fault->gfn);
+			ret = RET_PF_FIXED;
+			break;
+		}
+		/* spte now holds the current value: try again with it. */
+	}
+	if (ret != RET_PF_INVALID)
+		trace_fast_pf(v, fault, sptep, spte, new_spte, ret == RET_PF_FIXED);
+	return ret;
+}
+
+int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 	int r;
@@ -206,6 +317,19 @@ __hot int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, st
 		}
 		if (r != RET_PF_INVALID)
 			goto out;
+	}
+
+	if (!(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && page_fault_can_be_fast(vm, fault)) {
+		r = fast_page_fault(v, fault);
+		if (r == RET_PF_FIXED) {
+			STAT_INC(v->stat.pf_fast_fixed);
+			goto out;
+		}
+		if (r == RET_PF_SPURIOUS) {
+			STAT_INC(v->stat.pf_fast_spurious);
+			goto out;
+		}
+		STAT_INC(v->stat.pf_fast_failed);
 	}
 
 	r = mmu_faultin(v, fault);

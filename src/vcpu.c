@@ -602,4 +602,7 @@ VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->tlb_flushes = STAT_READ(s->tlb_flushes);
 	out->mmu_reloads = STAT_READ(s->mmu_reloads);
 	out->host_faultins = STAT_READ(s->host_faultins);
+	out->pf_fast_fixed = STAT_READ(s->pf_fast_fixed);
+	out->pf_fast_spurious = STAT_READ(s->pf_fast_spurious);
+	out->pf_fast_failed = STAT_READ(s->pf_fast_failed);
 }

@@ -111,7 +111,11 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	/* 4-level TDP maps 48 bits of guest-physical address space. */
 	if (cfg->tdp_levels == 4 && cfg->maxphyaddr > 48)
 		return VMMU_EINVAL;
-	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES))
+	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
+			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET))
+		return VMMU_EINVAL;
+	/* INITIALLY_SET only means something with manual protection (KVM). */
+	if ((cfg->flags & VMMU_VM_DIRTY_INIT_SET) && !(cfg->flags & VMMU_VM_MANUAL_PROTECT))
 		return VMMU_EINVAL;
 	/* NPT has no way to turn hardware A/D off. */
 	if (cfg->tdp_format == VMMU_TDP_NPT && (cfg->flags & VMMU_VM_AD_DISABLED))
@@ -165,8 +169,10 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	/* Every deferred free touches the arena: drain them before it goes. */
 	vmmu_rcu_barrier();
 	ms = vm->memslots;
-	for (unsigned int i = 0; i < ms->n; i++)
+	for (unsigned int i = 0; i < ms->n; i++) {
 		memslot_free_backing(&ms->slots[i]);
+		free(ms->slots[i].dirty_bitmap);
+	}
 	free(ms);
 	pt_arena_destroy(&vm->arena);
 	pthread_rwlock_destroy(&vm->mmu_lock);
@@ -251,6 +257,48 @@ VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm)
 
 /* ---- memslots ---------------------------------------------------------------- */
 
+static int alloc_dirty_bitmap(struct vmmu_vm *vm, struct memslot *s)
+{
+	uint64_t words = memslot_bitmap_words(s);
+
+	s->dirty_bitmap = calloc(words, sizeof(uint64_t));
+	if (!s->dirty_bitmap)
+		return VMMU_ENOMEM;
+	/* KVM_DIRTY_LOG_INITIALLY_SET: report everything once, protect lazily
+	 * as the embedder clears; bits past the slot's end stay clear. */
+	if ((vm->cfg.flags & (VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET)) ==
+	    (VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET)) {
+		memset(s->dirty_bitmap, 0xff, words * sizeof(uint64_t));
+		if (s->npages % 64)
+			s->dirty_bitmap[words - 1] = (1ULL << (s->npages % 64)) - 1;
+	}
+	return 0;
+}
+
+static bool dirty_init_set(const struct vmmu_vm *vm)
+{
+	return (vm->cfg.flags & (VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET)) ==
+	       (VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET);
+}
+
+/* Write-protect a slot's mappings for dirty logging; mmu_lock taken here. */
+static void slot_write_protect(struct vmmu_vm *vm, const struct memslot *s)
+{
+	bool flush = false;
+
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (vm->root)
+		flush = tdp_mmu_wrprot_range(vm, vm->root, s->base_gfn, s->base_gfn + s->npages);
+	/* Clearing W only for logging could defer this flush until the log is
+	 * harvested (MMU-writable says why W is clear); flushing now keeps the
+	 * rule simple: logging starts when this call returns. */
+	if (flush)
+		vm_flush_remote_tlbs(vm);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+}
+
 /*
  * Publish a new snapshot.  MMIO SPTEs store only 19 bits of the generation;
  * when those bits wrap, an old MMIO SPTE could match again, so every MMIO
@@ -304,9 +352,14 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 			if (r)
 				goto out;
 		}
+		if ((req->flags & VMMU_MEM_LOG_DIRTY_PAGES) && (r = alloc_dirty_bitmap(vm, &s))) {
+			memslot_free_backing(&s);
+			goto out;
+		}
 		next = memslots_copy_update(cur, s.id, &s);
 		if (!next) {
 			memslot_free_backing(&s);
+			free(s.dirty_bitmap);
 			r = VMMU_ENOMEM;
 			goto out;
 		}
@@ -315,17 +368,42 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		vmmu_call_rcu(&cur->rcu, memslots_free_cb);
 		break;
 
-	case MEMSLOT_FLAGS_ONLY:
+	case MEMSLOT_FLAGS_ONLY: {
+		bool was = memslot_logging(old), will = req->flags & VMMU_MEM_LOG_DIRTY_PAGES;
+
 		s = *old;
 		s.flags = req->flags;
+		if (!was && will && (r = alloc_dirty_bitmap(vm, &s)))
+			goto out;
+		if (was && !will)
+			s.dirty_bitmap = NULL;
 		next = memslots_copy_update(cur, s.id, &s);
 		if (!next) {
+			if (!was && will)
+				free(s.dirty_bitmap);
 			r = VMMU_ENOMEM;
 			goto out;
 		}
 		publish_memslots(vm, next);
-		vmmu_call_rcu(&cur->rcu, memslots_free_cb);
+		/*
+		 * Faults read the slot once, inside one RCU read section: after a
+		 * grace period none that saw the old flags is still installing.
+		 * Only then does write protection catch every writable SPTE
+		 * (KVM commits flags after synchronize_srcu for the same reason).
+		 */
+		vmmu_synchronize_rcu();
+		free(cur);
+		if (!was && will && !dirty_init_set(vm))
+			slot_write_protect(vm, &s);
+		if (was && !will) {
+			free(old->dirty_bitmap);
+			/* Huge-page recovery: logging mapped everything at 4K; zap so
+			 * the next faults map huge again where the slot allows. */
+			if (old->host_level > PG_LEVEL_4K)
+				zap_gfn_range(vm, old->base_gfn, old->base_gfn + old->npages, true);
+		}
 		break;
+	}
 
 	case MEMSLOT_DELETE:
 	case MEMSLOT_MOVE:
@@ -366,8 +444,10 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 			for (unsigned int i = 0; i < mid->n; i++)
 				if (mid->slots[i].id == req->slot)
 					dead = &mid->slots[i];
-			if (dead)
+			if (dead) {
 				memslot_free_backing(dead);
+				free(dead->dirty_bitmap);
+			}
 		}
 		free(mid);
 		break;
@@ -415,6 +495,15 @@ VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva)
 }
 
 /* ---- stats --------------------------------------------------------------- */
+
+VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx)
+{
+	if (!vm)
+		return;
+	/* ctx first: a vCPU that sees the new fn must see its ctx. */
+	atomic_store_explicit(&vm->trace_ctx, ctx, memory_order_relaxed);
+	atomic_store_explicit(&vm->trace_fn, fn, memory_order_release);
+}
 
 VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
 {

@@ -107,7 +107,8 @@ struct tlb {
 
 struct vcpu_stats {
 	stat_t accesses, tlb_hits, tlb_misses, exits, pf_taken, pf_fixed, pf_spurious, pf_retry,
-		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins;
+		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins, pf_fast_fixed,
+		pf_fast_spurious, pf_fast_failed;
 };
 
 #define PT_CACHE_MIN 6	/* a 5-level fault needs at most 4 tables, plus a split */
@@ -170,6 +171,9 @@ struct vmmu_vm {
 	struct memslots *_Atomic memslots;	/* [rcu], updated under [slots_lock] */
 
 	struct vm_stats stat;
+
+	_Atomic(vmmu_trace_fn) trace_fn;	/* [atomic] */
+	void *_Atomic trace_ctx;
 
 	_Atomic int bugged;
 	const char *bug_reason;		/* first reason; set once, before bugged */

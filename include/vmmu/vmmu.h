@@ -66,6 +66,13 @@ enum vmmu_tdp_format {
 /* vmmu_vm_config.flags */
 #define VMMU_VM_AD_DISABLED   (1u << 0)	/* no hardware A/D in SPTEs: access tracking */
 #define VMMU_VM_NO_HUGEPAGES  (1u << 1)	/* map everything at 4K                      */
+#define VMMU_VM_NO_FAST_PF    (1u << 2)	/* no lockless fast page fault (seed 002's "before") */
+/* Dirty logging as KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: vmmu_get_dirty_log()
+ * only reports; vmmu_clear_dirty_log() clears and re-protects. */
+#define VMMU_VM_MANUAL_PROTECT (1u << 3)
+/* With MANUAL_PROTECT: a newly logged slot starts with every page reported
+ * dirty and nothing write-protected (KVM_DIRTY_LOG_INITIALLY_SET). */
+#define VMMU_VM_DIRTY_INIT_SET (1u << 4)
 
 struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
@@ -117,6 +124,24 @@ struct vmmu_memslot {
  * change, READONLY cannot be toggled. Rejected requests change nothing.
  */
 VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *slot);
+/*
+ * Dirty logging (slots with VMMU_MEM_LOG_DIRTY_PAGES).  bitmap has one bit per
+ * page of the slot (bit i of word i/64 = page i), every guest write to the
+ * slot after the previous harvest is reported (never lost).
+ *  - vmmu_get_dirty_log(): copies the slot's dirty bitmap out; without
+ *    VMMU_VM_MANUAL_PROTECT it also clears it and write-protects the pages it
+ *    returned, so their next write is caught; TLBs are flushed before it
+ *    returns.
+ *  - vmmu_clear_dirty_log() (VMMU_VM_MANUAL_PROTECT only): clears the given
+ *    bits over [first_page, first_page + num_pages) and write-protects those
+ *    pages.  first_page must be a multiple of 64, and num_pages too unless the
+ *    range ends at the end of the slot.
+ * VMMU_ENOENT for an unknown slot, VMMU_EINVAL when it does not log.
+ */
+VMMU_EXPORT int vmmu_get_dirty_log(vmmu_vm *vm, uint32_t slot, uint64_t *bitmap);
+VMMU_EXPORT int vmmu_clear_dirty_log(vmmu_vm *vm, uint32_t slot, uint64_t first_page, uint32_t num_pages,
+				     const uint64_t *bitmap);
+
 /* The host address backing slot id (useful when vmmu allocated it). */
 VMMU_EXPORT int vmmu_memslot_hva(vmmu_vm *vm, uint32_t slot, void **hva);
 /* Host address of a gpa, for embedder-side copies; VMMU_ENOENT outside slots. */
@@ -284,10 +309,34 @@ struct vmmu_vcpu_stats {
 	uint64_t tlb_flushes;		/* TLB flush requests serviced             */
 	uint64_t mmu_reloads;
 	uint64_t host_faultins;		/* host pages populated by the MMU         */
+	uint64_t pf_fast_fixed;		/* fixed without mmu_lock (fast page fault) */
+	uint64_t pf_fast_spurious;	/* fast path found it already fixed        */
+	uint64_t pf_fast_failed;	/* fast path gave up; the slow path ran    */
 };
 
 VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
 VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *vcpu, struct vmmu_vcpu_stats *out);
+
+/* ---- trace events ------------------------------------------------------------ */
+enum vmmu_trace_kind {
+	VMMU_TRACE_FAST_PAGE_FAULT = 1,	/* seed 002 patch 7 */
+};
+
+struct vmmu_trace_event {
+	uint32_t kind;		/* enum vmmu_trace_kind */
+	uint32_t vcpu_id;
+	uint64_t gpa;
+	uint32_t error_code;	/* page-fault error code bits (P, W, ...) */
+	uint8_t spurious;	/* already fixed by someone else */
+	uint8_t fixed;		/* this fault fixed it */
+	const void *sptep;	/* the SPTE's address (identity only) */
+	uint64_t old_spte;
+	uint64_t new_spte;
+};
+
+typedef void (*vmmu_trace_fn)(void *ctx, const struct vmmu_trace_event *ev);
+/* Called synchronously on the vCPU's thread; NULL turns tracing off. */
+VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx);
 
 /* Non-zero once an internal invariant broke; the VM then refuses work. */
 VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why);

@@ -164,6 +164,13 @@ __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct pag
 
 	if (!tdp_mmu_set_spte_atomic(vm, it, new_spte))
 		return RET_PF_RETRY;
+	/*
+	 * Marked after the SPTE became writable, never before: a harvest that
+	 * cleared the bit in between would otherwise leave a writable SPTE
+	 * whose writes no bitmap ever sees (the lost-dirty-bit race).
+	 */
+	if (!fault->is_mmio && is_writable_pte(f, new_spte) && memslot_logging(fault->slot))
+		mark_page_dirty_in_slot(fault->slot, fault->gfn);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	return fault->is_mmio ? RET_PF_EMULATE : RET_PF_FIXED;
@@ -253,6 +260,107 @@ bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start
 		flush = true;
 	}
 	return flush;
+}
+
+/*
+ * An atomic AND, not a store: hardware may be setting A/D and the fast page
+ * fault may be setting W on this SPTE without mmu_lock.
+ */
+static bool wrprot_spte(const struct spte_fmt *f, struct tdp_iter *it)
+{
+	if (!is_mmu_present_spte(it->old_spte) || !is_last_spte(f, it->old_spte, it->level) ||
+	    !is_writable_pte(f, it->old_spte))
+		return false;
+	it->old_spte = atomic_fetch_and_explicit(atomic_sptep(it->sptep), ~f->writable, memory_order_acq_rel) &
+		       ~f->writable;
+	return true;
+}
+
+bool tdp_mmu_wrprot_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+	bool flush = false;
+
+	lockdep_assert_mmu_lock_held(vm);
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end)
+		flush |= wrprot_spte(f, &it);
+	return flush;
+}
+
+bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
+			   uint64_t nr_words)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	bool flush = false;
+	uint64_t w = 0;
+
+	lockdep_assert_mmu_lock_held(vm);
+	/* One walk per run of non-zero words: dense logs stream through the
+	 * leaf tables once, sparse ones skip what nobody dirtied. */
+	while (w < nr_words) {
+		uint64_t start, end;
+		struct tdp_iter it;
+
+		while (w < nr_words && !bitmap[w])
+			w++;
+		if (w == nr_words)
+			break;
+		start = w;
+		while (w < nr_words && bitmap[w])
+			w++;
+		end = w;
+		/*
+		 * Down to the tables of 4K leaves only; each of those is then
+		 * swept in a plain loop, which is where the time goes for a
+		 * fully dirty slot (one locked AND per page, no iterator steps).
+		 */
+		for_each_tdp_pte_min_level(it, f, root->pt->spt, root->level, PG_LEVEL_2M, base_gfn + start * 64,
+					   base_gfn + end * 64) {
+			uint64_t *pt;
+			uint64_t lo, hi;
+
+			if (it.level != PG_LEVEL_2M || !is_mmu_present_spte(it.old_spte) ||
+			    is_last_spte(f, it.old_spte, it.level)) {
+				/* A huge leaf (or one above): protect it whole. */
+				flush |= wrprot_spte(f, &it);
+				continue;
+			}
+			pt = spte_to_child_pt(it.old_spte);
+			lo = it.gfn < base_gfn + start * 64 ? base_gfn + start * 64 - it.gfn : 0;
+			hi = it.gfn + PT64_ENT_PER_PAGE > base_gfn + end * 64 ? base_gfn + end * 64 - it.gfn
+									  : PT64_ENT_PER_PAGE;
+			for (uint64_t j = lo; j < hi; j++) {
+				uint64_t i = it.gfn + j - base_gfn;
+				uint64_t spte;
+
+				if (!((bitmap[i / 64] >> (i % 64)) & 1))
+					continue;
+				spte = tdp_read_spte(&pt[j]);
+				if (!is_mmu_present_spte(spte) || !is_writable_pte(f, spte))
+					continue;
+				atomic_fetch_and_explicit(atomic_sptep(&pt[j]), ~f->writable, memory_order_acq_rel);
+				flush = true;
+			}
+		}
+	}
+	return flush;
+}
+
+uint64_t *tdp_mmu_fast_pf_get_last_sptep(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, uint64_t *spte,
+					 int *level)
+{
+	uint64_t *pt = root->pt->spt, *sptep = NULL;
+
+	for (int l = root->level; l >= PG_LEVEL_4K; l--) {
+		sptep = &pt[spte_index(gfn, l)];
+		*spte = tdp_read_spte(sptep);
+		*level = l;
+		if (!is_mmu_present_spte(*spte) || is_last_spte(&vm->fmt, *spte, l))
+			break;
+		pt = spte_to_child_pt(*spte);
+	}
+	return sptep;
 }
 
 uint64_t tdp_mmu_get_spte(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, int *level)

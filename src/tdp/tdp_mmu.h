@@ -43,6 +43,20 @@ bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start
 /* mmu_lock held for write: obsoletes the current root; flushes and reloads every vCPU. */
 struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm);
 
+/*
+ * Dirty logging: clear W (keeping MMU-writable) on every leaf in [start,
+ * end), or on the leaves of the 4K pages base_gfn + i for each set bit i of
+ * bitmap (nr_words words).  mmu_lock held for write; the return value says a
+ * TLB flush is needed.
+ */
+bool tdp_mmu_wrprot_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
+bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
+			   uint64_t nr_words);
+
+/* Lockless (RCU): the last SPTE on gfn's path, for the fast page fault. */
+uint64_t *tdp_mmu_fast_pf_get_last_sptep(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, uint64_t *spte,
+					 int *level);
+
 /* Lockless (RCU): the SPTE mapping gfn at the lowest level present. */
 uint64_t tdp_mmu_get_spte(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, int *level);
 
