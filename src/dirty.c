@@ -56,6 +56,8 @@ VMMU_EXPORT int vmmu_get_dirty_log(vmmu_vm *vm, uint32_t id, uint64_t *bitmap)
 
 	if (!vm || !bitmap)
 		return VMMU_EINVAL;
+	if (vm->cfg.dirty_ring_size)
+		return VMMU_EPERM;	/* pages go to the rings, not the bitmap */
 	vmmu_rcu_thread_online();
 	pthread_mutex_lock(&vm->slots_lock);
 	r = logged_slot(vm, id, &s);
@@ -85,6 +87,8 @@ VMMU_EXPORT int vmmu_clear_dirty_log(vmmu_vm *vm, uint32_t id, uint64_t first_pa
 
 	if (!vm || !bitmap || !(vm->cfg.flags & VMMU_VM_MANUAL_PROTECT))
 		return VMMU_EINVAL;
+	if (vm->cfg.dirty_ring_size)
+		return VMMU_EPERM;
 	vmmu_rcu_thread_online();
 	pthread_mutex_lock(&vm->slots_lock);
 	r = logged_slot(vm, id, &s);
@@ -119,4 +123,84 @@ out:
 	pthread_mutex_unlock(&vm->slots_lock);
 	free(cleared);
 	return r;
+}
+
+/* ---- dirty rings ------------------------------------------------------------ */
+
+void dirty_ring_push(struct vmmu_vcpu *v, uint32_t slot, uint64_t offset)
+{
+	struct vmmu_dirty_gfn *e = &v->ring.entries[v->ring.dirty_index & (v->ring.size - 1)];
+	uint32_t used = v->ring.dirty_index - atomic_load_explicit(&v->ring.reset_index, memory_order_acquire);
+
+	/* The soft-full exit keeps DIRTY_RING_SLACK entries free before every
+	 * window, so an entry still in use here is a broken invariant. */
+	if (VM_BUG_ON(v->vm, used >= v->ring.size, "dirty ring of vCPU %u overflowed", v->id))
+		return;
+	e->slot = slot;
+	e->offset = offset;
+	/* Release: slot/offset are visible to whoever sees the flag. */
+	__atomic_store_n(&e->flags, VMMU_DIRTY_GFN_DIRTY, __ATOMIC_RELEASE);
+	v->ring.dirty_index++;
+}
+
+VMMU_EXPORT int vmmu_vcpu_dirty_ring(vmmu_vcpu *v, struct vmmu_dirty_gfn **entries, uint32_t *size)
+{
+	if (!v || !entries || !size)
+		return VMMU_EINVAL;
+	if (!v->ring.entries)
+		return VMMU_EPERM;
+	*entries = v->ring.entries;
+	*size = v->ring.size;
+	return 0;
+}
+
+VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm)
+{
+	unsigned int n;
+	bool flush = false;
+	int total = 0;
+
+	if (!vm)
+		return VMMU_EINVAL;
+	if (!vm->cfg.dirty_ring_size)
+		return VMMU_EPERM;
+	vmmu_rcu_thread_online();
+	pthread_mutex_lock(&vm->ring_lock);
+	pthread_mutex_lock(&vm->slots_lock);
+	n = atomic_load_explicit(&vm->nr_vcpus, memory_order_acquire);
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	for (unsigned int i = 0; i < n; i++) {
+		struct vmmu_vcpu *v = vm->vcpus[i];
+		uint32_t idx = atomic_load_explicit(&v->ring.reset_index, memory_order_relaxed);
+		uint32_t start = idx;
+
+		/* In ring order, up to the first entry not yet harvested (KVM). */
+		for (;;) {
+			struct vmmu_dirty_gfn *e = &v->ring.entries[idx & (v->ring.size - 1)];
+			const struct memslot *s;
+
+			if (idx - start >= v->ring.size ||
+			    __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) != VMMU_DIRTY_GFN_HARVESTED)
+				break;
+			/* Protect again before the entry is freed: its page's next
+			 * write faults and is pushed anew.  A slot gone since then
+			 * took its mappings with it. */
+			s = memslots_find_id(vm->memslots, e->slot);
+			if (s && e->offset < s->npages && vm->root)
+				flush |= tdp_mmu_wrprot_range(vm, vm->root, s->base_gfn + e->offset,
+							      s->base_gfn + e->offset + 1);
+			__atomic_store_n(&e->flags, 0, __ATOMIC_RELAXED);
+			idx++;
+		}
+		total += (int)(idx - start);
+		atomic_store_explicit(&v->ring.reset_index, idx, memory_order_release);
+	}
+	if (flush)
+		vm_flush_remote_tlbs(vm);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+	pthread_mutex_unlock(&vm->slots_lock);
+	pthread_mutex_unlock(&vm->ring_lock);
+	return total;
 }

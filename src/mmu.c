@@ -281,7 +281,7 @@ static int fast_page_fault(struct vmmu_vcpu *v, struct page_fault *fault)
 							    memory_order_acq_rel, memory_order_acquire)) {
 			/* After the cmpxchg, never before: see tdp_mmu_map's marking. */
 			if (is_writable_pte(f, new_spte) && !is_writable_pte(f, spte) && memslot_logging(slot))
-				mark_page_dirty_in_slot(slot, fault->gfn);
+				vcpu_mark_page_dirty(v, slot, fault->gfn);
 			ret = RET_PF_FIXED;
 			break;
 		}

@@ -48,6 +48,15 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	memset(v, 0, sizeof(*v));
 	v->vm = vm;
 	v->id = id;
+	if (vm->cfg.dirty_ring_size) {
+		v->ring.entries = calloc(vm->cfg.dirty_ring_size, sizeof(*v->ring.entries));
+		if (!v->ring.entries) {
+			free(v);
+			pthread_mutex_unlock(&vm->vcpus_lock);
+			return VMMU_ENOMEM;
+		}
+		v->ring.size = vm->cfg.dirty_ring_size;
+	}
 	/* Generation 0 marks never-filled and invalidated entries. */
 	v->tlb.gen = 1;
 	v->tlb.counter = 1;
@@ -65,6 +74,7 @@ void vcpu_free(struct vmmu_vcpu *v)
 {
 	mmu_unload(v);
 	pt_cache_drain(&v->pt_cache);
+	free(v->ring.entries);
 	free(v);
 }
 
@@ -541,7 +551,8 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		      ((access & VMMU_ACCESS_IMPLICIT) ? WALK_IMPLICIT : 0);
 	STAT_INC(v->stat.accesses);
 
-	/* The common case: paging off, one page, translation one walk away. */
+	/* The common case: paging off, one page, translation one walk away.
+	 * (A TLB hit dirties nothing new, so the dirty ring needs no check.) */
 	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->root)) {
 		struct hw_exit he;
 		uintptr_t hva;
@@ -575,6 +586,15 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	while (done < len) {
 		size_t chunk = (size_t)ACCESS_WINDOW_PAGES * 4096 - ((gva + done) & 0xfff);
 
+		/* KVM's soft-full rule: stop before a window could overflow. */
+		if (unlikely(v->ring.entries) &&
+		    v->ring.dirty_index - atomic_load_explicit(&v->ring.reset_index, memory_order_acquire) >=
+			    v->ring.size - DIRTY_RING_SLACK) {
+			exit->reason = VMMU_EXIT_DIRTY_RING_FULL;
+			exit->u.ring_full.done = done;
+			r = VMMU_EXIT;
+			break;
+		}
 		if (chunk > len - done)
 			chunk = len - done;
 		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys, done, exit);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
 #include <linux/membarrier.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
@@ -112,7 +113,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	if (cfg->tdp_levels == 4 && cfg->maxphyaddr > 48)
 		return VMMU_EINVAL;
 	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
-			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET))
+			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT))
 		return VMMU_EINVAL;
 	/* INITIALLY_SET only means something with manual protection (KVM). */
 	if ((cfg->flags & VMMU_VM_DIRTY_INIT_SET) && !(cfg->flags & VMMU_VM_MANUAL_PROTECT))
@@ -121,6 +122,9 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	if (cfg->tdp_format == VMMU_TDP_NPT && (cfg->flags & VMMU_VM_AD_DISABLED))
 		return VMMU_EINVAL;
 	if (cfg->max_vcpus < 1 || cfg->max_vcpus > VMMU_MAX_VCPUS)
+		return VMMU_EINVAL;
+	if (cfg->dirty_ring_size &&
+	    (cfg->dirty_ring_size < DIRTY_RING_MIN || (cfg->dirty_ring_size & (cfg->dirty_ring_size - 1))))
 		return VMMU_EINVAL;
 
 	pthread_once(&membarrier_once, membarrier_init);
@@ -147,6 +151,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	pthread_rwlock_init(&vm->mmu_lock, NULL);
 	pthread_mutex_init(&vm->slots_lock, NULL);
 	pthread_mutex_init(&vm->vcpus_lock, NULL);
+	pthread_mutex_init(&vm->ring_lock, NULL);
 	*out = vm;
 	return 0;
 }
@@ -178,6 +183,7 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	pthread_rwlock_destroy(&vm->mmu_lock);
 	pthread_mutex_destroy(&vm->slots_lock);
 	pthread_mutex_destroy(&vm->vcpus_lock);
+	pthread_mutex_destroy(&vm->ring_lock);
 	free((void *)vm->bug_reason);
 	free(vm);
 }
@@ -288,6 +294,10 @@ static void slot_write_protect(struct vmmu_vm *vm, const struct memslot *s)
 
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
+	/* Eager splitting: pay for the 4K tables now rather than in the first
+	 * write fault of every huge page while the guest runs. */
+	if (vm->root && (vm->cfg.flags & VMMU_VM_EAGER_SPLIT))
+		tdp_mmu_split_huge_range(vm, vm->root, s->base_gfn, s->base_gfn + s->npages);
 	if (vm->root)
 		flush = tdp_mmu_wrprot_range(vm, vm->root, s->base_gfn, s->base_gfn + s->npages);
 	/* Clearing W only for logging could defer this flush until the log is
@@ -495,6 +505,73 @@ VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva)
 }
 
 /* ---- stats --------------------------------------------------------------- */
+
+VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end, int clear,
+				   uint64_t *young_pages)
+{
+	uint64_t young = 0;
+	struct tdp_root *root;
+
+	if (!vm || !young_pages || gfn_start >= gfn_end)
+		return VMMU_EINVAL;
+	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
+		return VMMU_ERANGE;
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	/* The root pointer changes only under mmu_lock; a root being replaced
+	 * stays alive while referenced, so take a reference for the walk. */
+	pthread_rwlock_rdlock(&vm->mmu_lock);
+	root = vm->root;
+	if (root)
+		atomic_fetch_add(&root->refcount, 1);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	if (root)
+		young = tdp_mmu_age_range(vm, root, gfn_start, gfn_end, clear);
+	vmmu_rcu_read_unlock();
+	if (root)
+		tdp_mmu_put_root(vm, root);
+	*young_pages = young;
+	return 0;
+}
+
+VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
+{
+	uint64_t counts[PG_LEVEL_1G + 1] = { 0 }, tables = 0;
+	char scratch[256];
+	int r = 0;
+
+	if (!vm)
+		return VMMU_EINVAL;
+	if (!why || !len) {
+		why = scratch;
+		len = sizeof(scratch);
+	}
+	why[0] = 0;
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (vm->root && tdp_mmu_audit(vm, vm->root, counts, &tables, why, len))
+		r = VMMU_EIO;
+	/* Obsolete roots still referenced by vCPUs keep their root page only
+	 * (their contents were zapped when they were obsoleted). */
+	for (int l = PG_LEVEL_4K; !r && l <= PG_LEVEL_1G; l++) {
+		uint64_t stat = atomic_load(&vm->stat.pages[l]);
+
+		if (stat != counts[l]) {
+			snprintf(why, len, "%llu level-%d leaves mapped, stats say %llu", (unsigned long long)counts[l], l,
+				 (unsigned long long)stat);
+			r = VMMU_EIO;
+		}
+	}
+	if (!r && vm->root && atomic_load(&vm->stat.pt_pages) < tables + 1) {
+		snprintf(why, len, "%llu tables linked, stats say %llu", (unsigned long long)tables + 1,
+			 (unsigned long long)atomic_load(&vm->stat.pt_pages));
+		r = VMMU_EIO;
+	}
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+	return r;
+}
 
 VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx)
 {

@@ -140,6 +140,15 @@ struct vmmu_vcpu {
 	uint16_t pcid;			/* [vcpu] current PCID (0 without CR4.PCIDE) */
 	bool pge;			/* [vcpu] CR4.PGE: G bits make entries global */
 	struct vcpu_stats stat;		/* [vcpu] written, [atomic] read */
+
+	/* Dirty ring (vm->cfg.dirty_ring_size entries), KVM's protocol. */
+	struct {
+		struct vmmu_dirty_gfn *entries;	/* [const] */
+		uint32_t size;			/* [const] power of two, or 0 */
+		uint32_t dirty_index;		/* [vcpu] next entry to publish */
+		_Atomic uint32_t reset_index;	/* [ring_lock] entries before it are free */
+	} ring;
+
 	struct tlb tlb;			/* [vcpu] last: the big array after the hot fields */
 };
 
@@ -169,6 +178,7 @@ struct vmmu_vm {
 
 	pthread_mutex_t slots_lock;
 	struct memslots *_Atomic memslots;	/* [rcu], updated under [slots_lock] */
+	pthread_mutex_t ring_lock;	/* serializes vmmu_reset_dirty_rings() */
 
 	struct vm_stats stat;
 
@@ -290,6 +300,23 @@ void vm_flush_remote_tlbs(struct vmmu_vm *vm);
 
 /* C11 acquire/release rather than liburcu's rcu_dereference/rcu_assign_pointer
  * (volatile accesses), so race detectors see the publication. */
+/* Most pages one access window can make writable (32 data pages, each with
+ * up to 5 guest page-table pages under 2D walks): the ring keeps this much
+ * room free before running a window. */
+#define DIRTY_RING_SLACK 256
+#define DIRTY_RING_MIN 1024
+
+void dirty_ring_push(struct vmmu_vcpu *v, uint32_t slot, uint64_t offset);
+
+/* A page became writable in a logged slot: tell the ring or the bitmap. */
+static inline void vcpu_mark_page_dirty(struct vmmu_vcpu *v, const struct memslot *s, gfn_t gfn)
+{
+	if (v->ring.entries)
+		dirty_ring_push(v, s->id, gfn - s->base_gfn);
+	else
+		mark_page_dirty_in_slot(s, gfn);
+}
+
 static inline struct memslots *vm_memslots(struct vmmu_vm *vm)
 {
 	return atomic_load_explicit(&vm->memslots, memory_order_acquire);

@@ -81,6 +81,13 @@ void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
 				  vmmu_strerror(r_), (int)(err), vmmu_strerror(err));         \
 	} while (0)
 #define SKIP(...) test_skip(__VA_ARGS__)
+/* The MMU's own consistency check (vmmu_audit) must pass. */
+#define ASSERT_AUDIT(vm)                                                            \
+	do {                                                                        \
+		char why_[256];                                                     \
+		if (vmmu_audit((vm), why_, sizeof(why_)))                           \
+			test_fail(__FILE__, __LINE__, "vmmu_audit: %s", why_);      \
+	} while (0)
 
 /* Deterministic pseudo-random numbers (splitmix64) for single-threaded tests. */
 void test_rng_seed(uint64_t seed);

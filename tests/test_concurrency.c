@@ -180,6 +180,7 @@ static void run_faults_vs_zaps(const struct mmu_variant *var, uint64_t host_page
 	vmmu_vm_get_stats(z.vm, &st);
 	ASSERT_LE(st.pages_4k + 512 * st.pages_2m, FZ_PAGES);
 	ASSERT_FALSE(vmmu_vm_bugged(z.vm, &why));
+	ASSERT_AUDIT(z.vm);
 	fprintf(stderr, "    [%s host page %lluK] vcpu ops %llu+%llu, zapper ops %llu, flushes %llu\n", var->name,
 		(unsigned long long)host_page >> 10, (unsigned long long)z.ops[0], (unsigned long long)z.ops[1],
 		(unsigned long long)z.ops[2], (unsigned long long)st.remote_tlb_flushes);
@@ -313,6 +314,7 @@ TEST(no_stale_translation_after_memslot_swap)
 			(unsigned long long)e - 1, (unsigned long long)s.reads[0], (unsigned long long)s.reads[1],
 			(unsigned long long)s.mmio[0], (unsigned long long)s.mmio[1]);
 		ASSERT_FALSE(vmmu_vm_bugged(s.vm, NULL));
+		ASSERT_AUDIT(s.vm);
 		vmmu_vm_destroy(s.vm);
 		for (uint64_t i = 1; i < e; i++)
 			munmap(s.bufs[i], SWAP_SIZE);

@@ -58,6 +58,7 @@ static void penv_destroy(struct penv *e)
 
 	if (vmmu_vm_bugged(e->vm, &why))
 		test_fail(__FILE__, __LINE__, "VM bugged: %s", why ? why : "?");
+	ASSERT_AUDIT(e->vm);
 	guest_pt_destroy(e->pt);
 	vmmu_vm_destroy(e->vm);
 }

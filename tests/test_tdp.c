@@ -43,6 +43,7 @@ static void env_destroy(struct env *e)
 
 	if (vmmu_vm_bugged(e->vm, &why))
 		test_fail(__FILE__, __LINE__, "VM bugged: %s", why ? why : "?");
+	ASSERT_AUDIT(e->vm);
 	vmmu_vm_destroy(e->vm);
 }
 

@@ -73,6 +73,9 @@ enum vmmu_tdp_format {
 /* With MANUAL_PROTECT: a newly logged slot starts with every page reported
  * dirty and nothing write-protected (KVM_DIRTY_LOG_INITIALLY_SET). */
 #define VMMU_VM_DIRTY_INIT_SET (1u << 4)
+/* Split huge mappings of a slot when its logging starts (KVM's eager page
+ * splitting), instead of on its first write fault. */
+#define VMMU_VM_EAGER_SPLIT (1u << 5)
 
 struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
@@ -82,6 +85,13 @@ struct vmmu_vm_config {
 	uint32_t flags;		/* VMMU_VM_*                                   */
 	uint32_t max_vcpus;	/* 1..VMMU_MAX_VCPUS                           */
 	uint64_t pt_arena_bytes;	/* address space reserved for page tables; 0 = default */
+	/*
+	 * Dirty ring (KVM_CAP_DIRTY_LOG_RING): entries per vCPU, a power of two
+	 * >= 1024, or 0 for bitmaps.  With rings, dirty pages of logged slots go
+	 * to the ring of the vCPU that dirtied them and the bitmap calls fail.
+	 */
+	uint32_t dirty_ring_size;
+	uint32_t pad0;
 };
 
 #define VMMU_MAX_VCPUS 256
@@ -141,6 +151,39 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *slot);
 VMMU_EXPORT int vmmu_get_dirty_log(vmmu_vm *vm, uint32_t slot, uint64_t *bitmap);
 VMMU_EXPORT int vmmu_clear_dirty_log(vmmu_vm *vm, uint32_t slot, uint64_t first_page, uint32_t num_pages,
 				     const uint64_t *bitmap);
+
+/*
+ * Dirty ring entries, with KVM's protocol: vmmu publishes an entry with
+ * flags = VMMU_DIRTY_GFN_DIRTY (release); the embedder reads it (acquire),
+ * takes slot/offset (page index in the slot), and stores flags =
+ * VMMU_DIRTY_GFN_HARVESTED (release); vmmu_reset_dirty_rings() then
+ * write-protects the harvested pages again and frees their entries, in ring
+ * order.  A vCPU whose ring is nearly full stops with
+ * VMMU_EXIT_DIRTY_RING_FULL before doing anything; harvest and reset, then
+ * run it again.
+ */
+#define VMMU_DIRTY_GFN_DIRTY (1u << 0)
+#define VMMU_DIRTY_GFN_HARVESTED (1u << 1)
+struct vmmu_dirty_gfn {
+	uint32_t flags;		/* access with atomics: the ring's handshake */
+	uint32_t slot;
+	uint64_t offset;
+};
+/* The vCPU's ring (owned by vmmu, valid until the VM is destroyed). */
+VMMU_EXPORT int vmmu_vcpu_dirty_ring(vmmu_vcpu *vcpu, struct vmmu_dirty_gfn **entries, uint32_t *size);
+/* Re-protects and frees every harvested entry of every vCPU; returns the
+ * number of entries reset (>= 0) or a VMMU_E* code. */
+VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm);
+
+/*
+ * Aging (what reclaim asks through MMU notifiers): the number of mapped pages
+ * of [gfn_start, gfn_end) accessed since their last clear; with clear, their
+ * accessed state is cleared too (A bits, or access tracking without A/D).
+ * Lockless for TDP; no TLB flush, so a page used only through a cached
+ * translation may look old, as in KVM.
+ */
+VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end, int clear,
+				   uint64_t *young_pages);
 
 /* The host address backing slot id (useful when vmmu allocated it). */
 VMMU_EXPORT int vmmu_memslot_hva(vmmu_vm *vm, uint32_t slot, void **hva);
@@ -234,6 +277,7 @@ enum vmmu_exit_reason {
 	VMMU_EXIT_MEMORY_FAULT = 2,	/* host memory behind a slot is unusable */
 	VMMU_EXIT_INTERNAL_ERROR = 3,	/* the VM is bugged; see vmmu_vm_bugged() */
 	VMMU_EXIT_GUEST_FAULT = 4,	/* the guest's own tables fault: inject it */
+	VMMU_EXIT_DIRTY_RING_FULL = 5,	/* harvest + vmmu_reset_dirty_rings(), then retry */
 };
 
 struct vmmu_exit {
@@ -255,6 +299,9 @@ struct vmmu_exit {
 		struct {
 			int32_t error;
 		} internal;
+		struct {
+			uint64_t done;		/* bytes of the access completed before it */
+		} ring_full;
 		struct {
 			uint8_t vector;		/* 14 (#PF) or 13 (#GP: non-canonical) */
 			uint32_t error_code;	/* #PF error code (P, W, U, RSVD, I/D, PK) */
@@ -337,6 +384,14 @@ struct vmmu_trace_event {
 typedef void (*vmmu_trace_fn)(void *ctx, const struct vmmu_trace_event *ev);
 /* Called synchronously on the vCPU's thread; NULL turns tracing off. */
 VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx);
+
+/*
+ * Checks every SPTE of the VM against the MMU's invariants (docs/mmu.md) and
+ * the statistics against what is mapped: 0, or VMMU_EIO with the first
+ * violation in words in why.  Takes mmu_lock for write: for tests and
+ * debugging, not hot paths.
+ */
+VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len);
 
 /* Non-zero once an internal invariant broke; the VM then refuses work. */
 VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "tdp_mmu.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,7 +146,7 @@ __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct pag
 		 * Another vCPU may have installed the same mapping; if what is
 		 * there already allows this access, leave it (and its A/D bits).
 		 */
-		if (is_mmu_present_spte(old) && is_last_spte(f, old, it->level) &&
+		if (is_mmu_present_spte(old) && is_last_spte(f, old, it->level) && spte_is_hw_present(f, old) &&
 		    spte_to_pfn(old) == spte_to_pfn(new_spte) && (!fault->write || is_writable_pte(f, old)))
 			return RET_PF_SPURIOUS;
 	}
@@ -170,7 +171,7 @@ __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct pag
 	 * whose writes no bitmap ever sees (the lost-dirty-bit race).
 	 */
 	if (!fault->is_mmio && is_writable_pte(f, new_spte) && memslot_logging(fault->slot))
-		mark_page_dirty_in_slot(fault->slot, fault->gfn);
+		vcpu_mark_page_dirty(v, fault->slot, fault->gfn);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	return fault->is_mmio ? RET_PF_EMULATE : RET_PF_FIXED;
@@ -225,12 +226,11 @@ __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 			return RET_PF_RETRY;
 		}
 		atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
-		if (split) {
-			/* The huge leaf became a table: its 512 children are leaves now. */
+		/* The huge leaf became a table (handle_changed_spte() counted the
+		 * leaf out); its 512 children are leaves now. */
+		if (split)
 			atomic_fetch_add_explicit(&vm->stat.pages[it.level - 1], PT64_ENT_PER_PAGE,
 						  memory_order_relaxed);
-			atomic_fetch_sub_explicit(&vm->stat.pages[it.level], 1, memory_order_relaxed);
-		}
 	}
 	VM_BUG_ON(vm, true, "TDP walk for gfn %#llx ended above level %d", (unsigned long long)fault->gfn,
 		  fault->goal_level);
@@ -347,6 +347,79 @@ bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t b
 	return flush;
 }
 
+uint64_t tdp_mmu_age_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end, bool clear)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+	uint64_t young = 0;
+
+	/*
+	 * Lockless: the caller's RCU section keeps tables alive; every change
+	 * is a cmpxchg against a present leaf, so a zapped or frozen entry is
+	 * never written (an AND on the frozen value would corrupt it).
+	 */
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end) {
+		for (int retry = 0; retry < 4; retry++) {
+			uint64_t old = it.old_spte, lo, hi;
+
+			if (!is_mmu_present_spte(old) || !is_last_spte(f, old, it.level) || !is_accessed_spte(f, old))
+				break;
+			if (retry == 0) {
+				lo = it.gfn < start ? start : it.gfn;
+				hi = it.gfn + spte_level_pages(it.level) > end ? end : it.gfn + spte_level_pages(it.level);
+				young += hi - lo;
+			}
+			if (!clear)
+				break;
+			/* A/D: clear A; without A/D: access tracking, which the next
+			 * access restores through the fast page fault. */
+			if (atomic_compare_exchange_strong_explicit(atomic_sptep(it.sptep), &it.old_spte,
+								    mark_spte_for_access_track(f, old),
+								    memory_order_acq_rel, memory_order_acquire))
+				break;
+		}
+	}
+	return young;
+}
+
+bool tdp_mmu_split_huge_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+
+	lockdep_assert_mmu_lock_held(vm);
+	for_each_tdp_pte_min_level(it, f, root->pt->spt, root->level, PG_LEVEL_2M, start, end) {
+		struct pt_page *sp;
+
+		while (is_mmu_present_spte(it.old_spte) && is_large_pte(f, it.old_spte)) {
+			sp = pt_page_alloc(&vm->arena);
+			/* Out of tables: what is left splits on its first write. */
+			if (!sp)
+				return false;
+			sp->gfn = it.gfn;
+			sp->level = it.level - 1;
+			tdp_fill_split_child(vm, sp, it.old_spte, it.level);
+			/* The hardware may set A/D on the huge SPTE meanwhile: the
+			 * children must inherit the value actually replaced. */
+			if (!atomic_compare_exchange_strong_explicit(atomic_sptep(it.sptep), &it.old_spte,
+								     make_nonleaf_spte(f, (uintptr_t)sp->spt >> 12),
+								     memory_order_acq_rel, memory_order_acquire)) {
+				memset(sp->spt, 0, 4096);
+				pt_page_free_now(sp);
+				continue;
+			}
+			it.old_spte = make_nonleaf_spte(f, (uintptr_t)sp->spt >> 12);
+			atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&vm->stat.pages[it.level - 1], PT64_ENT_PER_PAGE,
+						  memory_order_relaxed);
+			atomic_fetch_sub_explicit(&vm->stat.pages[it.level], 1, memory_order_relaxed);
+		}
+	}
+	/* Same memory, same rights at a finer grain: no flush needed for the
+	 * split itself (the write protection that follows flushes). */
+	return false;
+}
+
 uint64_t *tdp_mmu_fast_pf_get_last_sptep(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, uint64_t *spte,
 					 int *level)
 {
@@ -458,4 +531,59 @@ struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm)
 	vm_make_all_vcpus_request(vm, VCPU_REQ_MMU_RELOAD | VCPU_REQ_TLB_FLUSH);
 	tdp_mmu_zap_leafs(vm, old, 0, tdp_max_gfn(old->level));
 	return old;
+}
+
+/*
+ * Check a root against the invariants of docs/mmu.md: every entry is
+ * non-present, MMIO, or MMU-present; no frozen entry survives outside a
+ * change in progress (mmu_lock held for write excludes those); leaves have
+ * legal writable bits and are not hardware-reserved; tables lie in the arena
+ * with matching metadata; and the VM's counters equal what is there.
+ */
+int tdp_mmu_audit(struct vmmu_vm *vm, struct tdp_root *root, uint64_t counts[PG_LEVEL_1G + 1], uint64_t *tables,
+		  char *why, size_t len)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+
+	lockdep_assert_mmu_lock_held(vm);
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, 0, tdp_max_gfn(root->level)) {
+		uint64_t spte = it.old_spte;
+
+		if (is_frozen_spte(spte))
+			return snprintf(why, len, "frozen SPTE at gfn %#llx L%d", (unsigned long long)it.gfn,
+					it.level), -1;
+		if (!is_mmu_present_spte(spte)) {
+			if (spte && !is_mmio_spte(f, spte))
+				return snprintf(why, len, "garbage non-present SPTE %#llx at gfn %#llx",
+						(unsigned long long)spte, (unsigned long long)it.gfn), -1;
+			if (is_mmio_spte(f, spte) && it.level != PG_LEVEL_4K)
+				return snprintf(why, len, "MMIO SPTE above 4K at gfn %#llx", (unsigned long long)it.gfn),
+				       -1;
+			continue;
+		}
+		if (is_last_spte(f, spte, it.level)) {
+			if (!spte_writable_bits_legal(f, spte))
+				return snprintf(why, len, "illegal writable bits %#llx at gfn %#llx",
+						(unsigned long long)spte, (unsigned long long)it.gfn), -1;
+			if (spte_is_hw_present(f, spte) && spte_is_hw_reserved(f, spte, it.level))
+				return snprintf(why, len, "reserved bits in leaf %#llx at gfn %#llx",
+						(unsigned long long)spte, (unsigned long long)it.gfn), -1;
+			if (it.level <= PG_LEVEL_1G)
+				counts[it.level]++;
+		} else {
+			uint64_t *child = spte_to_child_pt(spte);
+			struct pt_page *sp;
+
+			if (!pt_arena_contains(&vm->arena, child))
+				return snprintf(why, len, "table %p outside the arena", (void *)child), -1;
+			sp = pt_page_of(&vm->arena, child);
+			if (sp->level != it.level - 1 || sp->gfn != it.gfn)
+				return snprintf(why, len, "table metadata L%d gfn %#llx, linked at L%d gfn %#llx",
+						sp->level, (unsigned long long)sp->gfn, it.level - 1,
+						(unsigned long long)it.gfn), -1;
+			(*tables)++;
+		}
+	}
+	return 0;
 }

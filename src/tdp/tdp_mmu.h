@@ -17,6 +17,7 @@
  *    so the free cannot overtake the flush.
  */
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,12 +54,22 @@ bool tdp_mmu_wrprot_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t st
 bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
 			   uint64_t nr_words);
 
+/* Lockless (RCU): 4K pages of [start, end) mapped and accessed; clear ages them. */
+uint64_t tdp_mmu_age_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end, bool clear);
+/* mmu_lock held for write: split huge leaves in the range into 4K leaves. */
+bool tdp_mmu_split_huge_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
+
 /* Lockless (RCU): the last SPTE on gfn's path, for the fast page fault. */
 uint64_t *tdp_mmu_fast_pf_get_last_sptep(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, uint64_t *spte,
 					 int *level);
 
 /* Lockless (RCU): the SPTE mapping gfn at the lowest level present. */
 uint64_t tdp_mmu_get_spte(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn, int *level);
+
+/* mmu_lock held for write: 0, or -1 with the first violation in why;
+ * counts[level] and *tables accumulate what the root holds. */
+int tdp_mmu_audit(struct vmmu_vm *vm, struct tdp_root *root, uint64_t counts[PG_LEVEL_1G + 1], uint64_t *tables,
+		  char *why, size_t len);
 
 static inline uint64_t tdp_max_gfn(int root_level)
 {
