@@ -131,10 +131,27 @@ __hot static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	base_gfn = fault->gfn & ~(pages - 1);
 	fault->hva = memslot_gfn_to_hva(s, base_gfn);
 
-	r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
-	if (r) {
-		fault->host_error = r;
-		return RET_PF_FAULT;
+	/* What the embedder told us the host allows here: gone is a memory
+	 * fault; read-only faults writes and maps reads without W. */
+	{
+		unsigned int prot;
+
+		if (atomic_load_explicit(&vm->released, memory_order_acquire))
+			prot = VMMU_HOST_NONE;
+		else
+			hostprot_lookup(atomic_load_explicit(&vm->hostprot, memory_order_acquire), fault->hva,
+					pages << 12, &prot);
+		if (prot == VMMU_HOST_NONE || (prot == VMMU_HOST_RO && fault->write)) {
+			fault->host_error = VMMU_EFAULT;
+			return RET_PF_FAULT;
+		}
+		r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
+		if (r) {
+			fault->host_error = r;
+			return RET_PF_FAULT;
+		}
+		if (prot == VMMU_HOST_RO)
+			writable = false;
 	}
 	fault->pfn = fault->hva >> 12;
 	fault->map_writable = writable && !(s->flags & VMMU_MEM_READONLY);
@@ -150,8 +167,17 @@ __hot static bool is_page_fault_stale(struct vmmu_vcpu *v, struct page_fault *fa
 	/* MMIO SPTEs are validated by the memslot generation instead. */
 	if (fault->is_mmio)
 		return false;
-	return atomic_load_explicit(&vm->mmu_invalidate_in_progress, memory_order_acquire) ||
-	       atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire) != fault->mmu_seq;
+	/*
+	 * KVM's mmu_invalidate_retry_gfn(): an invalidation of this hva in
+	 * progress, or any that completed since the sequence was sampled (its
+	 * zap may have run after our host fault-in).  Both are written only
+	 * under the write lock, and we hold the read lock.
+	 */
+	if (atomic_load_explicit(&vm->mmu_invalidate_in_progress, memory_order_acquire) &&
+	    fault->hva < vm->mmu_invalidate_range_end &&
+	    fault->hva + (spte_level_pages(fault->goal_level) << 12) > vm->mmu_invalidate_range_start)
+		return true;
+	return atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire) != fault->mmu_seq;
 }
 
 /*

@@ -152,6 +152,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	pthread_mutex_init(&vm->slots_lock, NULL);
 	pthread_mutex_init(&vm->vcpus_lock, NULL);
 	pthread_mutex_init(&vm->ring_lock, NULL);
+	pthread_mutex_init(&vm->hostprot_lock, NULL);
 	*out = vm;
 	return 0;
 }
@@ -184,6 +185,8 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	pthread_mutex_destroy(&vm->slots_lock);
 	pthread_mutex_destroy(&vm->vcpus_lock);
 	pthread_mutex_destroy(&vm->ring_lock);
+	pthread_mutex_destroy(&vm->hostprot_lock);
+	free(atomic_load(&vm->hostprot));
 	free((void *)vm->bug_reason);
 	free(vm);
 }
@@ -233,6 +236,175 @@ static void zap_all(struct vmmu_vm *vm)
 	vmmu_rcu_read_unlock();
 	if (old)
 		tdp_mmu_put_root(vm, old);
+}
+
+/* ---- host memory events ------------------------------------------------------ */
+
+/* Zap every gfn whose hva lies in [hs, he); mmu_lock held for write, RCU read. */
+static bool zap_hva_range_locked(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he)
+{
+	const struct memslots *ms = vm_memslots(vm);
+	bool flush = false;
+
+	if (!vm->root)
+		return false;
+	for (unsigned int i = 0; i < ms->n; i++) {
+		const struct memslot *s = &ms->slots[i];
+		uintptr_t lo = s->hva > hs ? s->hva : hs;
+		uintptr_t hi = s->hva + (s->npages << 12) < he ? s->hva + (s->npages << 12) : he;
+
+		if (lo >= hi)
+			continue;
+		flush |= tdp_mmu_zap_leafs(vm, vm->root, s->base_gfn + ((lo - s->hva) >> 12),
+					   s->base_gfn + ((hi - s->hva + 4095) >> 12));
+	}
+	return flush;
+}
+
+VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end)
+{
+	if (!vm || hva_start >= hva_end)
+		return;
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	/*
+	 * KVM's mmu_invalidate_begin(): count it in progress and widen the
+	 * range first, so no fault installs into the range from here until
+	 * the matching end; then remove what is mapped and flush before
+	 * returning (the caller changes host memory right after).
+	 */
+	if (atomic_fetch_add_explicit(&vm->mmu_invalidate_in_progress, 1, memory_order_acq_rel) == 0) {
+		vm->mmu_invalidate_range_start = hva_start;
+		vm->mmu_invalidate_range_end = hva_end;
+	} else {
+		if (hva_start < vm->mmu_invalidate_range_start)
+			vm->mmu_invalidate_range_start = hva_start;
+		if (hva_end > vm->mmu_invalidate_range_end)
+			vm->mmu_invalidate_range_end = hva_end;
+	}
+	if (zap_hva_range_locked(vm, hva_start, hva_end))
+		vm_flush_remote_tlbs(vm);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+}
+
+VMMU_EXPORT void vmmu_invalidate_range_end(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end)
+{
+	(void)hva_start;
+	(void)hva_end;
+	if (!vm)
+		return;
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	/* The sequence moves before the count drops: a fault that sampled it
+	 * before this invalidation began can no longer install (KVM's order). */
+	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
+	if (VM_BUG_ON(vm, atomic_load(&vm->mmu_invalidate_in_progress) <= 0, "unbalanced invalidate_range_end"))
+		atomic_store(&vm->mmu_invalidate_in_progress, 0);
+	else
+		atomic_fetch_sub_explicit(&vm->mmu_invalidate_in_progress, 1, memory_order_acq_rel);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+}
+
+static void hostprot_free_cb(struct rcu_head *head)
+{
+	struct hostprot_set *hs = caa_container_of(head, struct hostprot_set, rcu);
+
+	vmmu_rcu_callback_begin();
+	free(hs);
+	vmmu_rcu_callback_end();
+}
+
+/* cur with [start, end) set to prot; NULL on overflow or no memory. */
+static struct hostprot_set *hostprot_update(const struct hostprot_set *cur, uintptr_t start, uintptr_t end,
+					    unsigned int prot, int *err)
+{
+	unsigned int n = cur ? cur->n : 0, k = 0;
+	struct hostprot_set *hs = malloc(sizeof(*hs) + (n + 2) * sizeof(hs->r[0]));
+
+	*err = VMMU_ENOMEM;
+	if (!hs)
+		return NULL;
+	memset(&hs->rcu, 0, sizeof(hs->rcu));
+	/* Keep the parts of old ranges outside [start, end), in order. */
+	for (unsigned int i = 0; i < n; i++) {
+		if (cur->r[i].start < start) {
+			hs->r[k] = cur->r[i];
+			if (hs->r[k].end > start)
+				hs->r[k].end = start;
+			k++;
+		}
+	}
+	if (prot != VMMU_HOST_RW) {
+		hs->r[k].start = start;
+		hs->r[k].end = end;
+		hs->r[k].prot = prot;
+		k++;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		if (cur->r[i].end > end) {
+			hs->r[k] = cur->r[i];
+			if (hs->r[k].start < end)
+				hs->r[k].start = end;
+			k++;
+		}
+	}
+	/* Merge neighbours with the same protection. */
+	{
+		unsigned int m = 0;
+
+		for (unsigned int i = 0; i < k; i++) {
+			if (m && hs->r[m - 1].end == hs->r[i].start && hs->r[m - 1].prot == hs->r[i].prot)
+				hs->r[m - 1].end = hs->r[i].end;
+			else
+				hs->r[m++] = hs->r[i];
+		}
+		k = m;
+	}
+	if (k > HOSTPROT_MAX) {
+		free(hs);
+		*err = VMMU_ENOSPC;
+		return NULL;
+	}
+	hs->n = k;
+	*err = 0;
+	return hs;
+}
+
+VMMU_EXPORT int vmmu_set_host_protection(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end, unsigned int prot)
+{
+	struct hostprot_set *cur, *next;
+	int err;
+
+	if (!vm || hva_start >= hva_end || ((hva_start | hva_end) & 0xfff) || prot > VMMU_HOST_NONE)
+		return VMMU_EINVAL;
+	vmmu_rcu_thread_online();
+	pthread_mutex_lock(&vm->hostprot_lock);
+	cur = atomic_load_explicit(&vm->hostprot, memory_order_relaxed);
+	next = hostprot_update(cur, hva_start, hva_end, prot, &err);
+	if (!next) {
+		pthread_mutex_unlock(&vm->hostprot_lock);
+		return err;
+	}
+	/* As an MMU notifier would: no mapping of the range survives, and none
+	 * is installed until the new protection is visible. */
+	vmmu_invalidate_range_begin(vm, hva_start, hva_end);
+	atomic_store_explicit(&vm->hostprot, next, memory_order_release);
+	vmmu_invalidate_range_end(vm, hva_start, hva_end);
+	pthread_mutex_unlock(&vm->hostprot_lock);
+	if (cur)
+		vmmu_call_rcu(&cur->rcu, hostprot_free_cb);
+	return 0;
+}
+
+VMMU_EXPORT void vmmu_release(vmmu_vm *vm)
+{
+	if (!vm)
+		return;
+	vmmu_rcu_thread_online();
+	/* Every fault from now on is a memory fault; then nothing stays mapped. */
+	atomic_store_explicit(&vm->released, true, memory_order_release);
+	zap_all(vm);
 }
 
 VMMU_EXPORT int vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end)

@@ -175,6 +175,15 @@ struct vmmu_vm {
 	 */
 	_Atomic uint64_t mmu_invalidate_seq;		/* [mmu_lock:W] */
 	_Atomic long mmu_invalidate_in_progress;	/* [mmu_lock:W] */
+	/* Union of the hva ranges being invalidated while in_progress > 0;
+	 * read by faults under the read lock. */
+	uintptr_t mmu_invalidate_range_start;		/* [mmu_lock:W] */
+	uintptr_t mmu_invalidate_range_end;		/* [mmu_lock:W] */
+
+	/* What the host allows on hva ranges (vmmu_set_host_protection). */
+	pthread_mutex_t hostprot_lock;
+	struct hostprot_set *_Atomic hostprot;		/* [rcu], updated under [hostprot_lock] */
+	_Atomic bool released;				/* vmmu_release(): no memory any more */
 
 	pthread_mutex_t slots_lock;
 	struct memslots *_Atomic memslots;	/* [rcu], updated under [slots_lock] */
@@ -300,6 +309,37 @@ void vm_flush_remote_tlbs(struct vmmu_vm *vm);
 
 /* C11 acquire/release rather than liburcu's rcu_dereference/rcu_assign_pointer
  * (volatile accesses), so race detectors see the publication. */
+/* Host protections: sorted, non-overlapping ranges that are not VMMU_HOST_RW. */
+#define HOSTPROT_MAX 256
+struct hostprot_set {
+	unsigned int n;
+	struct rcu_head rcu;
+	struct {
+		uintptr_t start, end;
+		unsigned int prot;
+	} r[];
+};
+
+/* The protection of the host page at hva (RCU read side). */
+static inline unsigned int hostprot_lookup(const struct hostprot_set *hs, uintptr_t hva, uintptr_t len,
+					   unsigned int *prot)
+{
+	unsigned int worst = VMMU_HOST_RW;
+
+	if (!hs)
+		return *prot = worst;
+	/* A mapping of len bytes takes the most restrictive protection of
+	 * any range it overlaps (a huge mapping over a partly read-only area
+	 * must not be writable). */
+	for (unsigned int i = 0; i < hs->n; i++) {
+		if (hs->r[i].start >= hva + len)
+			break;
+		if (hs->r[i].end > hva && hs->r[i].prot > worst)
+			worst = hs->r[i].prot;
+	}
+	return *prot = worst;
+}
+
 /* Most pages one access window can make writable (32 data pages, each with
  * up to 5 guest page-table pages under 2D walks): the ring keeps this much
  * room free before running a window. */

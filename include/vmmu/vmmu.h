@@ -204,6 +204,43 @@ VMMU_EXPORT void vmmu_zap_all(vmmu_vm *vm);
 VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm);
 
 /* ------------------------------------------------------------------------ */
+/* Host memory events (MMU-notifier equivalents)                             */
+
+/*
+ * The embedder brackets every change to the host memory behind memslots
+ * (munmap, mprotect, madvise(DONTNEED), page migration, ...) with these.
+ * Between begin and end no translation of the range exists or is created:
+ * begin removes every mapping of a gfn whose hva lies in [hva_start,
+ * hva_end) and flushes TLBs before it returns; a fault that raced with the
+ * invalidation sees the sequence change and retries, and faults on the range
+ * wait until end.  Calls nest and may overlap (KVM's mmu_invalidate_* rules).
+ */
+VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);
+VMMU_EXPORT void vmmu_invalidate_range_end(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);
+
+/*
+ * What the host allows on [hva_start, hva_end) from now on (page aligned):
+ * VMMU_HOST_RW, VMMU_HOST_RO (after mprotect(PROT_READ)) or VMMU_HOST_NONE
+ * (unmapped, or otherwise unusable).  Existing mappings of the range are
+ * removed first (as by an invalidation); afterwards a guest write to a
+ * read-only range, or any access to a gone one, returns
+ * VMMU_EXIT_MEMORY_FAULT with the gpa, and works again once the range is
+ * set back to VMMU_HOST_RW.  VMMU_ENOSPC when too many distinct ranges are
+ * recorded (adjacent equal ones merge).
+ */
+#define VMMU_HOST_RW 0u
+#define VMMU_HOST_RO 1u
+#define VMMU_HOST_NONE 2u
+VMMU_EXPORT int vmmu_set_host_protection(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end, unsigned int prot);
+
+/*
+ * The host address space is going away (mmu_notifier release): every mapping
+ * is removed and every later access is a memory fault.  Only
+ * vmmu_vm_destroy() may follow.
+ */
+VMMU_EXPORT void vmmu_release(vmmu_vm *vm);
+
+/* ------------------------------------------------------------------------ */
 /* vCPUs                                                                     */
 
 VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out);
