@@ -127,20 +127,24 @@ __hot static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	fault->max_level = memslot_max_mapping_level(s, fault->gfn,
 						     memslot_logging(s) ? PG_LEVEL_4K : vm->max_level);
 	fault->goal_level = fault->max_level;
-	pages = spte_level_pages(fault->goal_level);
-	base_gfn = fault->gfn & ~(pages - 1);
-	fault->hva = memslot_gfn_to_hva(s, base_gfn);
 
 	/* What the embedder told us the host allows here: gone is a memory
-	 * fault; read-only faults writes and maps reads without W. */
+	 * fault; read-only faults writes and maps reads without W.  A mapping
+	 * never spans a protection change (goal level shrinks until uniform). */
 	{
+		const struct hostprot_set *hs = atomic_load_explicit(&vm->hostprot, memory_order_acquire);
 		unsigned int prot;
 
+		for (;;) {
+			pages = spte_level_pages(fault->goal_level);
+			base_gfn = fault->gfn & ~(pages - 1);
+			fault->hva = memslot_gfn_to_hva(s, base_gfn);
+			if (hostprot_uniform(hs, fault->hva, pages << 12, &prot) || fault->goal_level == PG_LEVEL_4K)
+				break;
+			fault->goal_level--;
+		}
 		if (atomic_load_explicit(&vm->released, memory_order_acquire))
 			prot = VMMU_HOST_NONE;
-		else
-			hostprot_lookup(atomic_load_explicit(&vm->hostprot, memory_order_acquire), fault->hva,
-					pages << 12, &prot);
 		if (prot == VMMU_HOST_NONE || (prot == VMMU_HOST_RO && fault->write)) {
 			fault->host_error = VMMU_EFAULT;
 			return RET_PF_FAULT;

@@ -320,24 +320,26 @@ struct hostprot_set {
 	} r[];
 };
 
-/* The protection of the host page at hva (RCU read side). */
-static inline unsigned int hostprot_lookup(const struct hostprot_set *hs, uintptr_t hva, uintptr_t len,
-					   unsigned int *prot)
+/*
+ * Whether all of [hva, hva + len) has one protection, and which (RCU read
+ * side).  A mapping must never span a protection change: like a host huge
+ * page that mprotect splits, it is then mapped at a smaller level.
+ */
+static inline bool hostprot_uniform(const struct hostprot_set *hs, uintptr_t hva, uintptr_t len, unsigned int *prot)
 {
-	unsigned int worst = VMMU_HOST_RW;
-
+	*prot = VMMU_HOST_RW;
 	if (!hs)
-		return *prot = worst;
-	/* A mapping of len bytes takes the most restrictive protection of
-	 * any range it overlaps (a huge mapping over a partly read-only area
-	 * must not be writable). */
+		return true;
 	for (unsigned int i = 0; i < hs->n; i++) {
 		if (hs->r[i].start >= hva + len)
 			break;
-		if (hs->r[i].end > hva && hs->r[i].prot > worst)
-			worst = hs->r[i].prot;
+		if (hs->r[i].end <= hva)
+			continue;
+		if (hs->r[i].start > hva || hs->r[i].end < hva + len)
+			return false;
+		*prot = hs->r[i].prot;
 	}
-	return *prot = worst;
+	return true;
 }
 
 /* Most pages one access window can make writable (32 data pages, each with

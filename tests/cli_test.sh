@@ -63,5 +63,14 @@ check_rc 0 "bench walk" "$VMMU" bench walk --mem 16M --reps 1 --json
 check_keys "bench walk keys" tlb_hit_ns walk_2d_ns host_access_ns walk_overhead
 check_rc 0 "bench walk npt" "$VMMU" bench walk --mem 16M --reps 1 --tdp npt --json
 
+check_rc 0 "bench fastpf" "$VMMU" bench fastpf --mem 32M --reps 1 --json
+check_keys "bench fastpf keys" fast_ns_per_fault slow_ns_per_fault speedup target_speedup meets_speedup \
+	reps pages
+check_rc 0 "bench fastpf npt 2 vcpus" "$VMMU" bench fastpf --mem 16M --reps 1 --tdp npt --vcpus 2 --json
+check_rc 0 "bench dirtylog" "$VMMU" bench dirtylog --mem 32M --reps 1 --json
+check_keys "bench dirtylog keys" enable_ms_per_gib get_ms_per_gib clear_ms_per_gib default_get_ms_per_gib \
+	dirty_ns_per_page disable_ms_per_gib target_get_clear_ms_per_gib meets_get_clear
+check_rc 0 "bench dirtylog no-ad" "$VMMU" bench dirtylog --mem 16M --reps 1 --no-ad --json
+
 echo "cli: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]

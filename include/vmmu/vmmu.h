@@ -136,8 +136,11 @@ struct vmmu_memslot {
 VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *slot);
 /*
  * Dirty logging (slots with VMMU_MEM_LOG_DIRTY_PAGES).  bitmap has one bit per
- * page of the slot (bit i of word i/64 = page i), every guest write to the
- * slot after the previous harvest is reported (never lost).
+ * page of the slot (bit i of word i/64 = page i).  Never lost: a guest
+ * write is reported by the first harvest that begins after both the write
+ * and the fault that made its page writable have returned (a vCPU can write
+ * through an SPTE another vCPU's fault has just made writable, before that
+ * fault has marked the page: as in KVM, the mark then lands a harvest later).
  *  - vmmu_get_dirty_log(): copies the slot's dirty bitmap out; without
  *    VMMU_VM_MANUAL_PROTECT it also clears it and write-protects the pages it
  *    returned, so their next write is caught; TLBs are flushed before it

@@ -421,6 +421,10 @@ static const struct bench benches[] = {
 	  bench_vcpus },
 	{ "walk", "ns per guest translation: TLB hit and full 2D walk vs a host access",
 	  bench_walk },
+	{ "fastpf", "ns per dirty-logging write fault with and without the fast page fault",
+	  bench_fastpf },
+	{ "dirtylog", "ms per GiB to enable, harvest (get, clear) and disable dirty logging",
+	  bench_dirtylog },
 };
 
 #define NR_BENCHES (sizeof(benches) / sizeof(benches[0]))

@@ -49,6 +49,7 @@ struct cli_opts {
 	unsigned reps;
 	bool reps_set;
 	uint64_t seed;
+	bool embedder_mem;	/* the tool maps guest RAM itself (a VMM's memory) */
 };
 
 /* main.c */
@@ -123,6 +124,8 @@ struct vm_env {
 	unsigned nr_vcpus;
 	uint64_t mem_bytes;
 	const char *failed_call;	/* which vmmu call failed in env_create() */
+	void *own_mem;			/* --embedder-mem: the tool's mapping */
+	size_t own_len;
 };
 
 int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
@@ -204,6 +207,9 @@ bool bench_exists(const char *name);
 int bench_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
 /* bench_walk.c */
 int bench_walk(const struct cli_opts *o);
+/* bench_dirty.c */
+int bench_fastpf(const struct cli_opts *o);
+int bench_dirtylog(const struct cli_opts *o);
 void bench_list(FILE *f, bool json);
 int bench_run(const char *name, const struct cli_opts *o);
 

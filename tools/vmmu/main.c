@@ -45,6 +45,8 @@ static void print_help(FILE *f)
 	      "                       anon with --host-page 2m means transparent huge pages,\n"
 	      "                       hugetlb needs huge pages reserved on the host)\n"
 	      "  --no-ad              no accessed/dirty bits in SPTEs (VMMU_VM_AD_DISABLED)\n"
+	      "  --embedder-mem       the tool maps guest RAM and hands vmmu the hva, as a VMM\n"
+	      "                       does (vmmu then faults it in through the kernel)\n"
 	      "  --no-huge            map guest RAM at 4K only (VMMU_VM_NO_HUGEPAGES)\n"
 	      "  --seed N             mixed into the data written to guest pages (default 0)\n"
 	      "  --reps N             bench only: repetitions, 1..1000 (default 5)\n"
@@ -373,6 +375,7 @@ enum opt_id {
 	OPT_BACKING,
 	OPT_NO_AD,
 	OPT_NO_HUGE,
+	OPT_EMBEDDER_MEM,
 	OPT_SEED,
 	OPT_REPS,
 	OPT_JSON,
@@ -390,6 +393,7 @@ static const struct {
 	{ "--backing", OPT_BACKING, true },
 	{ "--no-ad", OPT_NO_AD, false },
 	{ "--no-huge", OPT_NO_HUGE, false },
+	{ "--embedder-mem", OPT_EMBEDDER_MEM, false },
 	{ "--seed", OPT_SEED, true },
 	{ "--reps", OPT_REPS, true },
 	{ "--json", OPT_JSON, false },
@@ -447,6 +451,9 @@ static int set_opt(enum cmd cmd, struct cli_opts *o, const char *opt, enum opt_i
 		break;
 	case OPT_NO_HUGE:
 		o->vm_flags |= VMMU_VM_NO_HUGEPAGES;
+		break;
+	case OPT_EMBEDDER_MEM:
+		o->embedder_mem = true;
 		break;
 	case OPT_SEED:
 		/* base 0: seeds are often easier to read in hex */

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/mman.h>
+
 #include "cli.h"
 
 /* Enough to see a pattern in bad data without flooding the terminal. */
@@ -44,6 +46,26 @@ int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
 	slot.gpa = 0;
 	slot.size = mem_bytes;
 	slot.hva = NULL;
+	if (o->embedder_mem) {
+		/* As a VMM would: anonymous memory of the requested page size,
+		 * aligned so huge pages line up with the guest's. */
+		size_t align = o->host_page > CLI_PAGE_SIZE ? o->host_page : CLI_PAGE_SIZE;
+		uint8_t *p;
+
+		env->failed_call = "mmap of the guest RAM";
+		env->own_len = mem_bytes + align;
+		p = mmap(NULL, env->own_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+			 0);
+		if (p == MAP_FAILED) {
+			env->own_len = 0;
+			rc = VMMU_ENOMEM;
+			goto fail;
+		}
+		env->own_mem = p;
+		p = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+		(void)madvise(p, mem_bytes, align > CLI_PAGE_SIZE ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+		slot.hva = p;
+	}
 	slot.host_page_size = o->host_page;
 	slot.backing = o->backing;
 	env->failed_call = "vmmu_set_memslot";
@@ -83,6 +105,8 @@ void env_destroy(struct vm_env *env)
 	/* the VM owns its vCPUs */
 	if (env->vm)
 		vmmu_vm_destroy(env->vm);
+	if (env->own_mem)
+		munmap(env->own_mem, env->own_len);
 	free(env->vcpus);
 	memset(env, 0, sizeof(*env));
 }
