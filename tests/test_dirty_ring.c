@@ -156,8 +156,11 @@ TEST(dirty_ring_concurrent_harvest)
 		uint64_t pass;
 		uint64_t seed = 99;
 
+		uint8_t *written;
+
 		rr.npages = s.size / 4096;
 		rr.seen = calloc(rr.npages, 1);
+		written = calloc(rr.npages, 1);
 		ASSERT_OK(vmmu_set_memslot(rr.vm, &s));
 		ASSERT_OK(vmmu_vcpu_create(rr.vm, 0, &v));
 		ASSERT_OK(vmmu_vcpu_dirty_ring(v, &rr.ring, &rr.size));
@@ -177,9 +180,21 @@ TEST(dirty_ring_concurrent_harvest)
 				continue;
 			}
 			ASSERT_OK(r);
+			written[p] = 1;
 		}
 		atomic_store(&rr.stop, true);
 		pthread_join(t, NULL);
+		/* Whatever is still published is harvested now: every page the
+		 * vCPU wrote must have been reported at least once. */
+		harvest(rr.ring, rr.size, &rr.head, 1, rr.seen, rr.npages);
+		{
+			uint64_t missing = 0;
+
+			for (uint64_t p = 0; p < rr.npages; p++)
+				missing += written[p] && !rr.seen[p];
+			ASSERT_EQ(missing, 0);
+		}
+		free(written);
 		ASSERT_FALSE(vmmu_vm_bugged(rr.vm, NULL));
 		ASSERT_AUDIT(rr.vm);
 		free(rr.seen);
