@@ -148,7 +148,20 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		free(vm);
 		return VMMU_ENOMEM;
 	}
-	pthread_rwlock_init(&vm->mmu_lock, NULL);
+	{
+		/*
+		 * Writers first, as KVM's queued rwlock does: with glibc's
+		 * default, a stream of faulting vCPUs (readers) starves
+		 * invalidations and zaps (writers) indefinitely.  Nothing here
+		 * takes the read side recursively, which this kind forbids.
+		 */
+		pthread_rwlockattr_t attr;
+
+		pthread_rwlockattr_init(&attr);
+		pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&vm->mmu_lock, &attr);
+		pthread_rwlockattr_destroy(&attr);
+	}
 	pthread_mutex_init(&vm->slots_lock, NULL);
 	pthread_mutex_init(&vm->vcpus_lock, NULL);
 	pthread_mutex_init(&vm->ring_lock, NULL);
@@ -607,8 +620,22 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		if (change == MEMSLOT_MOVE)
 			s.base_gfn = req->gpa >> 12;
 		s.flags = req->flags;
+		/*
+		 * A move builds the slot from the request, flags included (as
+		 * KVM does), so it can start or stop logging.  The move zaps
+		 * every mapping of the slot: nothing needs write-protecting.
+		 */
+		if (change == MEMSLOT_MOVE && !memslot_logging(old) && (req->flags & VMMU_MEM_LOG_DIRTY_PAGES) &&
+		    (r = alloc_dirty_bitmap(vm, &s))) {
+			free(mid);
+			goto out;
+		}
+		if (change == MEMSLOT_MOVE && !(req->flags & VMMU_MEM_LOG_DIRTY_PAGES))
+			s.dirty_bitmap = NULL;
 		next = memslots_copy_update(mid, s.id, change == MEMSLOT_DELETE ? NULL : &s);
 		if (!next) {
+			if (s.dirty_bitmap != old->dirty_bitmap)
+				free(s.dirty_bitmap);
 			free(mid);
 			r = VMMU_ENOMEM;
 			goto out;
@@ -631,6 +658,9 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 				free(dead->dirty_bitmap);
 			}
 		}
+		/* A move that stopped logging: the old bitmap is unreachable now. */
+		if (change == MEMSLOT_MOVE && memslot_logging(old) && !(req->flags & VMMU_MEM_LOG_DIRTY_PAGES))
+			free(old->dirty_bitmap);
 		free(mid);
 		break;
 	case MEMSLOT_NOCHANGE:

@@ -72,5 +72,12 @@ check_keys "bench dirtylog keys" enable_ms_per_gib get_ms_per_gib clear_ms_per_g
 	dirty_ns_per_page disable_ms_per_gib target_get_clear_ms_per_gib meets_get_clear
 check_rc 0 "bench dirtylog no-ad" "$VMMU" bench dirtylog --mem 16M --reps 1 --no-ad --json
 
+check_rc 0 "bench zap" "$VMMU" bench zap --mem 32M --reps 1 --json
+check_keys "bench zap keys" delete_ns_per_page zap_all_fast_us zap_all_slow_us target_delete_ns_per_page \
+	meets_delete reps pages
+check_rc 0 "bench zap npt 2m" "$VMMU" bench zap --mem 16M --reps 1 --tdp npt --host-page 2m --json
+check_rc 0 "bench notifier" "$VMMU" bench notifier --mem 32M --reps 1 --json
+check_keys "bench notifier keys" ranges_per_s vcpu_accesses_per_s idle_ranges_per_s reps pages
+
 echo "cli: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -425,6 +425,10 @@ static const struct bench benches[] = {
 	  bench_fastpf },
 	{ "dirtylog", "ms per GiB to enable, harvest (get, clear) and disable dirty logging",
 	  bench_dirtylog },
+	{ "zap", "ns per page of a populated memslot's delete; zap-all fast vs gfn-range",
+	  bench_zap },
+	{ "notifier", "invalidate begin/end ranges per second while vCPUs fault and write",
+	  bench_notifier },
 };
 
 #define NR_BENCHES (sizeof(benches) / sizeof(benches[0]))

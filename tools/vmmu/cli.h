@@ -210,6 +210,9 @@ int bench_walk(const struct cli_opts *o);
 /* bench_dirty.c */
 int bench_fastpf(const struct cli_opts *o);
 int bench_dirtylog(const struct cli_opts *o);
+/* bench_hostmem.c */
+int bench_zap(const struct cli_opts *o);
+int bench_notifier(const struct cli_opts *o);
 void bench_list(FILE *f, bool json);
 int bench_run(const char *name, const struct cli_opts *o);
 
