@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vmmu/vmmu.h"
 
@@ -88,6 +89,38 @@ void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
 		if (vmmu_audit((vm), why_, sizeof(why_)))                           \
 			test_fail(__FILE__, __LINE__, "vmmu_audit: %s", why_);      \
 	} while (0)
+
+/* Sanitizer builds run the same tests with smaller sizes. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+#ifndef UNDER_SANITIZER
+#define UNDER_SANITIZER 0
+#endif
+
+/* Monotonic seconds, for tests bounded in time as well as iterations. */
+static inline double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* A per-thread generator (state in the caller): threads never share one. */
+static inline uint64_t xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
 
 /* Deterministic pseudo-random numbers (splitmix64) for single-threaded tests. */
 void test_rng_seed(uint64_t seed);

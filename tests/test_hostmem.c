@@ -52,26 +52,9 @@
 #define MB (1ULL << 20)
 #define PAGE 4096ULL
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#ifndef UNDER_SANITIZER
-#define UNDER_SANITIZER 0
-#endif
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static double now_s(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static void sleep_ms(unsigned int ms)
 {
@@ -80,15 +63,6 @@ static void sleep_ms(unsigned int ms)
 	nanosleep(&t, NULL);
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 /* The value for gpa in a given round: depends on the gpa, so a mapping to
  * the wrong host page is caught, and never zero (zero = never written). */

@@ -413,14 +413,6 @@ static void run_rsvd_space(struct ctx *x)
 
 /* ---- the test ----------------------------------------------------------- */
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Combinations no case is generated for, with the reason; counted as the
  * permission space would multiply them. */
 static void tally_unmodelled(struct ctx *x)
