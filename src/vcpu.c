@@ -476,11 +476,7 @@ again:
 			 */
 			if (pt_access && exit->reason == VMMU_EXIT_MMIO)
 				return guest_fault_exit(exit, WALK_VECTOR_PF,
-							(write ? PFERR_W : 0) |
-								(v->wcpu.cpl == 3 && !(walk_access & WALK_IMPLICIT)
-									 ? PFERR_U
-									 : 0),
-							addr + off);
+							walk_pf_error_code(&v->wcpu, walk_access, 0), addr + off);
 			return r;
 		}
 		if (ret_pf != RET_PF_RETRY) {

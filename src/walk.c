@@ -239,6 +239,11 @@ uint32_t walk_permission_fault(const struct walk_cpu *cpu, unsigned int acc, uns
 	return ec | access_error_bits(cpu, access);
 }
 
+uint32_t walk_pf_error_code(const struct walk_cpu *cpu, unsigned int access, uint32_t bits)
+{
+	return bits | access_error_bits(cpu, access);
+}
+
 static int fault_pf(const struct walk_cpu *cpu, struct walk_result *res, uint64_t gva, unsigned int access,
 		    uint32_t bits)
 {

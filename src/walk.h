@@ -132,6 +132,12 @@ int walk_gva(const struct walk_cpu *cpu, const struct walk_mem_ops *mem, uint64_
 uint32_t walk_permission_fault(const struct walk_cpu *cpu, unsigned int acc_rights, unsigned int pkey,
 			       unsigned int access);
 
+/*
+ * A #PF error code for this access: bits (PFERR_P, PFERR_RSVD, ...) plus the
+ * W/R, U/S and I/D bits the access itself determines (SDM 4.7).
+ */
+uint32_t walk_pf_error_code(const struct walk_cpu *cpu, unsigned int access, uint32_t bits);
+
 /* Whether gva is canonical for the mode (always true below 4-level): bits
  * 63:N-1 all equal (SDM 3.3.7.1).  Inline: every TLB lookup asks. */
 static inline bool walk_gva_canonical(const struct walk_cpu *cpu, uint64_t gva)

@@ -117,18 +117,7 @@ static uint64_t tdp_mmu_set_spte(struct vmmu_vm *vm, struct tdp_iter *it, uint64
 	return old;
 }
 
-__hot static struct pt_page *tdp_alloc_child(struct vmmu_vcpu *v, struct tdp_iter *it)
-{
-	struct pt_page *sp = pt_cache_take(&v->pt_cache);
-
-	if (!sp)
-		return NULL;
-	sp->gfn = it->gfn;
-	sp->level = it->level - 1;
-	return sp;
-}
-
-__hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct page_fault *fault, struct tdp_iter *it)
+__hot __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct page_fault *fault, struct tdp_iter *it)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;
@@ -184,6 +173,34 @@ static void tdp_fill_split_child(struct vmmu_vm *vm, struct pt_page *sp, uint64_
 		sp->spt[i] = make_small_spte_from_huge(&vm->fmt, huge_spte, huge_level, i);
 }
 
+/*
+ * Link a new child table where it points, in place of an empty entry or of
+ * a huge leaf it splits (then filled to map exactly what the leaf mapped).
+ * The one place both the fault path and eager splitting account a new
+ * table: handle_changed_spte() counts a replaced huge leaf out, and its 512
+ * children are counted in here.  On a lost cmpxchg (another fault, or the
+ * hardware setting A/D on the huge leaf) nothing is linked, the child is
+ * zeroed again and it->old_spte holds the current value.
+ */
+static bool tdp_link_child(struct vmmu_vm *vm, struct tdp_iter *it, struct pt_page *sp)
+{
+	bool split = is_mmu_present_spte(it->old_spte);
+
+	sp->gfn = it->gfn;
+	sp->level = it->level - 1;
+	if (split)
+		tdp_fill_split_child(vm, sp, it->old_spte, it->level);
+	if (!tdp_mmu_set_spte_atomic(vm, it, make_nonleaf_spte(&vm->fmt, (uintptr_t)sp->spt >> 12))) {
+		if (split)
+			memset(sp->spt, 0, 4096);
+		return false;
+	}
+	atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+	if (split)
+		atomic_fetch_add_explicit(&vm->stat.pages[it->level - 1], PT64_ENT_PER_PAGE, memory_order_relaxed);
+	return true;
+}
+
 __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
@@ -198,7 +215,6 @@ __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 
 	for_each_tdp_pte(it, f, root->pt->spt, root->level, fault->gfn, fault->gfn + 1) {
 		struct pt_page *sp;
-		bool split;
 
 		if (it.level == fault->goal_level)
 			return tdp_mmu_map_handle_target_level(v, fault, &it);
@@ -213,24 +229,13 @@ __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 		 * to map this gfn at a lower level; the split child keeps
 		 * mapping everything the huge page mapped.
 		 */
-		split = is_mmu_present_spte(it.old_spte);
-		sp = tdp_alloc_child(v, &it);
+		sp = pt_cache_take(&v->pt_cache);
 		if (VM_BUG_ON(vm, !sp, "page-table cache empty in fault"))
 			return RET_PF_RETRY;
-		if (split)
-			tdp_fill_split_child(vm, sp, it.old_spte, it.level);
-		if (!tdp_mmu_set_spte_atomic(vm, &it, make_nonleaf_spte(f, (uintptr_t)sp->spt >> 12))) {
-			if (split)
-				memset(sp->spt, 0, 4096);
+		if (!tdp_link_child(vm, &it, sp)) {
 			pt_cache_put(&v->pt_cache, sp);
 			return RET_PF_RETRY;
 		}
-		atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
-		/* The huge leaf became a table (handle_changed_spte() counted the
-		 * leaf out); its 512 children are leaves now. */
-		if (split)
-			atomic_fetch_add_explicit(&vm->stat.pages[it.level - 1], PT64_ENT_PER_PAGE,
-						  memory_order_relaxed);
 	}
 	VM_BUG_ON(vm, true, "TDP walk for gfn %#llx ended above level %d", (unsigned long long)fault->gfn,
 		  fault->goal_level);
@@ -396,23 +401,8 @@ bool tdp_mmu_split_huge_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_
 			/* Out of tables: what is left splits on its first write. */
 			if (!sp)
 				return false;
-			sp->gfn = it.gfn;
-			sp->level = it.level - 1;
-			tdp_fill_split_child(vm, sp, it.old_spte, it.level);
-			/* The hardware may set A/D on the huge SPTE meanwhile: the
-			 * children must inherit the value actually replaced. */
-			if (!atomic_compare_exchange_strong_explicit(atomic_sptep(it.sptep), &it.old_spte,
-								     make_nonleaf_spte(f, (uintptr_t)sp->spt >> 12),
-								     memory_order_acq_rel, memory_order_acquire)) {
-				memset(sp->spt, 0, 4096);
+			if (!tdp_link_child(vm, &it, sp))
 				pt_page_free_now(sp);
-				continue;
-			}
-			it.old_spte = make_nonleaf_spte(f, (uintptr_t)sp->spt >> 12);
-			atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
-			atomic_fetch_add_explicit(&vm->stat.pages[it.level - 1], PT64_ENT_PER_PAGE,
-						  memory_order_relaxed);
-			atomic_fetch_sub_explicit(&vm->stat.pages[it.level], 1, memory_order_relaxed);
 		}
 	}
 	/* Same memory, same rights at a finer grain: no flush needed for the

@@ -301,23 +301,13 @@ struct nt {
 	pthread_t thread;
 };
 
-static uint64_t nt_rand(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 static void *nt_vcpu(void *p)
 {
 	struct nt *t = p;
 	uint64_t seed = 0x9e3779b97f4a7c15ULL * (t->id + 1), i = 0;
 
 	while (!atomic_load_explicit(t->stop, memory_order_acquire)) {
-		uint64_t pg = nt_rand(&seed) % t->pages;
+		uint64_t pg = cli_xorshift(&seed) % t->pages;
 		uint64_t gpa = pg * CLI_PAGE_SIZE + (uint64_t)t->id * 8, v = (++i << 16) | t->id, got = 0;
 		int rc = vmmu_vcpu_access(t->vcpu, gpa, &v, 8, VMMU_ACCESS_WRITE, &t->exit);
 
@@ -357,7 +347,7 @@ static uint64_t nt_storm(vmmu_vm *vm, uint8_t *base, uint64_t pages, uint64_t *s
 
 	do {
 		for (int k = 0; k < 64; k++, n++) {
-			uint64_t r = nt_rand(seed), len = 1 + (r >> 40) % 512;
+			uint64_t r = cli_xorshift(seed), len = 1 + (r >> 40) % 512;
 			uint64_t first = (r % pages);
 			uintptr_t s = (uintptr_t)base + first * CLI_PAGE_SIZE, e = s + len * CLI_PAGE_SIZE;
 

@@ -33,16 +33,6 @@ static uint64_t walk_token(uint64_t page, uint64_t seed)
 	return cli_token(page << 12, seed) | 1;
 }
 
-static uint64_t xorshift64(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 /* A random permutation of [0, n): every page once, in an order no
  * prefetcher can follow. */
 static uint32_t *make_order(uint64_t n, uint64_t seed)
@@ -55,7 +45,7 @@ static uint32_t *make_order(uint64_t n, uint64_t seed)
 	for (uint64_t i = 0; i < n; i++)
 		order[i] = (uint32_t)i;
 	for (uint64_t i = n - 1; i > 0; i--) {
-		uint64_t j = xorshift64(&s) % (i + 1);
+		uint64_t j = cli_xorshift(&s) % (i + 1);
 		uint32_t t = order[i];
 
 		order[i] = order[j];
@@ -174,7 +164,7 @@ static bool check_against_lookup(struct walk_vm *w, uint64_t seed, char *err, si
 	uint64_t s = seed | 1;
 
 	for (int i = 0; i < 1000; i++) {
-		uint64_t page = xorshift64(&s) % w->pages, gpa = 0, size = 0, v = 0;
+		uint64_t page = cli_xorshift(&s) % w->pages, gpa = 0, size = 0, v = 0;
 		struct vmmu_exit exit;
 
 		if (guest_lookup(w->pt, WALK_GVA_BASE + page * CLI_PAGE_SIZE + 8, &gpa, &size, NULL, NULL) ||

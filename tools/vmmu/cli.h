@@ -63,6 +63,17 @@ int cli_parse_size(const char *s, uint64_t *out);
 int cli_parse_u64(const char *s, int base, uint64_t *out);
 double cli_median(const double *v, unsigned n);
 
+/* A small generator whose state the caller keeps (one per thread). */
+static inline uint64_t cli_xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
 static inline uint64_t cli_now_ns(void)
 {
 	struct timespec ts;
