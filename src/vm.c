@@ -92,6 +92,8 @@ VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg)
 	cfg->flags = 0;
 	cfg->max_vcpus = 64;
 	cfg->pt_arena_bytes = 0;
+	cfg->shadow_prev_roots = 3;
+	cfg->shadow_max_pages = 0;
 }
 
 VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)

@@ -9,17 +9,18 @@ int test_result;
 const char *test_variant;
 
 const struct mmu_variant mmu_variants[] = {
-	{ "ept4", VMMU_TDP_EPT, 4, 0 },
-	{ "ept4-noad", VMMU_TDP_EPT, 4, VMMU_VM_AD_DISABLED },
-	{ "ept5", VMMU_TDP_EPT, 5, 0 },
-	{ "npt4", VMMU_TDP_NPT, 4, 0 },
-	{ "npt5", VMMU_TDP_NPT, 5, 0 },
+	{ "ept4", VMMU_TDP_EPT, 4, 0, VMMU_MMU_TDP },
+	{ "ept4-noad", VMMU_TDP_EPT, 4, VMMU_VM_AD_DISABLED, VMMU_MMU_TDP },
+	{ "ept5", VMMU_TDP_EPT, 5, 0, VMMU_MMU_TDP },
+	{ "npt4", VMMU_TDP_NPT, 4, 0, VMMU_MMU_TDP },
+	{ "npt5", VMMU_TDP_NPT, 5, 0, VMMU_MMU_TDP },
 };
 const unsigned int nr_mmu_variants = sizeof(mmu_variants) / sizeof(mmu_variants[0]);
 
 void variant_config(const struct mmu_variant *var, struct vmmu_vm_config *cfg)
 {
 	vmmu_vm_config_init(cfg);
+	cfg->mmu = var->mmu;
 	cfg->tdp_format = var->tdp_format;
 	cfg->tdp_levels = var->tdp_levels;
 	cfg->flags = var->flags;

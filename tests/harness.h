@@ -132,6 +132,7 @@ struct mmu_variant {
 	uint32_t tdp_format;
 	uint32_t tdp_levels;
 	uint32_t flags;
+	uint32_t mmu;		/* enum vmmu_mmu_kind */
 };
 extern const struct mmu_variant mmu_variants[];
 extern const unsigned int nr_mmu_variants;

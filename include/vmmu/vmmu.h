@@ -56,6 +56,13 @@ typedef struct vmmu_vcpu vmmu_vcpu;
 
 enum vmmu_mmu_kind {
 	VMMU_MMU_TDP = 0,	/* two-dimensional paging (EPT or NPT tables)      */
+	/*
+	 * Shadow paging (no TDP hardware): vmmu builds gva -> host tables from
+	 * the guest's own page tables, write-protects those tables to keep them
+	 * coherent, and caches roots per (CR3, role).  tdp_format, tdp_levels
+	 * and VMMU_VM_AD_DISABLED do not apply (VMMU_EINVAL for the flag).
+	 */
+	VMMU_MMU_SHADOW = 1,
 };
 
 enum vmmu_tdp_format {
@@ -91,12 +98,24 @@ struct vmmu_vm_config {
 	 * to the ring of the vCPU that dirtied them and the bitmap calls fail.
 	 */
 	uint32_t dirty_ring_size;
-	uint32_t pad0;
+	/*
+	 * Shadow paging: roots kept besides the current one for fast CR3
+	 * switches (KVM_MMU_NUM_PREV_ROOTS), 0..VMMU_MAX_PREV_ROOTS; default 3.
+	 */
+	uint32_t shadow_prev_roots;
+	/*
+	 * Shadow paging: most shadow pages the VM holds; past it the oldest
+	 * unused ones are recycled (KVM's n_max_mmu_pages).  0 = default (what
+	 * the page-table arena holds, less a reserve); at least 64.
+	 */
+	uint64_t shadow_max_pages;
 };
 
 #define VMMU_MAX_VCPUS 256
+#define VMMU_MAX_PREV_ROOTS 8
 
-/* Fills *cfg with defaults: TDP, EPT, 4 levels, MAXPHYADDR 46, A/D on, hugepages on. */
+/* Fills *cfg with defaults: TDP, EPT, 4 levels, MAXPHYADDR 46, A/D on, hugepages on,
+ * 3 previous roots. */
 VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg);
 VMMU_EXPORT int  vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out);
 /* Destroys the VM and its vCPUs. No vCPU may be inside vmmu_vcpu_access(). */
@@ -305,6 +324,9 @@ VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *vcpu, uint64_t gva);
 /*
  * Flag: the address is a guest-physical address; guest paging is bypassed
  * but the access still goes through this vCPU's TLB and the TDP tables.
+ * Under shadow paging (no TDP) it is an emulated physical access: straight to
+ * the memslot, and a write to a shadowed guest page table updates the shadow
+ * as a guest store would.
  */
 #define VMMU_ACCESS_PHYS   (1u << 4)
 /* Flag: an implicit supervisor-mode access (descriptor tables, ...): the
@@ -380,6 +402,14 @@ struct vmmu_vm_stats {
 	uint64_t zapped_sptes;
 	uint64_t mmio_sptes_installed;
 	uint64_t memslot_generation;
+	/* Shadow paging (all 0 under TDP). */
+	uint64_t shadow_pages;		/* shadow pages in the hash now            */
+	uint64_t shadow_pages_created;
+	uint64_t shadow_pages_zapped;
+	uint64_t shadow_pages_recycled;	/* zapped to stay under shadow_max_pages  */
+	uint64_t shadow_unsync_pages;	/* leaf shadow pages out of sync now       */
+	uint64_t shadow_pte_writes;	/* emulated writes to shadowed guest tables */
+	uint64_t shadow_flooded;	/* pages zapped by write-flooding detection */
 };
 
 struct vmmu_vcpu_stats {
@@ -399,6 +429,12 @@ struct vmmu_vcpu_stats {
 	uint64_t pf_fast_fixed;		/* fixed without mmu_lock (fast page fault) */
 	uint64_t pf_fast_spurious;	/* fast path found it already fixed        */
 	uint64_t pf_fast_failed;	/* fast path gave up; the slow path ran    */
+	uint64_t mmu_ctx_rebuilds;	/* MMU context rebuilt: the role changed    */
+	uint64_t root_fast_switches;	/* CR3 switch served by a cached root      */
+	uint64_t root_slow_switches;	/* CR3 switch that dropped and reloaded   */
+	uint64_t guest_faults;		/* guest faults returned to the embedder   */
+	uint64_t pt_write_emulations;	/* guest stores to write-protected tables  */
+	uint64_t unsync_syncs;		/* unsync shadow pages resynchronized      */
 };
 
 VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
