@@ -272,8 +272,8 @@ static bool page_fault_can_be_fast(const struct vmmu_vm *vm, const struct page_f
 	return fault->write;
 }
 
-static void trace_fast_pf(struct vmmu_vcpu *v, const struct page_fault *fault, const uint64_t *sptep, uint64_t old,
-			  uint64_t new_spte, bool fixed)
+void mmu_trace_fast_pf(struct vmmu_vcpu *v, uint64_t addr, uint32_t error_code, const uint64_t *sptep, uint64_t old,
+		       uint64_t new_spte, bool fixed)
 {
 	vmmu_trace_fn fn = atomic_load_explicit(&v->vm->trace_fn, memory_order_acquire);
 	struct vmmu_trace_event ev;
@@ -283,8 +283,8 @@ static void trace_fast_pf(struct vmmu_vcpu *v, const struct page_fault *fault, c
 	ev = (struct vmmu_trace_event){
 		.kind = VMMU_TRACE_FAST_PAGE_FAULT,
 		.vcpu_id = v->id,
-		.gpa = fault->addr,
-		.error_code = fault->error_code,
+		.gpa = addr,
+		.error_code = error_code,
 		.spurious = !fixed,
 		.fixed = fixed,
 		.sptep = sptep,
@@ -350,7 +350,7 @@ static int fast_page_fault(struct vmmu_vcpu *v, struct page_fault *fault)
 		/* spte now holds the current value: try again with it. */
 	}
 	if (ret != RET_PF_INVALID)
-		trace_fast_pf(v, fault, sptep, spte, new_spte, ret == RET_PF_FIXED);
+		mmu_trace_fast_pf(v, fault->addr, fault->error_code, sptep, spte, new_spte, ret == RET_PF_FIXED);
 	return ret;
 }
 

@@ -65,6 +65,9 @@ int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault);
 bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
 bool mmu_wrprot_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
 bool mmu_wrprot_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
+/* The fast_page_fault trace event (seed 002 patch 7). */
+void mmu_trace_fast_pf(struct vmmu_vcpu *v, uint64_t addr, uint32_t error_code, const uint64_t *sptep, uint64_t old,
+		       uint64_t new_spte, bool fixed);
 /* Under mmu_lock: an invalidation raced with the fault's host fault-in. */
 bool mmu_invalidate_retry(struct vmmu_vm *vm, const struct page_fault *fault);
 /* Loads a valid root into the vCPU (KVM's kvm_mmu_load); 0 or VMMU_ENOMEM. */

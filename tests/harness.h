@@ -139,6 +139,10 @@ extern const unsigned int nr_mmu_variants;
 #define for_each_mmu_variant(var)                                               \
 	for (const struct mmu_variant *var = mmu_variants;                      \
 	     var < mmu_variants + nr_mmu_variants && ((test_variant = var->name), 1); var++)
+/* The TDP variants only: tests of TDP internals and of huge SPTEs. */
+#define for_each_tdp_variant(var) \
+	for_each_mmu_variant(var) \
+		if (var->mmu != VMMU_MMU_TDP) {} else
 void variant_config(const struct mmu_variant *var, struct vmmu_vm_config *cfg);
 
 #endif /* VMMU_TEST_HARNESS_H */

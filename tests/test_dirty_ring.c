@@ -239,9 +239,10 @@ TEST(aging_counts_and_clears_young_pages)
 	}
 }
 
+/* Huge SPTEs exist under TDP only (shadow paging maps 4K). */
 TEST(eager_split_when_logging_starts)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		for (int eager = 0; eager < 2; eager++) {
 			vmmu_vm *vm = make_vm(var, eager ? VMMU_VM_EAGER_SPLIT : 0, 0);
 			vmmu_vcpu *v;

@@ -100,7 +100,7 @@ static uint64_t leaf_spte(struct env *e, uint64_t gpa, int *level)
 
 TEST(guest_writes_visible_at_hva_and_back)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 
 		env_create(&e, var, 1 * MB, 8 * MB, 0, 0, NULL);
@@ -122,7 +122,7 @@ TEST(guest_writes_visible_at_hva_and_back)
 
 TEST(access_sizes_and_page_crossing)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		struct vmmu_exit x;
 		uint8_t buf[3 * 4096 + 7], back[sizeof(buf)];
@@ -189,7 +189,7 @@ TEST(bad_access_arguments)
 
 TEST(hugepages_exactly_when_allowed)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		struct vmmu_vm_stats s;
 		int level;
@@ -287,7 +287,7 @@ TEST(hugepages_off_by_vm_option_and_1g)
 
 TEST(zap_then_refault)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		struct vmmu_vcpu_stats before;
 		uint64_t n = 64;
@@ -326,7 +326,7 @@ TEST(zap_then_refault)
 
 TEST(accessed_and_dirty_bits)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		const struct spte_fmt *f;
 		uint64_t spte;
@@ -358,7 +358,7 @@ TEST(accessed_and_dirty_bits)
 
 TEST(readonly_memslot_writes_exit)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		struct vmmu_exit x;
 		uint64_t v = 0x55;
@@ -380,7 +380,7 @@ TEST(readonly_memslot_writes_exit)
 
 TEST(host_readonly_memory_is_a_memory_fault)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		struct vmmu_exit x;
 		uint64_t v = 1;
@@ -400,7 +400,7 @@ TEST(host_readonly_memory_is_a_memory_fault)
 
 TEST(mmio_exits_and_mmio_sptes)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		struct vmmu_exit x;
 		struct vmmu_vcpu_stats before;
@@ -455,7 +455,7 @@ TEST(mmio_exits_and_mmio_sptes)
 
 TEST(memslot_delete_and_move_unmap)
 {
-	for_each_mmu_variant(var) {
+	for_each_tdp_variant(var) {
 		struct env e;
 		struct vmmu_exit x;
 		struct vmmu_memslot s = { .slot = 1, .gpa = 8 * MB, .size = 2 * MB, .host_page_size = 2 * MB };
@@ -521,7 +521,18 @@ TEST(vm_config_rejected)
 	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_EINVAL);
 	vmmu_vm_config_init(&cfg);
 	cfg.mmu = 7;
-	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_ENOTSUP);
+	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_EINVAL);
+	/* Shadow paging has hardware A/D only, and at most 8 previous roots. */
+	vmmu_vm_config_init(&cfg);
+	cfg.mmu = VMMU_MMU_SHADOW;
+	cfg.flags = VMMU_VM_AD_DISABLED;
+	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_EINVAL);
+	cfg.flags = 0;
+	cfg.shadow_prev_roots = VMMU_MAX_PREV_ROOTS + 1;
+	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_EINVAL);
+	cfg.shadow_prev_roots = 3;
+	cfg.shadow_max_pages = 63;
+	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_EINVAL);
 	vmmu_vm_config_init(&cfg);
 	cfg.max_vcpus = 0;
 	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_EINVAL);

@@ -25,6 +25,8 @@ _Static_assert(SPTE_MASKS_DISJOINT(SPTE_PKEY_MASK, SPTE_BASE_ADDR_MASK | SPTE_HO
 						       SPTE_TDP_AD_MASK),
 	       "the shadow protection key overlaps SPTE bits in use");
 
+static uint64_t *find_leaf_sptep(uint64_t root_spte, int level, uint64_t gva);
+
 static inline bool is_shadow_present(uint64_t spte)
 {
 	return spte & SPTE_MMU_PRESENT;
@@ -1178,6 +1180,51 @@ static int mmio_fast(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access
 	return RET_PF_EMULATE;
 }
 
+/*
+ * The lockless fast page fault on shadow pages (seed 002), only where KVM
+ * allows it: under a direct root (paging off), whose pages all map gfn =
+ * page index.  An indirect page's gfns can change under a lockless writer
+ * (the ABA race of seed 002's locking notes), so a paging guest never comes
+ * here.  Like the TDP path: W back with one cmpxchg when only dirty logging
+ * took it (MMU-writable still set); write tracking clears MMU-writable too.
+ */
+static int shadow_fast_pf(struct vmmu_vcpu *v, uint64_t gva, uint32_t hw_error)
+{
+	struct vmmu_vm *vm = v->vm;
+	uint64_t *sptep = find_leaf_sptep(v->sh.pae_root[(gva >> 30) & 3], 2, gva);
+	uint64_t spte, new_spte = 0;
+	int ret = RET_PF_INVALID;
+
+	if (!sptep)
+		return RET_PF_INVALID;
+	spte = spte_load(sptep);
+	for (int retry = 0; retry < 4; retry++) {
+		const struct memslot *s;
+
+		if (!is_shadow_present(spte) || !is_mmu_writable_spte(&vm->fmt, spte))
+			break;
+		if (spte & PT_W) {
+			new_spte = spte;
+			ret = RET_PF_SPURIOUS;
+			break;
+		}
+		new_spte = spte | PT_W;
+		if (!atomic_compare_exchange_strong_explicit((_Atomic uint64_t *)sptep, &spte, new_spte,
+							     memory_order_acq_rel, memory_order_acquire))
+			continue;
+		/* After the cmpxchg, never before: the harvest that clears the
+		 * bit re-protects first, so the mark cannot be lost. */
+		s = memslots_find_gfn(vm_memslots(vm), gva >> 12);
+		if (s && memslot_logging(s))
+			vcpu_mark_page_dirty(v, s, gva >> 12);
+		ret = RET_PF_FIXED;
+		break;
+	}
+	if (ret != RET_PF_INVALID)
+		mmu_trace_fast_pf(v, gva, hw_error, sptep, spte, new_spte, ret == RET_PF_FIXED);
+	return ret;
+}
+
 int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uint32_t hw_error,
 		      struct shadow_fault *out)
 {
@@ -1196,6 +1243,22 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 		STAT_INC(v->stat.pf_mmio_spte);
 		STAT_INC(v->stat.pf_emulate);
 		return RET_PF_EMULATE;
+	}
+
+	if (v->sh.root_role.direct && !(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && (hw_error & PFERR_P) &&
+	    (walk_access & WALK_WRITE) && !(hw_error & PFERR_RSVD) && roots_valid(v)) {
+		r = shadow_fast_pf(v, gva, hw_error);
+		if (r == RET_PF_FIXED) {
+			STAT_INC(v->stat.pf_fast_fixed);
+			STAT_INC(v->stat.pf_fixed);
+			return r;
+		}
+		if (r == RET_PF_SPURIOUS) {
+			STAT_INC(v->stat.pf_fast_spurious);
+			STAT_INC(v->stat.pf_spurious);
+			return r;
+		}
+		STAT_INC(v->stat.pf_fast_failed);
 	}
 
 	if (v->wcpu.mode == WALK_MODE_NONE) {
