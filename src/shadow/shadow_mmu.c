@@ -540,6 +540,7 @@ union cpu_role shadow_calc_cpu_role(const struct vmmu_vcpu *v)
 	r.base.cr0_wp = w->wp;
 	r.base.smep_andnot_wp = w->smep && !w->wp;
 	r.base.smap_andnot_wp = w->smap && !w->wp;
+	r.base.pke_andnot_wp = w->pke && !w->wp && w->mode >= WALK_MODE_4LEVEL;
 	r.ext.cr0_pg = 1;
 	r.ext.cr4_pae = w->mode != WALK_MODE_32;
 	r.ext.cr4_pse = w->pse;
@@ -984,10 +985,12 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 	/*
 	 * CR0.WP=0 on hardware that runs with WP=1: a supervisor write to a
 	 * read-only page becomes a writable supervisor mapping (KVM's trick,
-	 * hence cr0_wp/smep_andnot_wp in the role).  With SMAP a user page must
-	 * stay a user page, so that write is emulated below instead.
+	 * hence cr0_wp/smep_andnot_wp in the role).  With SMAP or protection
+	 * keys a user page must stay a user page (both check user pages even
+	 * for supervisor accesses), so that write is emulated below instead.
 	 */
-	if (write && !(acc & ACC_WRITE) && !v->wcpu.wp && !(acc & ACC_USER && sp->role.smap_andnot_wp)) {
+	if (write && !(acc & ACC_WRITE) && !v->wcpu.wp &&
+	    !((acc & ACC_USER) && (sp->role.smap_andnot_wp || sp->role.pke_andnot_wp))) {
 		acc = (acc | ACC_WRITE) & ~ACC_USER;
 		if (v->wcpu.smep)
 			acc &= ~ACC_EXEC;

@@ -54,7 +54,11 @@ union sp_role {
 		unsigned int ad_disabled : 1;
 		unsigned int guest_mode : 1;
 		unsigned int passthrough : 1;
-		unsigned int : 5;
+		/* vmmu's own: CR4.PKE with CR0.WP=0 (KVM has no PKU without
+		 * TDP).  Like smap_andnot_wp, it forbids turning a user page into
+		 * a writable supervisor one, which would escape its key. */
+		unsigned int pke_andnot_wp : 1;
+		unsigned int : 4;
 		unsigned int as_id : 8;			/* address space (KVM: SMM) */
 	};
 };
