@@ -79,5 +79,18 @@ check_rc 0 "bench zap npt 2m" "$VMMU" bench zap --mem 16M --reps 1 --tdp npt --h
 check_rc 0 "bench notifier" "$VMMU" bench notifier --mem 32M --reps 1 --json
 check_keys "bench notifier keys" ranges_per_s vcpu_accesses_per_s idle_ranges_per_s reps pages
 
+# Shadow paging: every read the benches time is checked, so one repetition is
+# a correctness test too (a stale root or missed page-table store fails it).
+check_rc 0 "bench cr3switch" "$VMMU" bench cr3switch --reps 1 --json
+check_keys "bench cr3switch keys" switch_ns_p1 switch_ns_p2 switch_ns_p3 switch_ns_p4 switch_ns_p5 \
+	switch_ns_p6 switch_ns_noprev_p2 root_fast_switches_p1 root_slow_switches_p1 root_fast_switches_p4 \
+	root_slow_switches_p4 root_fast_switches_p5 root_slow_switches_p5 root_fast_switches_noprev_p2 \
+	root_slow_switches_noprev_p2 noprev_over_p2 target_noprev_over_p2 meets_noprev_over_p2 \
+	cliff_p5_over_p4 prev_roots reps
+check_rc 0 "bench ptwrite" "$VMMU" bench ptwrite --reps 1 --json
+check_keys "bench ptwrite keys" ptwrite_emulated_ns ptwrite_emulated_cycle_ns ptwrite_unsync_ns \
+	ptwrite_unsync_first_ns ptwrite_unsync_cycle_ns pt_write_emulations unsync_syncs shadow_pte_writes \
+	emulated_phase_pt_write_emulations unsync_phase_pt_write_emulations unsync_phase_unsync_syncs reps
+
 echo "cli: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -429,6 +429,10 @@ static const struct bench benches[] = {
 	  bench_zap },
 	{ "notifier", "invalidate begin/end ranges per second while vCPUs fault and write",
 	  bench_notifier },
+	{ "cr3switch", "shadow paging: ns per PCID CR3 switch + read over 1..6 address spaces",
+	  bench_cr3switch },
+	{ "ptwrite", "shadow paging: ns per guest page-table store, emulated vs unsync",
+	  bench_ptwrite },
 };
 
 #define NR_BENCHES (sizeof(benches) / sizeof(benches[0]))

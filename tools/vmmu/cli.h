@@ -224,6 +224,9 @@ int bench_dirtylog(const struct cli_opts *o);
 /* bench_hostmem.c */
 int bench_zap(const struct cli_opts *o);
 int bench_notifier(const struct cli_opts *o);
+/* bench_shadow.c */
+int bench_cr3switch(const struct cli_opts *o);
+int bench_ptwrite(const struct cli_opts *o);
 void bench_list(FILE *f, bool json);
 int bench_run(const char *name, const struct cli_opts *o);
 
