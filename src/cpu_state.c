@@ -167,6 +167,7 @@ void vcpu_init_state(struct vmmu_vcpu *v)
 	r = derive_state(v, &v->arch, &s, &s, &w);
 	(void)r;
 	apply_state(v, &s, &w);
+	mmu_update_context(v);
 }
 
 VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *in)
@@ -182,6 +183,19 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 		return r;
 	old = v->arch;
 	apply_state(v, &s, &w);
+	/* The context (and, for shadow paging, the roots) is rebuilt only when
+	 * the role changed (seed 000): CPL, AC, PKRU or PGE alone keep it. */
+	if (!mmu_update_context(v) && v->vm->shadow) {
+		if (memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs)) && w.mode == WALK_MODE_PAE) {
+			shadow_mmu_unload(v, false);
+			STAT_INC(v->stat.root_slow_switches);
+		} else if (old.cr3 != s.cr3) {
+			shadow_new_pgd(v, old.cr3, false);
+		} else if (needs_full_flush(&old, &s)) {
+			/* A guest TLB flush: unsync pages must catch up. */
+			shadow_sync_roots(v);
+		}
+	}
 	if (needs_full_flush(&old, &s))
 		hw_tlb_flush(v);
 	else if (old.cr3 != s.cr3)
@@ -217,6 +231,15 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 	if (r)
 		return r;
 	apply_state(v, &s, &w);
+	mmu_update_context(v);
+	if (v->vm->shadow) {
+		if (w.mode == WALK_MODE_PAE && memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs))) {
+			shadow_mmu_unload(v, false);
+			STAT_INC(v->stat.root_slow_switches);
+		} else {
+			shadow_new_pgd(v, old.cr3, noflush);
+		}
+	}
 	/* PAE reloads the PDPTE registers, which are not tagged: flush all. */
 	if (w.mode == WALK_MODE_PAE && memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs)))
 		hw_tlb_flush(v);
@@ -233,4 +256,6 @@ VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *v, uint64_t gva)
 	if (!walk_gva_canonical(&v->wcpu, gva))
 		return;
 	hw_tlb_invlpg(v, gva);
+	if (v->vm->shadow)
+		shadow_invlpg(v, gva);
 }

@@ -40,8 +40,7 @@ static void wrprot_words(struct vmmu_vm *vm, const struct memslot *s, uint64_t f
 
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
-	if (vm->root)
-		flush = tdp_mmu_wrprot_bitmap(vm, vm->root, s->base_gfn + first_word * 64, masks, nr_words);
+	flush = mmu_wrprot_bitmap_locked(vm, s->base_gfn + first_word * 64, masks, nr_words);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
@@ -187,9 +186,9 @@ VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm)
 			 * write faults and is pushed anew.  A slot gone since then
 			 * took its mappings with it. */
 			s = memslots_find_id(vm->memslots, e->slot);
-			if (s && e->offset < s->npages && vm->root)
-				flush |= tdp_mmu_wrprot_range(vm, vm->root, s->base_gfn + e->offset,
-							      s->base_gfn + e->offset + 1);
+			if (s && e->offset < s->npages)
+				flush |= mmu_wrprot_gfn_range_locked(vm, s->base_gfn + e->offset,
+								     s->base_gfn + e->offset + 1);
 			__atomic_store_n(&e->flags, 0, __ATOMIC_RELAXED);
 			idx++;
 		}

@@ -47,6 +47,8 @@ struct memslot {
 	 * snapshot of the slot and freed a grace period after logging stops.
 	 */
 	uint64_t *dirty_bitmap;
+	/* Shadow paging: rmaps and write-track counts, shared like the bitmap. */
+	struct shadow_slot *shadow;
 };
 
 static inline uint64_t memslot_bitmap_words(const struct memslot *s)

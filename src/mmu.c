@@ -16,12 +16,15 @@
 
 int mmu_load(struct vmmu_vcpu *v)
 {
+	if (v->vm->shadow)
+		return shadow_mmu_load(v);
 	if (v->root && !atomic_load_explicit(&v->root->invalid, memory_order_acquire))
 		return 0;
 	mmu_unload(v);
 	v->root = tdp_mmu_get_root(v->vm);
 	if (!v->root)
 		return VMMU_ENOMEM;
+	v->mmu_ready = true;
 	/* Nothing cached under the previous root may be used under this one. */
 	hw_tlb_flush(v);
 	STAT_INC(v->stat.mmu_reloads);
@@ -30,10 +33,36 @@ int mmu_load(struct vmmu_vcpu *v)
 
 void mmu_unload(struct vmmu_vcpu *v)
 {
+	if (v->vm->shadow) {
+		shadow_mmu_unload(v, true);
+		return;
+	}
+	v->mmu_ready = false;
 	if (v->root) {
 		tdp_mmu_put_root(v->vm, v->root);
 		v->root = NULL;
 	}
+}
+
+bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
+{
+	if (vm->shadow)
+		return shadow_zap_gfn_range(vm, start, end);
+	return vm->root && tdp_mmu_zap_leafs(vm, vm->root, start, end);
+}
+
+bool mmu_wrprot_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
+{
+	if (vm->shadow)
+		return shadow_wrprot_gfn_range(vm, start, end);
+	return vm->root && tdp_mmu_wrprot_range(vm, vm->root, start, end);
+}
+
+bool mmu_wrprot_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words)
+{
+	if (vm->shadow)
+		return shadow_wrprot_bitmap(vm, base, bitmap, nr_words);
+	return vm->root && tdp_mmu_wrprot_bitmap(vm, vm->root, base, bitmap, nr_words);
 }
 
 __hot static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, const struct memslots *ms, gfn_t gfn)
@@ -93,7 +122,7 @@ __hot static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uint
 	return 0;
 }
 
-__hot static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
+__hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct memslots *ms = vm_memslots(vm);
@@ -164,13 +193,16 @@ __hot static int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 
 __hot static bool is_page_fault_stale(struct vmmu_vcpu *v, struct page_fault *fault)
 {
-	struct vmmu_vm *vm = v->vm;
-
 	if (atomic_load_explicit(&v->root->invalid, memory_order_acquire))
 		return true;
 	/* MMIO SPTEs are validated by the memslot generation instead. */
 	if (fault->is_mmio)
 		return false;
+	return mmu_invalidate_retry(v->vm, fault);
+}
+
+__hot bool mmu_invalidate_retry(struct vmmu_vm *vm, const struct page_fault *fault)
+{
 	/*
 	 * KVM's mmu_invalidate_retry_gfn(): an invalidation of this hva in
 	 * progress, or any that completed since the sequence was sampled (its

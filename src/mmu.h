@@ -27,6 +27,7 @@ enum ret_pf {
 	RET_PF_FIXED,		/* a mapping was installed */
 	RET_PF_SPURIOUS,	/* the mapping already allowed the access */
 	RET_PF_FAULT,		/* host memory unusable: exit to the caller */
+	RET_PF_GUEST_FAULT,	/* shadow paging: the guest's own tables fault */
 };
 
 struct page_fault {
@@ -51,6 +52,21 @@ struct page_fault {
 };
 
 int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *out);
+/*
+ * The host side of a fault (KVM's kvm_faultin_pfn): fills slot, hva, pfn,
+ * map_writable and mmu_seq for fault->gfn, or says MMIO / emulate / retry /
+ * fault.  Shared by the TDP and shadow MMUs.
+ */
+int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault);
+/*
+ * Host-side operations on gfn ranges, for whichever MMU the VM has; mmu_lock
+ * held for write.  They return whether a remote TLB flush is needed.
+ */
+bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
+bool mmu_wrprot_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
+bool mmu_wrprot_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
+/* Under mmu_lock: an invalidation raced with the fault's host fault-in. */
+bool mmu_invalidate_retry(struct vmmu_vm *vm, const struct page_fault *fault);
 /* Loads a valid root into the vCPU (KVM's kvm_mmu_load); 0 or VMMU_ENOMEM. */
 int mmu_load(struct vmmu_vcpu *v);
 void mmu_unload(struct vmmu_vcpu *v);

@@ -28,6 +28,7 @@ struct pt_page {
 	_Atomic bool root_invalid;	/* roots only */
 	struct rcu_head rcu;
 	struct pt_arena *arena;
+	void *owner;			/* shadow paging: its struct shadow_page */
 };
 
 struct pt_arena {

@@ -61,6 +61,9 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	v->tlb.gen = 1;
 	v->tlb.counter = 1;
 	v->tlb.full_gen = 1;
+	/* The TLB applies the hardware's rules: under shadow paging those of
+	 * the host CPU (CR0.WP on), which the shadow's roles account for. */
+	v->tlb_cpu = vm->shadow ? &v->hw_wcpu : &v->wcpu;
 	vcpu_init_state(v);
 	vm->vcpus[n] = v;
 	/* Published last: requesters iterate only over complete vCPUs. */
@@ -139,7 +142,7 @@ static int vcpu_service_requests(struct vmmu_vcpu *v)
 __hot static int vcpu_enter_guest(struct vmmu_vcpu *v)
 {
 	for (;;) {
-		if (unlikely(!v->root)) {
+		if (unlikely(!v->mmu_ready)) {
 			int r;
 
 			vmmu_rcu_thread_online();
@@ -321,7 +324,7 @@ static inline bool tlb_linear_lookup(struct vmmu_vcpu *v, uint64_t gva, unsigned
 	 * every use.  A denied access, or a write through an entry whose guest
 	 * D bit was clear, walks again: the walk decides faults and sets D.
 	 */
-	if (walk_permission_fault(&v->wcpu, e->info & 0xf, (e->info >> TLBI_PKEY_SHIFT) & 0xf, walk_access))
+	if (walk_permission_fault(v->tlb_cpu, e->info & 0xf, (e->info >> TLBI_PKEY_SHIFT) & 0xf, walk_access))
 		return false;
 	if ((walk_access & WALK_WRITE) && !(e->info & TLBI_GDIRTY))
 		return false;
@@ -400,7 +403,26 @@ enum xlate {
 	XLATE_TDP_EXIT,		/* *he: handle it in the MMU and try again */
 	XLATE_GUEST_FAULT,	/* *wr: the guest's own fault, to inject */
 	XLATE_PT_NOT_RAM,	/* a guest page table outside RAM */
+	XLATE_SHADOW_PF,	/* shadow paging: the SPTEs do not allow it (*pf_error) */
 };
+
+/* Shadow paging's TLB fill: the rights are the SPTEs' (the guest's, as the
+ * shadow holds them); writes may use the entry exactly when the SPTE is
+ * writable, which the shadow grants only once the guest's D is set. */
+static void tlb_fill_shadow(struct vmmu_vcpu *v, uint64_t gva, uintptr_t hva, unsigned int rights, unsigned int pkey,
+			    bool writable)
+{
+	struct tlb *t = &v->tlb;
+	uint64_t vpn = linear_vpn(gva);
+	struct tlb_entry *e = &t->e[tlb_index(vpn, v->pcid)];
+
+	if (t->pcid_gen[v->pcid] < t->full_gen)
+		t->pcid_gen[v->pcid] = tlb_next_gen(t);
+	e->gen = t->pcid_gen[v->pcid];
+	e->key = tlb_linear_key(vpn, v->pcid);
+	e->info = rights | (pkey << TLBI_PKEY_SHIFT) | (writable ? TLBI_GDIRTY : 0);
+	e->val = (hva & ~(uintptr_t)0xfff) | TLB_READ | ACC_EXEC | (writable ? ACC_WRITE | TLB_DIRTY : 0);
+}
 
 /*
  * Translate one page of an access, in guest mode.  Physical accesses (paging
@@ -422,6 +444,22 @@ __hot static enum xlate vcpu_translate(struct vmmu_vcpu *v, uint64_t addr, unsig
 	if (tlb_linear_lookup(v, addr, acc, walk_access, hva))
 		return XLATE_OK;
 	STAT_INC(v->stat.tlb_misses);
+	if (v->vm->shadow) {
+		unsigned int rights, pkey;
+		bool writable;
+
+		/* Non-canonical addresses never reach the shadow (no SPTE maps them). */
+		if (unlikely(!walk_gva_canonical(&v->wcpu, addr))) {
+			wr->vector = WALK_VECTOR_GP;
+			wr->error_code = 0;
+			wr->fault_addr = addr;
+			return XLATE_GUEST_FAULT;
+		}
+		if (!shadow_hw_walk(v, addr, walk_access, hva, &rights, &pkey, &writable, &wr->error_code))
+			return XLATE_SHADOW_PF;
+		tlb_fill_shadow(v, addr, *hva, rights, pkey, writable);
+		return XLATE_OK;
+	}
 	r = walk_gva(&v->wcpu, &ops, addr, walk_access, wr);
 	if (r == WALK_ABORT_TDP) {
 		*he = w.he;
@@ -436,8 +474,63 @@ __hot static enum xlate vcpu_translate(struct vmmu_vcpu *v, uint64_t addr, unsig
 	return XLATE_OK;
 }
 
+/*
+ * A shadow-paging exit: the SPTEs did not allow the access.  The MMU walks the
+ * guest's tables and fixes the shadow, or says what the embedder must see.
+ * Returns 0 to retry, VMMU_EXIT with *exit filled, or -1 when the access must
+ * first be cut before this page (an emulated store that is not the window's
+ * first fragment).  An emulated store is done here when it is.
+ */
+static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uint32_t hw_error,
+				 uint8_t *buf, size_t n, size_t offset, bool write, bool first,
+				 struct vmmu_exit *exit, struct shadow_fault *sf, int *ret_pf)
+{
+	int r;
+
+	STAT_INC(v->stat.exits);
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	r = shadow_page_fault(v, gva, walk_access, hw_error, sf);
+	vmmu_rcu_read_unlock();
+	*ret_pf = r;
+	if (vm_is_bugged(v->vm))
+		return internal_error_exit(exit, VMMU_EIO);
+	switch (r) {
+	case RET_PF_GUEST_FAULT:
+		return guest_fault_exit(exit, sf->vector, sf->error_code, sf->fault_addr);
+	case RET_PF_EMULATE:
+		if (sf->ptwrite) {
+			if (!first)
+				return -1;
+			shadow_emulated_store(v, sf->gpa, sf->hva, buf, (unsigned int)n);
+			return 0;
+		}
+		exit->reason = VMMU_EXIT_MMIO;
+		exit->u.mmio.gpa = sf->gpa;
+		exit->u.mmio.len = (uint32_t)n;
+		exit->u.mmio.offset = (uint32_t)offset;
+		exit->u.mmio.is_write = write;
+		exit->u.mmio.readonly_slot = sf->readonly_write;
+		return VMMU_EXIT;
+	case RET_PF_FAULT:
+		exit->reason = VMMU_EXIT_MEMORY_FAULT;
+		exit->u.memory_fault.gpa = sf->gpa & ~0xfffULL;
+		exit->u.memory_fault.size = 4096;
+		exit->u.memory_fault.error = sf->host_error;
+		return VMMU_EXIT;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * One window of an access: translate every page, then copy.  *done gets the
+ * bytes transferred when 0 is returned: all of len, or less when a store had
+ * to be emulated by the MMU (shadow paging), which ends the window early.
+ */
 __hot static int access_window(struct vmmu_vcpu *v, uint64_t addr, uint8_t *buf, size_t len, unsigned int acc,
-			       unsigned int walk_access, bool phys, size_t base_offset, struct vmmu_exit *exit)
+			       unsigned int walk_access, bool phys, size_t base_offset, struct vmmu_exit *exit,
+			       size_t *done)
 {
 	bool write = acc & ACC_WRITE;
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
@@ -457,6 +550,7 @@ again:
 		enum xlate x;
 		bool pt_access;
 		int ret_pf = RET_PF_RETRY;
+		uint64_t fault_gpa;
 
 		n = 4096 - ((addr + off) & 0xfff);
 		if (n > len - off)
@@ -467,23 +561,45 @@ again:
 		vcpu_exit_guest_mode(v);
 		if (x == XLATE_GUEST_FAULT)
 			return guest_fault_exit(exit, wr.vector, wr.error_code, wr.fault_addr);
-		r = vcpu_handle_exit(v, &he, base_offset + off, n, write, exit, &ret_pf);
-		if (r) {
-			/*
-			 * A guest page table outside RAM: the walk cannot read it,
-			 * and KVM's walker then delivers a not-present #PF for the
-			 * linear address rather than an MMIO exit.
-			 */
-			if (pt_access && exit->reason == VMMU_EXIT_MMIO)
-				return guest_fault_exit(exit, WALK_VECTOR_PF,
-							walk_pf_error_code(&v->wcpu, walk_access, 0), addr + off);
-			return r;
+		if (x == XLATE_SHADOW_PF) {
+			struct shadow_fault sf;
+
+			r = vcpu_handle_shadow_pf(v, addr + off, walk_access, wr.error_code, buf + off, n,
+						  base_offset + off, write, off == 0, exit, &sf, &ret_pf);
+			if (r < 0) {
+				/* Copy what comes before the store; the caller
+				 * comes back with the store first in its window. */
+				len = off;
+				goto again;
+			}
+			if (r)
+				return r;
+			if (sf.ptwrite && ret_pf == RET_PF_EMULATE) {
+				*done = n;
+				return 0;
+			}
+			fault_gpa = sf.gpa;
+		} else {
+			r = vcpu_handle_exit(v, &he, base_offset + off, n, write, exit, &ret_pf);
+			if (r) {
+				/*
+				 * A guest page table outside RAM: the walk cannot read
+				 * it, and KVM's walker then delivers a not-present #PF
+				 * for the linear address rather than an MMIO exit.
+				 */
+				if (pt_access && exit->reason == VMMU_EXIT_MMIO)
+					return guest_fault_exit(exit, WALK_VECTOR_PF,
+								walk_pf_error_code(&v->wcpu, walk_access, 0),
+								addr + off);
+				return r;
+			}
+			fault_gpa = he.gpa;
 		}
 		if (ret_pf != RET_PF_RETRY) {
 			if (unlikely(++fixed_loops > ACCESS_MAX_FIXED_LOOPS)) {
 				vm_bug(v->vm, __FILE__, __LINE__,
 				       "fault at gpa %#llx fixed %u times but the access never completes",
-				       (unsigned long long)he.gpa, fixed_loops);
+				       (unsigned long long)fault_gpa, fixed_loops);
 				return internal_error_exit(exit, VMMU_EIO);
 			}
 		} else if (unlikely(++retries % 64 == 0)) {
@@ -496,7 +612,7 @@ again:
 				retry_start = t;
 			} else if (t.tv_sec - retry_start.tv_sec > ACCESS_MAX_RETRY_SECONDS) {
 				vm_bug(v->vm, __FILE__, __LINE__, "fault at gpa %#llx retried for %d s",
-				       (unsigned long long)he.gpa, ACCESS_MAX_RETRY_SECONDS);
+				       (unsigned long long)fault_gpa, ACCESS_MAX_RETRY_SECONDS);
 				return internal_error_exit(exit, VMMU_EIO);
 			}
 		}
@@ -509,6 +625,91 @@ again:
 		copy_fragment((void *)hvas[i], buf + off, n, write);
 	}
 	vcpu_exit_guest_mode(v);
+	*done = len;
+	return 0;
+}
+
+/*
+ * Shadow paging has no TDP: a guest-physical access (VMMU_ACCESS_PHYS) is
+ * the MMU's own, straight to the memslot, with the host checks of a fault
+ * and, for stores to shadowed guest tables, the update of the shadow.
+ * All-or-nothing like any access: every page is checked before a byte moves.
+ */
+static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, bool write,
+			      struct vmmu_exit *exit)
+{
+	uintptr_t hvas[ACCESS_WINDOW_PAGES];
+	size_t done = 0;
+
+	vmmu_rcu_thread_online();
+	while (done < len) {
+		size_t chunk = (size_t)ACCESS_WINDOW_PAGES * 4096 - ((gpa + done) & 0xfff), off, n;
+		unsigned int i;
+
+		if (chunk > len - done)
+			chunk = len - done;
+		vmmu_rcu_read_lock();
+		for (off = 0, i = 0; off < chunk; off += n, i++) {
+			struct page_fault pf = { .addr = gpa + done + off, .gfn = (gpa + done + off) >> 12,
+						 .write = write };
+			int r;
+
+			n = 4096 - ((gpa + done + off) & 0xfff);
+			if (n > chunk - off)
+				n = chunk - off;
+			r = mmu_faultin(v, &pf);
+			if (r == RET_PF_CONTINUE && pf.is_mmio)
+				r = RET_PF_EMULATE;
+			if (r == RET_PF_RETRY) {
+				/* A slot being deleted or moved: wait for it. */
+				vmmu_rcu_read_unlock();
+				sched_yield();
+				goto retry;
+			}
+			if (r == RET_PF_EMULATE) {
+				vmmu_rcu_read_unlock();
+				STAT_INC(v->stat.pf_emulate);
+				exit->reason = VMMU_EXIT_MMIO;
+				exit->u.mmio.gpa = pf.addr;
+				exit->u.mmio.len = (uint32_t)n;
+				exit->u.mmio.offset = (uint32_t)(done + off);
+				exit->u.mmio.is_write = write;
+				exit->u.mmio.readonly_slot = pf.readonly_write;
+				return VMMU_EXIT;
+			}
+			if (r == RET_PF_FAULT) {
+				vmmu_rcu_read_unlock();
+				exit->reason = VMMU_EXIT_MEMORY_FAULT;
+				exit->u.memory_fault.gpa = pf.addr & ~0xfffULL;
+				exit->u.memory_fault.size = 4096;
+				exit->u.memory_fault.error = pf.host_error;
+				return VMMU_EXIT;
+			}
+			hvas[i] = pf.hva + (pf.addr & 0xfff);
+		}
+		for (off = 0, i = 0; off < chunk; off += n, i++) {
+			uint64_t a = gpa + done + off;
+			const struct memslot *s = memslots_find_gfn(vm_memslots(v->vm), a >> 12);
+
+			n = 4096 - (a & 0xfff);
+			if (n > chunk - off)
+				n = chunk - off;
+			if (!write) {
+				copy_fragment((void *)hvas[i], buf + done + off, n, false);
+				continue;
+			}
+			if (s && shadow_gfn_write_tracked(v->vm, s, a >> 12)) {
+				shadow_emulated_store(v, a, hvas[i], buf + done + off, (unsigned int)n);
+				continue;
+			}
+			copy_fragment((void *)hvas[i], buf + done + off, n, true);
+			if (s && memslot_logging(s))
+				vcpu_mark_page_dirty(v, s, a >> 12);
+		}
+		vmmu_rcu_read_unlock();
+		done += chunk;
+retry:;
+	}
 	return 0;
 }
 
@@ -526,7 +727,8 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	if (type > VMMU_ACCESS_FETCH ||
 	    (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT)))
 		return VMMU_EINVAL;
-	phys = (access & VMMU_ACCESS_PHYS) || v->wcpu.mode == WALK_MODE_NONE;
+	/* Without TDP, paging off is translated by (direct) shadow pages. */
+	phys = (access & VMMU_ACCESS_PHYS) || (v->wcpu.mode == WALK_MODE_NONE && !v->vm->shadow);
 	if (access & VMMU_ACCESS_PHYS) {
 		uint64_t limit = 1ULL << v->vm->cfg.maxphyaddr;
 
@@ -549,7 +751,9 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 
 	/* The common case: paging off, one page, translation one walk away.
 	 * (A TLB hit dirties nothing new, so the dirty ring needs no check.) */
-	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->root)) {
+	if (unlikely(v->vm->shadow) && (access & VMMU_ACCESS_PHYS))
+		return shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, exit);
+	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->mmu_ready)) {
 		struct hw_exit he;
 		uintptr_t hva;
 
@@ -560,7 +764,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 			return 0;
 		}
 		vcpu_exit_guest_mode(v);
-	} else if (!phys && likely((gva & 0xfff) + len <= 4096) && likely(v->root)) {
+	} else if (!phys && likely((gva & 0xfff) + len <= 4096) && likely(v->mmu_ready)) {
 		/* Paging on: one page whose translation the TLB holds. */
 		uintptr_t hva;
 
@@ -593,7 +797,8 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		}
 		if (chunk > len - done)
 			chunk = len - done;
-		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys, done, exit);
+		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys, done, exit,
+				  &chunk);
 		if (r)
 			break;
 		done += chunk;
@@ -621,4 +826,10 @@ VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->pf_fast_fixed = STAT_READ(s->pf_fast_fixed);
 	out->pf_fast_spurious = STAT_READ(s->pf_fast_spurious);
 	out->pf_fast_failed = STAT_READ(s->pf_fast_failed);
+	out->mmu_ctx_rebuilds = STAT_READ(s->mmu_ctx_rebuilds);
+	out->root_fast_switches = STAT_READ(s->root_fast_switches);
+	out->root_slow_switches = STAT_READ(s->root_slow_switches);
+	out->guest_faults = STAT_READ(s->guest_faults);
+	out->pt_write_emulations = STAT_READ(s->pt_write_emulations);
+	out->unsync_syncs = STAT_READ(s->unsync_syncs);
 }

@@ -103,8 +103,12 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 
 	if (!cfg || !out)
 		return VMMU_EINVAL;
-	if (cfg->mmu != VMMU_MMU_TDP)
-		return VMMU_ENOTSUP;
+	if (cfg->mmu != VMMU_MMU_TDP && cfg->mmu != VMMU_MMU_SHADOW)
+		return VMMU_EINVAL;
+	if (cfg->mmu == VMMU_MMU_SHADOW &&
+	    ((cfg->flags & VMMU_VM_AD_DISABLED) || cfg->shadow_prev_roots > VMMU_MAX_PREV_ROOTS ||
+	     (cfg->shadow_max_pages && cfg->shadow_max_pages < 64)))
+		return VMMU_EINVAL;
 	if (cfg->tdp_format > VMMU_TDP_NPT)
 		return VMMU_EINVAL;
 	if (cfg->tdp_levels != 4 && cfg->tdp_levels != 5)
@@ -139,13 +143,20 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	spte_fmt_init(&vm->fmt, cfg->tdp_format == VMMU_TDP_EPT, !(cfg->flags & VMMU_VM_AD_DISABLED));
 	vm->root_level = (int)cfg->tdp_levels;
 	vm->max_level = (cfg->flags & VMMU_VM_NO_HUGEPAGES) ? PG_LEVEL_4K : PG_LEVEL_1G;
+	if (cfg->mmu == VMMU_MMU_SHADOW) {
+		/* Shadow SPTEs are legacy x86 entries with hardware A/D, and map
+		 * 4K pages only (guest huge pages get direct shadow pages). */
+		spte_fmt_init(&vm->fmt, false, true);
+		vm->max_level = PG_LEVEL_4K;
+	}
 	r = pt_arena_init(&vm->arena, cfg->pt_arena_bytes ? cfg->pt_arena_bytes : DEFAULT_PT_ARENA_BYTES);
 	if (r) {
 		free(vm);
 		return r;
 	}
 	atomic_init(&vm->memslots, memslots_new_empty());
-	if (!vm->memslots) {
+	if (!vm->memslots || (cfg->mmu == VMMU_MMU_SHADOW && shadow_vm_init(vm))) {
+		free(vm->memslots);
 		pt_arena_destroy(&vm->arena);
 		free(vm);
 		return VMMU_ENOMEM;
@@ -187,12 +198,14 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 		vm->root = NULL;
 		tdp_mmu_put_root(vm, root);
 	}
+	shadow_vm_destroy(vm);
 	/* Every deferred free touches the arena: drain them before it goes. */
 	vmmu_rcu_barrier();
 	ms = vm->memslots;
 	for (unsigned int i = 0; i < ms->n; i++) {
 		memslot_free_backing(&ms->slots[i]);
 		free(ms->slots[i].dirty_bitmap);
+		shadow_slot_free(&ms->slots[i]);
 	}
 	free(ms);
 	pt_arena_destroy(&vm->arena);
@@ -231,8 +244,7 @@ static void zap_gfn_range(struct vmmu_vm *vm, uint64_t start, uint64_t end, bool
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (invalidate)
 		atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
-	if (vm->root)
-		flush = tdp_mmu_zap_leafs(vm, vm->root, start, end);
+	flush = mmu_zap_gfn_range_locked(vm, start, end);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
@@ -246,7 +258,11 @@ static void zap_all(struct vmmu_vm *vm)
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
-	old = tdp_mmu_invalidate_root_locked(vm);
+	old = NULL;
+	if (vm->shadow)
+		shadow_zap_all(vm);
+	else
+		old = tdp_mmu_invalidate_root_locked(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 	if (old)
@@ -261,7 +277,7 @@ static bool zap_hva_range_locked(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he)
 	const struct memslots *ms = vm_memslots(vm);
 	bool flush = false;
 
-	if (!vm->root)
+	if (!vm->root && !vm->shadow)
 		return false;
 	for (unsigned int i = 0; i < ms->n; i++) {
 		const struct memslot *s = &ms->slots[i];
@@ -270,8 +286,8 @@ static bool zap_hva_range_locked(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he)
 
 		if (lo >= hi)
 			continue;
-		flush |= tdp_mmu_zap_leafs(vm, vm->root, s->base_gfn + ((lo - s->hva) >> 12),
-					   s->base_gfn + ((hi - s->hva + 4095) >> 12));
+		flush |= mmu_zap_gfn_range_locked(vm, s->base_gfn + ((lo - s->hva) >> 12),
+						  s->base_gfn + ((hi - s->hva + 4095) >> 12));
 	}
 	return flush;
 }
@@ -485,8 +501,7 @@ static void slot_write_protect(struct vmmu_vm *vm, const struct memslot *s)
 	 * write fault of every huge page while the guest runs. */
 	if (vm->root && (vm->cfg.flags & VMMU_VM_EAGER_SPLIT))
 		tdp_mmu_split_huge_range(vm, vm->root, s->base_gfn, s->base_gfn + s->npages);
-	if (vm->root)
-		flush = tdp_mmu_wrprot_range(vm, vm->root, s->base_gfn, s->base_gfn + s->npages);
+	flush = mmu_wrprot_gfn_range_locked(vm, s->base_gfn, s->base_gfn + s->npages);
 	/* Clearing W only for logging could defer this flush until the log is
 	 * harvested (MMU-writable says why W is clear); flushing now keeps the
 	 * rule simple: logging starts when this call returns. */
@@ -553,10 +568,16 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 			memslot_free_backing(&s);
 			goto out;
 		}
+		if (vm->shadow && (r = shadow_slot_alloc(&s))) {
+			memslot_free_backing(&s);
+			free(s.dirty_bitmap);
+			goto out;
+		}
 		next = memslots_copy_update(cur, s.id, &s);
 		if (!next) {
 			memslot_free_backing(&s);
 			free(s.dirty_bitmap);
+			shadow_slot_free(&s);
 			r = VMMU_ENOMEM;
 			goto out;
 		}
@@ -646,6 +667,15 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		vmmu_synchronize_rcu();
 		free(cur);
 		zap_gfn_range(vm, old->base_gfn, old->base_gfn + old->npages, true);
+		if (vm->shadow) {
+			/* Shadow pages of guest tables in the slot count on its
+			 * write-track array: they go before it does (or moves). */
+			vmmu_rcu_read_lock();
+			pthread_rwlock_wrlock(&vm->mmu_lock);
+			shadow_zap_slot_pages(vm, old->base_gfn, old->base_gfn + old->npages);
+			pthread_rwlock_unlock(&vm->mmu_lock);
+			vmmu_rcu_read_unlock();
+		}
 		publish_memslots(vm, next);
 		vmmu_synchronize_rcu();
 		if (change == MEMSLOT_DELETE) {
@@ -658,6 +688,7 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 			if (dead) {
 				memslot_free_backing(dead);
 				free(dead->dirty_bitmap);
+				shadow_slot_free(dead);
 			}
 		}
 		/* A move that stopped logging: the old bitmap is unreachable now. */
@@ -721,6 +752,15 @@ VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn
 	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
 		return VMMU_ERANGE;
 	vmmu_rcu_thread_online();
+	if (vm->shadow) {
+		/* Rmaps change under mmu_lock: aging through them takes it. */
+		vmmu_rcu_read_lock();
+		pthread_rwlock_wrlock(&vm->mmu_lock);
+		*young_pages = shadow_age_gfn_range(vm, gfn_start, gfn_end, clear);
+		pthread_rwlock_unlock(&vm->mmu_lock);
+		vmmu_rcu_read_unlock();
+		return 0;
+	}
 	vmmu_rcu_read_lock();
 	/* The root pointer changes only under mmu_lock; a root being replaced
 	 * stays alive while referenced, so take a reference for the walk. */
@@ -755,6 +795,8 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (vm->root && tdp_mmu_audit(vm, vm->root, counts, &tables, why, len))
+		r = VMMU_EIO;
+	if (vm->shadow && shadow_audit(vm, counts, &tables, why, len))
 		r = VMMU_EIO;
 	/* Obsolete roots still referenced by vCPUs keep their root page only
 	 * (their contents were zapped when they were obsoleted). */
@@ -796,6 +838,17 @@ VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
 	out->remote_tlb_flushes = atomic_load(&vm->stat.remote_tlb_flushes);
 	out->zapped_sptes = atomic_load(&vm->stat.zapped_sptes);
 	out->mmio_sptes_installed = atomic_load(&vm->stat.mmio_sptes);
+	if (vm->shadow) {
+		struct shadow_vm *sh = vm->shadow;
+
+		out->shadow_pages = __atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED);
+		out->shadow_unsync_pages = __atomic_load_n(&sh->nr_unsync, __ATOMIC_RELAXED);
+		out->shadow_pages_created = atomic_load(&sh->created);
+		out->shadow_pages_zapped = atomic_load(&sh->zapped);
+		out->shadow_pages_recycled = atomic_load(&sh->recycled);
+		out->shadow_pte_writes = atomic_load(&sh->pte_writes);
+		out->shadow_flooded = atomic_load(&sh->flooded);
+	}
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
 	out->memslot_generation = vm_memslots(vm)->generation;

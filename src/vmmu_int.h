@@ -22,6 +22,7 @@
 #include "compiler.h"
 #include "memslot.h"
 #include "pt_arena.h"
+#include "shadow/shadow_mmu.h"
 #include "spte.h"
 #include "vmmu/vmmu.h"
 #include "walk.h"
@@ -108,7 +109,8 @@ struct tlb {
 struct vcpu_stats {
 	stat_t accesses, tlb_hits, tlb_misses, exits, pf_taken, pf_fixed, pf_spurious, pf_retry,
 		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins, pf_fast_fixed,
-		pf_fast_spurious, pf_fast_failed;
+		pf_fast_spurious, pf_fast_failed, mmu_ctx_rebuilds, root_fast_switches, root_slow_switches,
+		guest_faults, pt_write_emulations, unsync_syncs;
 };
 
 #define PT_CACHE_MIN 6	/* a 5-level fault needs at most 4 tables, plus a split */
@@ -125,7 +127,9 @@ struct vmmu_vcpu {
 	_Atomic uint64_t mode;
 	_Atomic uint32_t requests;	/* [atomic] VCPU_REQ_* */
 
-	struct tdp_root *root;		/* [vcpu] ref held while loaded */
+	struct tdp_root *root;		/* [vcpu] TDP: ref held while loaded */
+	bool mmu_ready;			/* [vcpu] roots loaded (TDP or shadow) */
+	struct shadow_vcpu sh;		/* [vcpu] shadow paging: roles and roots */
 
 	struct {
 		uint64_t gen;
@@ -137,6 +141,10 @@ struct vmmu_vcpu {
 	/* Architectural state and the walk role derived from it (KVM's cpu_role). */
 	struct vmmu_cpu_state arch;	/* [vcpu] */
 	struct walk_cpu wcpu;		/* [vcpu] */
+	/* Shadow paging: what the hardware applies to SPTEs, the guest's rules
+	 * with CR0.WP forced on (WP=0 is emulated through the role). */
+	struct walk_cpu hw_wcpu;	/* [vcpu] */
+	const struct walk_cpu *tlb_cpu;	/* [const] what TLB hits are checked against */
 	uint16_t pcid;			/* [vcpu] current PCID (0 without CR4.PCIDE) */
 	bool pge;			/* [vcpu] CR4.PGE: G bits make entries global */
 	struct vcpu_stats stat;		/* [vcpu] written, [atomic] read */
@@ -165,6 +173,7 @@ struct vmmu_vm {
 
 	pthread_rwlock_t mmu_lock;
 	struct tdp_root *root;		/* [mmu_lock:W] current valid root, may be NULL */
+	struct shadow_vm *shadow;	/* shadow paging only; see shadow_mmu.h */
 	struct pt_arena arena;		/* own lock */
 
 	/*

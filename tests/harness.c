@@ -14,6 +14,8 @@ const struct mmu_variant mmu_variants[] = {
 	{ "ept5", VMMU_TDP_EPT, 5, 0, VMMU_MMU_TDP },
 	{ "npt4", VMMU_TDP_NPT, 4, 0, VMMU_MMU_TDP },
 	{ "npt5", VMMU_TDP_NPT, 5, 0, VMMU_MMU_TDP },
+	/* tdp_levels 5 only says every guest mode fits (LA57 included). */
+	{ "shadow", VMMU_TDP_EPT, 5, 0, VMMU_MMU_SHADOW },
 };
 const unsigned int nr_mmu_variants = sizeof(mmu_variants) / sizeof(mmu_variants[0]);
 

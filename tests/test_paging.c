@@ -41,6 +41,9 @@ static void penv_create(struct penv *e, const struct mmu_variant *var, enum gues
 	ASSERT_OK(vmmu_set_memslot(e->vm, &s));
 	ASSERT_OK(vmmu_vcpu_create(e->vm, 0, &e->vcpu));
 	ASSERT_OK(guest_pt_create(e->vm, mode, POOL_GPA, POOL_SIZE, &e->pt));
+	/* Shadow paging sees guest-table changes only as guest stores. */
+	if (var->mmu == VMMU_MMU_SHADOW)
+		guest_pt_set_vcpu(e->pt, e->vcpu);
 }
 
 static void penv_enable(struct penv *e, uint32_t cpl, uint64_t cr4_extra)
@@ -140,7 +143,12 @@ TEST(two_dimensional_translation_every_mode)
 			ASSERT_TRUE(pte & GUEST_A);
 			ASSERT_TRUE(pte & GUEST_D);
 			/* ...through the TDP: the page-table page is mapped, and the
-			 * A/D update dirtied it like any guest write. */
+			 * A/D update dirtied it like any guest write.  (Shadow paging
+			 * has no TDP: its walk writes guest memory directly.) */
+			if (var->mmu == VMMU_MMU_SHADOW) {
+				penv_destroy(&e);
+				continue;
+			}
 			vmmu_rcu_thread_online();
 			vmmu_rcu_read_lock();
 			{
@@ -201,6 +209,19 @@ TEST(guest_faults_reach_the_embedder)
 	}
 }
 
+/*
+ * A translation the architecture lets the TLB keep after its PTE changed.
+ * TDP keeps it here (nothing else flushes); shadow paging traps the PTE
+ * store and flushes every TLB as it zaps the SPTE (as KVM does), so the new
+ * one is as right.
+ */
+static void assert_stale_or_new(const struct mmu_variant *var, uint64_t got, uint64_t stale, uint64_t fresh)
+{
+	if (var->mmu == VMMU_MMU_SHADOW && got == fresh)
+		return;
+	ASSERT_EQ_U64(got, stale);
+}
+
 TEST(tlb_follows_the_architecture)
 {
 	for_each_mmu_variant(var) {
@@ -221,7 +242,7 @@ TEST(tlb_follows_the_architecture)
 		/* The PTE changes behind the TLB's back: the old translation may
 		 * (and here does) stay in use until INVLPG. */
 		ASSERT_OK(guest_map(e.pt, gva, b, 4096, 4096, GUEST_W));
-		ASSERT_EQ(gread(&e, gva), 0xa);
+		assert_stale_or_new(var, gread(&e, gva), 0xa, 0xb);
 		vmmu_vcpu_invlpg(e.vcpu, gva);
 		ASSERT_EQ(gread(&e, gva), 0xb);
 
@@ -233,7 +254,7 @@ TEST(tlb_follows_the_architecture)
 		ASSERT_EQ(gread(&e, gva + 4096), 0);
 		ASSERT_OK(guest_map(e.pt, gva + 4096, b, 4096, 4096, GUEST_W | GUEST_G));
 		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt)));
-		ASSERT_EQ(gread(&e, gva + 4096), 0);
+		assert_stale_or_new(var, gread(&e, gva + 4096), 0, 0xb);
 		vmmu_vcpu_invlpg(e.vcpu, gva + 4096);
 		ASSERT_EQ(gread(&e, gva + 4096), 0xb);
 
@@ -247,7 +268,7 @@ TEST(tlb_follows_the_architecture)
 		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt) | 2 | VMMU_CR3_PCID_NOFLUSH));
 		ASSERT_EQ(gread(&e, gva), 0xb);	/* PCID 2 had nothing cached */
 		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt) | 1 | VMMU_CR3_PCID_NOFLUSH));
-		ASSERT_EQ(gread(&e, gva), 0xa);	/* PCID 1's stale entry survived */
+		assert_stale_or_new(var, gread(&e, gva), 0xa, 0xb);	/* PCID 1's stale entry survived */
 		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt) | 1));
 		ASSERT_EQ(gread(&e, gva), 0xb);	/* flushed this time */
 		penv_destroy(&e);

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMMU_SHADOW_MMU_H
+#define VMMU_SHADOW_MMU_H
+/*
+ * The shadow MMU (KVM's mmu.c + paging_tmpl.h without TDP): SPTE tables that
+ * map guest-virtual addresses straight to host pages, built from the guest's
+ * own page tables, which are write-protected (or let go out of sync) so the
+ * shadow stays coherent with them.  docs/mmu.md §12 has the model, the
+ * invariants and the locking; the short version:
+ *
+ *  - every shadow page (struct shadow_page) is keyed by (gfn, role) in a
+ *    hash; gfn is the guest table it shadows (indirect) or the first gfn it
+ *    maps (direct: guest huge pages, paging off);
+ *  - every leaf SPTE is on its gfn's reverse map, every non-leaf SPTE on its
+ *    child's parent list; both lists are KVM's pte_list (one inline entry,
+ *    then descriptors);
+ *  - a gfn shadowed by a valid indirect page is write-tracked: no SPTE maps
+ *    it writable unless every shadow page of it is an unsync leaf;
+ *  - all shadow state changes under mmu_lock held for WRITE; the hardware
+ *    model walks the tables locklessly in guest mode and only ever sets A/D
+ *    with cmpxchg, so every SPTE change the hardware could race is atomic.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <urcu/list.h>
+
+#include "../memslot.h"
+#include "../spte.h"
+
+struct vmmu_vm;
+struct vmmu_vcpu;
+struct vmmu_exit;
+struct walk_result;
+
+/*
+ * The role of a shadow page (KVM's kvm_mmu_page_role): everything besides the
+ * gfn that decides what its SPTEs mean.  Two guest contexts share a shadow
+ * page exactly when their roles are equal.
+ */
+union sp_role {
+	uint32_t word;
+	struct {
+		unsigned int level : 4;
+		unsigned int has_4_byte_gpte : 1;	/* 32-bit guest tables */
+		unsigned int quadrant : 2;		/* which part of a 4-byte guest table */
+		unsigned int direct : 1;		/* maps gfn.. linearly (no guest table) */
+		unsigned int access : 3;		/* direct: ACC_* the guest granted above */
+		unsigned int invalid : 1;		/* zapped, still a root of some vCPU */
+		unsigned int efer_nx : 1;
+		unsigned int cr0_wp : 1;
+		unsigned int smep_andnot_wp : 1;
+		unsigned int smap_andnot_wp : 1;
+		unsigned int ad_disabled : 1;
+		unsigned int guest_mode : 1;
+		unsigned int passthrough : 1;
+		unsigned int : 5;
+		unsigned int as_id : 8;			/* address space (KVM: SMM) */
+	};
+};
+_Static_assert(sizeof(union sp_role) == sizeof(uint32_t), "sp_role must stay one word (hash key, compares)");
+
+/*
+ * The guest's paging state as the MMU sees it (KVM's kvm_cpu_role): the base
+ * role of the guest's own tables plus what only the walker needs.  The MMU
+ * context is rebuilt only when this, or the root role, really changes.
+ */
+union cpu_role_ext {
+	uint32_t word;
+	struct {
+		unsigned int valid : 1;
+		unsigned int cr0_pg : 1;
+		unsigned int cr4_pae : 1;
+		unsigned int cr4_pse : 1;
+		unsigned int cr4_pke : 1;
+		unsigned int cr4_smap : 1;
+		unsigned int cr4_smep : 1;
+		unsigned int cr4_la57 : 1;
+		unsigned int efer_lma : 1;
+		unsigned int : 23;
+	};
+};
+union cpu_role {
+	uint64_t as_u64;
+	struct {
+		union sp_role base;
+		union cpu_role_ext ext;
+	};
+};
+_Static_assert(sizeof(union cpu_role) == sizeof(uint64_t), "cpu_role must compare as one u64");
+
+/* KVM's pte_list: 0, one SPTE pointer (bit 0 clear), or descriptors (bit 0 set). */
+struct pte_list {
+	uintptr_t val;
+};
+
+struct shadow_page {
+	struct shadow_page *hash_next;
+	struct cds_list_head link;	/* active list: newest first, reclaim from the tail */
+	struct cds_list_head unsync_link;
+	gfn_t gfn;
+	union sp_role role;
+	bool unsync;
+	uint8_t write_flooding_count;
+	unsigned int root_count;	/* vCPUs (current or previous roots) holding it */
+	uint64_t valid_gen;		/* obsolete when != the VM's shadow generation */
+	uint64_t *spt;			/* the table (a pt_arena page) */
+	struct pt_page *pt;
+	gfn_t *gfns;			/* indirect leaf pages: the gfn each SPTE maps */
+	struct pte_list parent_ptes;	/* non-leaf SPTEs that point here */
+};
+
+/* Per-memslot shadow data, shared by every snapshot of the slot. */
+struct shadow_slot {
+	struct pte_list *rmap;		/* per 4K page: leaf SPTEs mapping it */
+	uint16_t *write_track;		/* per page: valid indirect shadow pages of it */
+};
+
+#define SHADOW_HASH_BITS 12
+#define SHADOW_MIN_FREE_PAGES 8		/* a fault needs at most 5 tables + a margin */
+
+struct shadow_vm {
+	struct shadow_page *hash[1u << SHADOW_HASH_BITS];	/* [mmu_lock:W] */
+	struct cds_list_head active;	/* [mmu_lock:W] */
+	struct cds_list_head unsync;	/* [mmu_lock:W] */
+	uint64_t nr_pages;		/* [mmu_lock:W] */
+	uint64_t nr_unsync;		/* [mmu_lock:W] */
+	uint64_t max_pages;		/* [const] */
+	uint64_t valid_gen;		/* [mmu_lock:W] bumped by zap-all */
+	_Atomic uint64_t created, zapped, recycled, pte_writes, flooded;
+};
+
+/* A cached root: the guest CR3 it shadows and its role (KVM's kvm_mmu_root_info). */
+struct shadow_root_info {
+	uint64_t pgd;
+	union sp_role role;
+	struct shadow_page *sp;
+};
+
+/* Per-vCPU shadow state ([vcpu] unless said otherwise). */
+struct shadow_vcpu {
+	union cpu_role cpu_role;
+	union sp_role root_role;
+	bool pae_root_mode;		/* root level 3: four PDPTE-like entries */
+	struct shadow_root_info root;	/* 4/5-level root */
+	struct shadow_page *pae_sp[4];
+	uint64_t pae_root[4];		/* what the hardware reads in PAE-root mode */
+	unsigned int nr_prev;
+	struct shadow_root_info prev[VMMU_MAX_PREV_ROOTS];
+};
+
+/* ---- VM and memslots --------------------------------------------------------------- */
+int shadow_vm_init(struct vmmu_vm *vm);
+void shadow_vm_destroy(struct vmmu_vm *vm);
+int shadow_slot_alloc(struct memslot *s);
+void shadow_slot_free(struct memslot *s);
+
+/* ---- roots and contexts (vCPU thread) ---------------------------------------------- */
+union cpu_role shadow_calc_cpu_role(const struct vmmu_vcpu *v);
+/* The guest's state changed: recompute roles; returns whether the context was rebuilt. */
+bool mmu_update_context(struct vmmu_vcpu *v);
+int shadow_mmu_load(struct vmmu_vcpu *v);
+void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too);
+/* MOV to CR3 (after the state is applied): fast switch or reload. */
+void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush);
+/* INVLPG: the hardware TLB is the caller's; this syncs the SPTE of gva in every root. */
+void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva);
+/* A guest TLB flush that must also bring unsync pages up to date. */
+void shadow_sync_roots(struct vmmu_vcpu *v);
+
+/* ---- the data path ------------------------------------------------------------------ */
+/*
+ * The hardware walk of the shadow tables for a linear address, in guest mode
+ * (RCU-free, lockless).  Returns true with *hva, *rights (WALK_ACC_*),
+ * *pkey; false with *pf_error (PFERR_P/RSVD/W/U/I-D/PK as hardware reports
+ * them) when the access faults in the shadow.
+ */
+bool shadow_hw_walk(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uintptr_t *hva,
+		    unsigned int *rights, unsigned int *pkey, bool *writable, uint32_t *pf_error);
+
+/* Outcome of a shadow page fault, beyond the RET_PF_* code. */
+struct shadow_fault {
+	uint64_t gpa;			/* the guest walk's translation (MMIO, emulation) */
+	uintptr_t hva;			/* ptwrite: where the store goes */
+	bool guest_fault;		/* res says what to inject */
+	bool ptwrite;			/* a store to a write-protected guest table: emulate it */
+	bool readonly_write;
+	int host_error;
+	uint8_t vector;
+	uint32_t error_code;
+	uint64_t fault_addr;
+};
+int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uint32_t hw_error,
+		      struct shadow_fault *out);
+/*
+ * A guest store the MMU performs itself: to a write-protected guest page
+ * table (emulation), or a physical store (VMMU_ACCESS_PHYS).  The bytes land
+ * in guest memory, then shadow pages of the gfn are updated or zapped.
+ */
+void shadow_emulated_store(struct vmmu_vcpu *v, uint64_t gpa, uintptr_t hva, const void *buf, unsigned int n);
+/* Whether a store to gfn must go through shadow_emulated_store (lockless hint). */
+bool shadow_gfn_write_tracked(struct vmmu_vm *vm, const struct memslot *s, gfn_t gfn);
+
+/* ---- host-side operations (mmu_lock held for write) --------------------------------- */
+bool shadow_zap_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end);
+/* Zap every shadow page of gfns in [start, end) as well (memslot delete/move). */
+void shadow_zap_slot_pages(struct vmmu_vm *vm, gfn_t start, gfn_t end);
+void shadow_zap_all(struct vmmu_vm *vm);
+bool shadow_wrprot_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end);
+bool shadow_wrprot_bitmap(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
+uint64_t shadow_age_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end, bool clear);
+int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t *tables, char *why, size_t len);
+
+#endif /* VMMU_SHADOW_MMU_H */
