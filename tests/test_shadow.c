@@ -2143,7 +2143,7 @@ TEST(pt_write_tracking)
 	ASSERT_TRUE(tracked(&t0, &t1, &t2));
 
 	/* (b) The same through a gva alias of the table (a kernel's store). */
-	ASSERT_OK(guest_get_entry(pt, X, 1, NULL, &pte_gpa));
+	ASSERT_OK(guest_get_entry(pt, X, 1, &pde, &pte_gpa));
 	ASSERT_OK(guest_map(pt, ALIAS, pte_gpa & ~(PAGE - 1), PAGE, PAGE, GUEST_W));
 	tstat(&f, &t0);
 	{
@@ -2251,6 +2251,55 @@ TEST(pt_write_tracking)
 	guest_pt_destroy(pt);
 	guest_pt_destroy(pt2);
 	fix_destroy(&f);
+}
+
+/*
+ * A leaf table is shadowed under one role (CR0.WP=1); the role changes (the
+ * new root is built in sync); a guest store through a gva alias then
+ * unsyncs the old role's shadow page of the table (its gfn becomes
+ * writable); the vCPU reaches the table under the new role, which creates
+ * a second, in-sync shadow page of it.  That page must get the gfn
+ * write-protected again, or the next store to the table is missed by it and
+ * INVLPG (which syncs unsync pages only) cannot help: the guest keeps the
+ * old translation.  Every MMU must show the new one.
+ */
+TEST(store_after_role_change)
+{
+	for_each_mmu_variant(var) {
+		struct fix f;
+		struct guest_pt *pt;
+		struct vmmu_cpu_state s;
+		const uint64_t X = 0x40000000ULL, Z = 0x50000000ULL;
+		const uint64_t A = S0_BASE, B = S0_BASE + PAGE, C = S0_BASE + 2 * PAGE;
+		uint64_t pte, pte_gpa;
+
+		fix_variant(&f, var);
+		pt = fix_pt(&f, GUEST_MODE_4LEVEL, POOL_BASE, 64 * PAGE);
+		host_wr64(f.vm, A, 0xa);
+		host_wr64(f.vm, B, 0xb);
+		host_wr64(f.vm, C, 0xc);
+		ASSERT_OK(guest_map(pt, X, A, PAGE, PAGE, GUEST_W));
+		ASSERT_OK(guest_get_entry(pt, X, 1, &pte, &pte_gpa));
+		ASSERT_OK(guest_map(pt, Z, pte_gpa & ~(PAGE - 1), PAGE, PAGE, GUEST_W));	/* alias of X's table */
+		guest_pt_state(pt, &s, 0);
+		ASSERT_OK(vmmu_vcpu_set_state(f.vcpu, &s));
+		EXPECT_READ(&f, X, 0xa);	/* X's table shadowed with WP=1 */
+		s.cr0 &= ~VMMU_CR0_WP;
+		ASSERT_OK(vmmu_vcpu_set_state(f.vcpu, &s));
+		/* A store through the alias to another entry of the table. */
+		EXPECT_WRITE(&f, Z + (pte_gpa & (PAGE - 1)) + 8, C | GUEST_PTE_P);
+		ASSERT_AUDIT(f.vm);
+		EXPECT_READ(&f, X + PAGE, 0xc);	/* not present before: seen at once */
+		EXPECT_READ(&f, X, 0xa);
+		ASSERT_AUDIT(f.vm);
+		/* X now to B, by a store through the alias; INVLPG; B it must be. */
+		EXPECT_WRITE(&f, Z + (pte_gpa & (PAGE - 1)), B | GUEST_PTE_P | GUEST_W);
+		vmmu_vcpu_invlpg(f.vcpu, X);
+		EXPECT_READ(&f, X, 0xb);
+		ASSERT_AUDIT(f.vm);
+		guest_pt_destroy(pt);
+		fix_destroy(&f);
+	}
 }
 
 /* ========================================================================== */
