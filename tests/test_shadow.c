@@ -57,18 +57,21 @@
 #define PF_ID (1u << 4)
 
 /*
- * Guest-physical layout of the model tests.  RAM is one 2 GiB slot (vmmu
- * allocates it MAP_NORESERVE; only touched pages cost anything).
+ * Guest-physical layout of the model tests.  RAM is two slots, [0, 64M)
+ * and [1G, 1G + 16M): small, because the shadow audit (after every step)
+ * visits every gfn of every slot.
  *   16M..24M   page-table pools: engine t, address space a at
  *              POOL_BASE + t * ENG_POOL_SPAN + a * POOL_BYTES
  *   24M..      the pool of the shared page table (threads test)
  *   32M..48M   data slice S0 of engine t: [32M + 4M t, +4M)
  *   48M..      shared data pages (threads test), two versions per page
- *   1G..1G+16M data slice S1 of engine t: [1G + 4M t, +4M); the RAM frame
- *              of 1G guest pages is gpa 1G
+ *   1G..1G+16M data slice S1 of engine t: [1G + 4M t, +4M); the frame of
+ *              1G guest pages is gpa 1G (RAM only at its start: the
+ *              guest touches it there only)
  *   3G..4G     no memslot: MMIO
  */
-#define RAM_SIZE (2 * GB)
+#define RAM0_SIZE (64 * MB)
+#define RAM1_SIZE (16 * MB)
 #define POOL_BASE (16 * MB)
 #define POOL_PAGES 128
 #define POOL_BYTES (POOL_PAGES * PAGE)
@@ -278,6 +281,7 @@ struct eng {
 	char why[4096];
 	char log[16][200];
 	unsigned int nlog;
+	bool trace;
 };
 
 static uint64_t rnd(struct eng *e, uint64_t n)
@@ -290,8 +294,12 @@ static void __attribute__((format(printf, 2, 3))) elog(struct eng *e, const char
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(e->log[e->nlog++ % 16], sizeof(e->log[0]), fmt, ap);
+	vsnprintf(e->log[e->nlog % 16], sizeof(e->log[0]), fmt, ap);
 	va_end(ap);
+	/* VMMU_SHADOW_TRACE=1: every operation on stderr, to replay a failure. */
+	if (e->trace)
+		fprintf(stderr, "e%d %llu: %s\n", e->id, (unsigned long long)e->step, e->log[e->nlog % 16]);
+	e->nlog++;
 }
 
 static int __attribute__((format(printf, 2, 3))) efail(struct eng *e, const char *fmt, ...)
@@ -1316,6 +1324,7 @@ static int eng_init(struct eng *e, vmmu_vm *vm, vmmu_vcpu *vcpu, enum guest_mode
 	e->rng = (e->rng ^ (e->rng >> 27)) * 0x94d049bb133111ebULL;
 	e->rng = (e->rng ^ (e->rng >> 31)) | 1;
 	e->shared = sh;
+	e->trace = getenv("VMMU_SHADOW_TRACE") != NULL;
 	e->probe_off = (uint64_t)id * PROBE;
 	e->s0 = S0_BASE + (uint64_t)id * SLICE;
 	e->s1 = S1_BASE + (uint64_t)id * SLICE;
@@ -1487,6 +1496,14 @@ static void eng_report(const struct eng *e, const char *var, double secs)
 		(unsigned long long)ms.shadow_flooded);
 }
 
+/* VMMU_TEST_VARIANT=name runs the model tests on that variant only. */
+static bool variant_skipped(const struct mmu_variant *var)
+{
+	const char *only = getenv("VMMU_TEST_VARIANT");
+
+	return only && strcmp(only, var->name);
+}
+
 /* Fixed seeds; override with VMMU_SHADOW_SEED to replay or explore. */
 static uint64_t base_seed(void)
 {
@@ -1512,7 +1529,8 @@ static vmmu_vm *model_vm(const struct mmu_variant *var, enum guest_mode mode)
 	variant_config(var, &cfg);
 	ASSERT_OK(vmmu_vm_create(&cfg, &vm));
 	/* 2M host pages in half the runs: huge SPTEs behind huge guest pages. */
-	add_ram(vm, 0, 0, RAM_SIZE, model_host_page(mode));
+	add_ram(vm, 0, 0, RAM0_SIZE, model_host_page(mode));
+	add_ram(vm, 1, S1_BASE, RAM1_SIZE, model_host_page(mode));
 	return vm;
 }
 
@@ -1524,6 +1542,8 @@ TEST(model_random)
 
 	for_each_mmu_variant(var) {
 		vi++;
+		if (variant_skipped(var))
+			continue;
 		for (enum guest_mode mode = GUEST_MODE_32; mode <= GUEST_MODE_5LEVEL; mode++) {
 			static struct eng e;	/* large: keep it off the stack */
 			vmmu_vm *vm;
@@ -1577,9 +1597,12 @@ static void *eng_thread(void *arg)
 static void *host_thread(void *arg)
 {
 	struct host_ctl *h = arg;
-	struct vmmu_memslot ms = { .slot = 0, .gpa = 0, .size = RAM_SIZE, .host_page_size = h->host_page };
-	uint64_t *bitmap = calloc(RAM_SIZE / PAGE / 64, 8);
-	bool logging = false;
+	struct vmmu_memslot ms[2] = {
+		{ .slot = 0, .gpa = 0, .size = RAM0_SIZE, .host_page_size = h->host_page },
+		{ .slot = 1, .gpa = S1_BASE, .size = RAM1_SIZE, .host_page_size = h->host_page },
+	};
+	uint64_t *bitmap = calloc(RAM0_SIZE / PAGE / 64, 8);
+	bool logging[2] = { false, false };
 
 	while (!atomic_load(&h->stop) && !h->failed) {
 		uint64_t p = xorshift(&h->rng) % 100;
@@ -1600,16 +1623,20 @@ static void *host_thread(void *arg)
 			}
 			h->n_zap_range++;
 		} else if (p < 52) {
-			logging = !logging;
-			ms.flags = logging ? VMMU_MEM_LOG_DIRTY_PAGES : 0;
-			if (vmmu_set_memslot(h->vm, &ms)) {
-				snprintf(h->why, sizeof(h->why), "dirty logging %d failed", logging);
+			int k = (int)(xorshift(&h->rng) % 2);
+
+			logging[k] = !logging[k];
+			ms[k].flags = logging[k] ? VMMU_MEM_LOG_DIRTY_PAGES : 0;
+			if (vmmu_set_memslot(h->vm, &ms[k])) {
+				snprintf(h->why, sizeof(h->why), "dirty logging %d of slot %d failed", logging[k], k);
 				h->failed = true;
 			}
 			h->n_log++;
 		} else if (p < 70) {
-			if (logging && bitmap) {
-				int r = vmmu_get_dirty_log(h->vm, 0, bitmap);
+			int k = (int)(xorshift(&h->rng) % 2);
+
+			if (logging[k] && bitmap) {
+				int r = vmmu_get_dirty_log(h->vm, (uint32_t)k, bitmap);
 
 				if (r) {
 					snprintf(h->why, sizeof(h->why), "vmmu_get_dirty_log = %d", r);
@@ -1631,9 +1658,11 @@ static void *host_thread(void *arg)
 		}
 		nanosleep(&ts, NULL);
 	}
-	if (logging) {
-		ms.flags = 0;
-		(void)vmmu_set_memslot(h->vm, &ms);
+	for (int k = 0; k < 2; k++) {
+		if (logging[k]) {
+			ms[k].flags = 0;
+			(void)vmmu_set_memslot(h->vm, &ms[k]);
+		}
 	}
 	free(bitmap);
 	return NULL;
@@ -1655,6 +1684,8 @@ TEST(model_random_threads)
 		double t0 = now_s();
 
 		vi++;
+		if (variant_skipped(var))
+			continue;
 		if (!mode_fits(var, mode))
 			mode = GUEST_MODE_4LEVEL;
 		vm = model_vm(var, mode);
@@ -1719,7 +1750,7 @@ struct fix {
 static void fix_create(struct fix *f, vmmu_vm *vm)
 {
 	f->vm = vm;
-	add_ram(vm, 0, 0, RAM_SIZE, 0);
+	add_ram(vm, 0, 0, RAM0_SIZE, 0);
 	ASSERT_OK(vmmu_vcpu_create(vm, 0, &f->vcpu));
 }
 
@@ -2297,6 +2328,78 @@ TEST(store_after_role_change)
 		vmmu_vcpu_invlpg(f.vcpu, X);
 		EXPECT_READ(&f, X, 0xb);
 		ASSERT_AUDIT(f.vm);
+		guest_pt_destroy(pt);
+		fix_destroy(&f);
+	}
+}
+
+/*
+ * A guest that clears the accessed bit of a PTE (page aging: Linux's
+ * ptep_test_and_clear_young) and invalidates must see it set again by the
+ * next access (SDM 4.8: the processor sets A in every entry it uses, and a
+ * translation is only cached with A set).  Shadow paging may not keep an
+ * SPTE whose guest entry has A clear (KVM's prefetch_invalid_gpte).  Both
+ * ways of storing: through a gva alias of the table (unsync) and a
+ * guest-physical store (emulated); invalidation by INVLPG and by a CR3 load.
+ * The same for D on a write.
+ */
+TEST(accessed_dirty_after_clear)
+{
+	for_each_mmu_variant(var) {
+		struct fix f;
+		struct guest_pt *pt;
+		struct vmmu_cpu_state s;
+		const uint64_t X = 0x40000000ULL, Z = 0x50000000ULL, A = S0_BASE;
+		uint64_t pte, pte_gpa, zoff;
+
+		fix_variant(&f, var);
+		pt = fix_pt(&f, GUEST_MODE_4LEVEL, POOL_BASE, 64 * PAGE);
+		host_wr64(f.vm, A, 0xa);
+		ASSERT_OK(guest_map(pt, X, A, PAGE, PAGE, GUEST_W));
+		ASSERT_OK(guest_get_entry(pt, X, 1, &pte, &pte_gpa));
+		ASSERT_OK(guest_map(pt, Z, pte_gpa & ~(PAGE - 1), PAGE, PAGE, GUEST_W));
+		zoff = pte_gpa & (PAGE - 1);
+		guest_pt_state(pt, &s, 0);
+		ASSERT_OK(vmmu_vcpu_set_state(f.vcpu, &s));
+		for (int round = 0; round < 8; round++) {
+			bool via_alias = round & 1, by_cr3 = round & 2, wrote = round & 4;
+
+			/* A fresh PTE, then a read-only SPTE (only read) or a
+			 * writable one. */
+			ASSERT_OK(guest_map(pt, X, A, PAGE, PAGE, GUEST_W));
+			vmmu_vcpu_invlpg(f.vcpu, X);
+			if (wrote)
+				EXPECT_WRITE(&f, X, 0xa0 + (uint64_t)round);
+			else
+				host_wr64(f.vm, A, 0xa0 + (uint64_t)round);
+			EXPECT_READ(&f, X, 0xa0 + (uint64_t)round);
+			ASSERT_OK(guest_get_entry(pt, X, 1, &pte, NULL));
+			ASSERT_TRUE((pte & GUEST_A) && (!wrote || (pte & GUEST_D)));
+			/* Age the page: A and D cleared, nothing else. */
+			if (via_alias)
+				EXPECT_WRITE(&f, Z + zoff, pte & ~(GUEST_A | GUEST_D));
+			else
+				ASSERT_OK(guest_protect(pt, X, PAGE, GUEST_W));
+			ASSERT_OK(guest_get_entry(pt, X, 1, &pte, NULL));
+			ASSERT_FALSE(pte & (GUEST_A | GUEST_D));
+			if (by_cr3)
+				ASSERT_OK(vmmu_vcpu_write_cr3(f.vcpu, guest_pt_cr3(pt)));
+			else
+				vmmu_vcpu_invlpg(f.vcpu, X);
+			EXPECT_READ(&f, X, 0xa0 + (uint64_t)round);
+			ASSERT_OK(guest_get_entry(pt, X, 1, &pte, NULL));
+			if (!(pte & GUEST_A))
+				test_fail(__FILE__, __LINE__, "round %d (%s store, %s): read through PTE %#llx left A clear",
+					  round, via_alias ? "gva alias" : "physical", by_cr3 ? "CR3 load" : "INVLPG",
+					  (unsigned long long)pte);
+			EXPECT_WRITE(&f, X, 0xb0 + (uint64_t)round);
+			ASSERT_OK(guest_get_entry(pt, X, 1, &pte, NULL));
+			if (!(pte & GUEST_D))
+				test_fail(__FILE__, __LINE__, "round %d (%s store, %s): write through PTE %#llx left D clear",
+					  round, via_alias ? "gva alias" : "physical", by_cr3 ? "CR3 load" : "INVLPG",
+					  (unsigned long long)pte);
+			ASSERT_AUDIT(f.vm);
+		}
 		guest_pt_destroy(pt);
 		fix_destroy(&f);
 	}
