@@ -190,6 +190,10 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	if (!vm)
 		return;
 	vmmu_rcu_thread_online();
+	/* Roots first, while every vCPU exists: dropping one may flush, and a
+	 * flush asks every vCPU. */
+	for (unsigned int i = 0; i < atomic_load(&vm->nr_vcpus); i++)
+		mmu_unload(vm->vcpus[i]);
 	for (unsigned int i = 0; i < atomic_load(&vm->nr_vcpus); i++)
 		vcpu_free(vm->vcpus[i]);
 	if (vm->root) {

@@ -390,7 +390,9 @@ static bool account_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
 		return false;
 	t = &s->shadow->write_track[sp->gfn - s->base_gfn];
 	__atomic_store_n(t, (uint16_t)(*t + 1), __ATOMIC_RELEASE);
-	return *t == 1 && rmap_write_protect(vm, sp->gfn, false);
+	/* Not only on the first page of gfn: the others may all be unsync, and
+	 * then gfn is mapped writable; this new page starts in sync. */
+	return rmap_write_protect(vm, sp->gfn, false);
 }
 
 static void unaccount_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
@@ -734,7 +736,9 @@ static bool resync_page(struct vmmu_vcpu *v, struct shadow_page *sp)
 
 		if (!spte)
 			continue;
-		if (guest_read(vm, sp_gpte_gpa(sp, i, &size), size, &gpte) || !(gpte & PT_P) ||
+		/* Not present, or not accessed: the guest must walk it again (and
+		 * set A), as KVM's prefetch_invalid_gpte says. */
+		if (guest_read(vm, sp_gpte_gpa(sp, i, &size), size, &gpte) || !(gpte & PT_P) || !(gpte & PT_A) ||
 		    gpte_pte_reserved(&v->wcpu, gpte, size == 4) || !is_shadow_present(spte)) {
 			zap = true;
 		} else {
@@ -1103,6 +1107,10 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 		if (direct) {
 			gfn = (wr->gpa >> 12) & ~(spte_level_pages(level) - 1);
 			role.access = walk_acc_to_acc(wr->access);
+			/* A clean huge page must not share W with a dirty one: the
+			 * write through it has to fault and set its D bit. */
+			if (!wr->dirty && !(f->walk_access & WALK_WRITE))
+				role.access &= ~ACC_WRITE;
 		} else {
 			gfn = wr->table_gpa[level - 1] >> 12;
 			role.access = access_above(&v->wcpu, wr, level - 1);
@@ -1549,7 +1557,7 @@ int shadow_mmu_load(struct vmmu_vcpu *v)
 			v->sh.pae_sp[i] = sp;
 			v->sh.pae_root[i] = make_nonleaf_spte(&vm->fmt, (uintptr_t)sp->spt >> 12);
 		}
-	} else {
+	} else if (!v->sh.root.sp) {
 		struct shadow_page *sp = get_sp(v, pgd_gfn(w), v->sh.root_role, &flush, &invalid);
 
 		if (!sp) {
