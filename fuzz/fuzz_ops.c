@@ -619,6 +619,12 @@ static int vm_create(struct fz *f, uint8_t cfgb)
 		cfg.flags |= VMMU_VM_NO_FAST_PF;
 	if (cfgb & 0x20)
 		cfg.flags |= VMMU_VM_EAGER_SPLIT;
+	/* Shadow paging (paging off here: direct shadow pages, rmaps, the fast
+	 * path under direct roots); it has hardware A/D only. */
+	if (cfgb & 0x40) {
+		cfg.mmu = VMMU_MMU_SHADOW;
+		cfg.flags &= ~VMMU_VM_AD_DISABLED;
+	}
 	if (vmmu_vm_create(&cfg, &f->vm))
 		return -1;
 	if (vmmu_vcpu_create(f->vm, 0, &f->vcpu[0]) || vmmu_vcpu_create(f->vm, 1, &f->vcpu[1]))

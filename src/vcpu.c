@@ -76,6 +76,7 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 void vcpu_free(struct vmmu_vcpu *v)
 {
 	mmu_unload(v);
+	shadow_vcpu_free(v);
 	pt_cache_drain(&v->pt_cache);
 	free(v->ring.entries);
 	free(v);

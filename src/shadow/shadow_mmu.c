@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The shadow MMU.  See shadow_mmu.h for the model and docs/mmu.md §12 for
+ * The shadow MMU.  See shadow_mmu.h for the model and docs/mmu.md §11 for
  * the invariants; comments here say why a step is where it is.
  */
 #define _GNU_SOURCE
@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../hw.h"
 #include "../mmu.h"
@@ -80,33 +81,33 @@ struct pte_list_desc {
 
 /* Descriptors come from a per-vCPU cache filled before mmu_lock, so adding to
  * a list under the lock never fails; host-side paths only remove. */
-struct desc_cache {
-	int nr;
-	struct pte_list_desc *d[8];
-};
-static __thread struct desc_cache desc_cache;
-
-static int desc_cache_topup(void)
+static int desc_cache_topup(struct shadow_desc_cache *c)
 {
-	while (desc_cache.nr < 8) {
+	while (c->nr < SHADOW_DESC_CACHE) {
 		struct pte_list_desc *d = calloc(1, sizeof(*d));
 
 		if (!d)
 			return VMMU_ENOMEM;
-		desc_cache.d[desc_cache.nr++] = d;
+		c->d[c->nr++] = d;
 	}
 	return 0;
 }
 
-static struct pte_list_desc *desc_alloc(void)
+void shadow_vcpu_free(struct vmmu_vcpu *v)
 {
-	struct pte_list_desc *d = desc_cache.d[--desc_cache.nr];
+	while (v->sh.desc_cache.nr)
+		free(v->sh.desc_cache.d[--v->sh.desc_cache.nr]);
+}
+
+static struct pte_list_desc *desc_alloc(struct shadow_desc_cache *c)
+{
+	struct pte_list_desc *d = c->d[--c->nr];
 
 	memset(d, 0, sizeof(*d));
 	return d;
 }
 
-static void pte_list_add(struct pte_list *l, uint64_t *sptep)
+static void pte_list_add(struct shadow_desc_cache *c, struct pte_list *l, uint64_t *sptep)
 {
 	struct pte_list_desc *d;
 
@@ -115,7 +116,7 @@ static void pte_list_add(struct pte_list *l, uint64_t *sptep)
 		return;
 	}
 	if (!(l->val & 1)) {
-		d = desc_alloc();
+		d = desc_alloc(c);
 		d->sptes[0] = (uint64_t *)l->val;
 		d->sptes[1] = sptep;
 		d->n = 2;
@@ -124,7 +125,7 @@ static void pte_list_add(struct pte_list *l, uint64_t *sptep)
 	}
 	d = (struct pte_list_desc *)(l->val & ~(uintptr_t)1);
 	if (d->n == PTE_LIST_EXT) {
-		struct pte_list_desc *nd = desc_alloc();
+		struct pte_list_desc *nd = desc_alloc(c);
 
 		nd->more = d;
 		d = nd;
@@ -230,35 +231,40 @@ static void pte_list_free(struct pte_list *l)
 
 /* ---- memslot data -------------------------------------------------------------------- */
 
+/*
+ * A slot may span 2^31 pages while the guest touches a few: the arrays are
+ * one MAP_NORESERVE mapping, so only the pages of used entries ever exist
+ * (KVM allocates its rmaps with vzalloc for the same reason).
+ */
 int shadow_slot_alloc(struct memslot *s)
 {
 	struct shadow_slot *ss = calloc(1, sizeof(*ss));
+	size_t rmap_bytes = (s->npages * sizeof(*ss->rmap) + 4095) & ~(size_t)4095;
+	void *p;
 
 	if (!ss)
 		return VMMU_ENOMEM;
-	ss->rmap = calloc(s->npages, sizeof(*ss->rmap));
-	ss->write_track = calloc(s->npages, sizeof(*ss->write_track));
-	if (!ss->rmap || !ss->write_track) {
-		free(ss->rmap);
-		free(ss->write_track);
+	ss->map_size = rmap_bytes + s->npages * sizeof(*ss->write_track);
+	p = mmap(NULL, ss->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
 		free(ss);
 		return VMMU_ENOMEM;
 	}
+	ss->rmap = p;
+	ss->write_track = (uint16_t *)((char *)p + rmap_bytes);
 	s->shadow = ss;
 	return 0;
 }
 
+/* Every mapping of the slot was zapped before it goes (delete zaps the slot,
+ * VM teardown zaps every shadow page first): the lists are empty. */
 void shadow_slot_free(struct memslot *s)
 {
 	struct shadow_slot *ss = s->shadow;
 
 	if (!ss)
 		return;
-	/* Zapped before the slot went: anything left is a leak of descriptors. */
-	for (uint64_t i = 0; i < s->npages; i++)
-		pte_list_free(&ss->rmap[i]);
-	free(ss->rmap);
-	free(ss->write_track);
+	munmap(ss->rmap, ss->map_size);
 	free(ss);
 	s->shadow = NULL;
 }
@@ -328,8 +334,6 @@ void shadow_vm_destroy(struct vmmu_vm *vm)
 		cds_list_del(&sp->link);
 		sp_free(sp);
 	}
-	while (desc_cache.nr)
-		free(desc_cache.d[--desc_cache.nr]);
 	free(sh);
 	vm->shadow = NULL;
 }
@@ -341,14 +345,29 @@ static inline unsigned int sp_hash(gfn_t gfn)
 	return (unsigned int)((gfn * 0x9E3779B97F4A7C15ULL) >> (64 - SHADOW_HASH_BITS));
 }
 
+/* Read without mmu_lock too (a vCPU checking its roots): the role word and
+ * the generation change only under it, by atomic stores. */
 static inline bool sp_obsolete(const struct shadow_vm *sh, const struct shadow_page *sp)
 {
-	return sp->role.invalid || sp->valid_gen != sh->valid_gen;
+	union sp_role role = { .word = __atomic_load_n(&sp->role.word, __ATOMIC_ACQUIRE) };
+
+	return role.invalid || sp->valid_gen != __atomic_load_n(&sh->valid_gen, __ATOMIC_ACQUIRE);
 }
 
-#define for_each_gfn_sp(sh, sp, gfn) \
-	for (sp = (sh)->hash[sp_hash(gfn)]; sp; sp = sp->hash_next) \
-		if (sp->gfn != (gfn) || sp_obsolete(sh, sp)) {} else
+static inline void sp_mark_invalid(struct shadow_page *sp)
+{
+	union sp_role role = sp->role;
+
+	role.invalid = 1;
+	__atomic_store_n(&sp->role.word, role.word, __ATOMIC_RELEASE);
+}
+
+/* Counters read without the lock (stats, the INVLPG shortcut). */
+#define SH_COUNT_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
+
+#define for_each_gfn_sp(sh, _sp, _gfn) \
+	for (_sp = (sh)->hash[sp_hash(_gfn)]; _sp; _sp = _sp->hash_next) \
+		if (_sp->gfn != (_gfn) || sp_obsolete(sh, _sp)) {} else
 
 static void hash_del(struct shadow_vm *sh, struct shadow_page *sp)
 {
@@ -390,6 +409,7 @@ static bool account_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
 		return false;
 	t = &s->shadow->write_track[sp->gfn - s->base_gfn];
 	__atomic_store_n(t, (uint16_t)(*t + 1), __ATOMIC_RELEASE);
+	s->shadow->nr_tracked++;
 	/* Not only on the first page of gfn: the others may all be unsync, and
 	 * then gfn is mapped writable; this new page starts in sync. */
 	return rmap_write_protect(vm, sp->gfn, false);
@@ -406,16 +426,18 @@ static void unaccount_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
 	if (VM_BUG_ON(vm, *t == 0, "write-track count of gfn %#llx underflows", (unsigned long long)sp->gfn))
 		return;
 	__atomic_store_n(t, (uint16_t)(*t - 1), __ATOMIC_RELEASE);
+	s->shadow->nr_tracked--;
 }
 
 static void drop_leaf_rmap(struct vmmu_vm *vm, struct shadow_page *sp, uint64_t *sptep)
 {
 	unsigned int i = sptep_index(sptep);
 	gfn_t gfn = sp->role.direct ? sp->gfn + i : sp->gfns[i];
-	struct pte_list *l = gfn_rmap(vm, gfn);
+	const struct memslot *s = slot_of(vm, gfn);
 
-	VM_BUG_ON(vm, !l || !pte_list_remove(l, sptep), "SPTE %p of gfn %#llx missing from its rmap", (void *)sptep,
-		  (unsigned long long)gfn);
+	if (!VM_BUG_ON(vm, !s || !pte_list_remove(&s->shadow->rmap[gfn - s->base_gfn], sptep),
+		       "SPTE %p of gfn %#llx missing from its rmap", (void *)sptep, (unsigned long long)gfn))
+		s->shadow->nr_rmap--;
 	atomic_fetch_sub_explicit(&vm->stat.pages[PG_LEVEL_4K], 1, memory_order_relaxed);
 }
 
@@ -450,7 +472,7 @@ static void unsync_del(struct vmmu_vm *vm, struct shadow_page *sp)
 		return;
 	sp->unsync = false;
 	cds_list_del(&sp->unsync_link);
-	vm->shadow->nr_unsync--;
+	SH_COUNT_ADD(vm->shadow->nr_unsync, -1);
 }
 
 /*
@@ -475,16 +497,15 @@ static void prepare_zap(struct vmmu_vm *vm, struct shadow_page *sp, struct cds_l
 	unsync_del(vm, sp);
 	hash_del(sh, sp);
 	cds_list_del(&sp->link);
-	sh->nr_pages--;
+	SH_COUNT_ADD(sh->nr_pages, -1);
 	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&sh->zapped, 1, memory_order_relaxed);
+	sp_mark_invalid(sp);
 	if (sp->root_count) {
 		/* Still loaded: the vCPUs reload, and the last put frees it. */
-		sp->role.invalid = 1;
 		CDS_INIT_LIST_HEAD(&sp->link);
 		vm_make_all_vcpus_request(vm, VCPU_REQ_MMU_RELOAD);
 	} else {
-		sp->role.invalid = 1;
 		cds_list_add(&sp->link, invalid);
 	}
 }
@@ -847,7 +868,7 @@ again:
 	sh->hash[sp_hash(gfn)] = sp;
 	cds_list_add(&sp->link, &sh->active);
 	CDS_INIT_LIST_HEAD(&sp->unsync_link);
-	sh->nr_pages++;
+	SH_COUNT_ADD(sh->nr_pages, 1);
 	atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&sh->created, 1, memory_order_relaxed);
 	if (!role.direct)
@@ -885,7 +906,7 @@ static bool try_unsync(struct vmmu_vm *vm, gfn_t gfn)
 			continue;
 		sp->unsync = true;
 		cds_list_add(&sp->unsync_link, &sh->unsync);
-		sh->nr_unsync++;
+		SH_COUNT_ADD(sh->nr_unsync, 1);
 	}
 	return true;
 }
@@ -1032,14 +1053,15 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 		if ((prev & PT_W) && !(spte & PT_W))
 			f->flush = true;
 	} else {
-		struct pte_list *l = gfn_rmap(vm, gfn);
+		const struct memslot *s = slot_of(vm, gfn);
 
-		if (VM_BUG_ON(vm, !l, "mapping gfn %#llx that has no memslot", (unsigned long long)gfn))
+		if (VM_BUG_ON(vm, !s, "mapping gfn %#llx that has no memslot", (unsigned long long)gfn))
 			return RET_PF_RETRY;
 		if (!sp->role.direct)
 			sp->gfns[i] = gfn;
 		spte_store(sptep, spte);
-		pte_list_add(l, sptep);
+		pte_list_add(&v->sh.desc_cache, &s->shadow->rmap[gfn - s->base_gfn], sptep);
+		s->shadow->nr_rmap++;
 		atomic_fetch_add_explicit(&vm->stat.pages[PG_LEVEL_4K], 1, memory_order_relaxed);
 	}
 	if ((spte & PT_W) && memslot_logging(f->pf->slot))
@@ -1133,7 +1155,7 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 			return RET_PF_FAULT;
 		}
 		spte_store(sptep, make_nonleaf_spte(&vm->fmt, (uintptr_t)child->spt >> 12));
-		pte_list_add(&child->parent_ptes, sptep);
+		pte_list_add(&v->sh.desc_cache, &child->parent_ptes, sptep);
 		sp = child;
 	}
 	sp->write_flooding_count = 0;
@@ -1312,7 +1334,7 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 	}
 	if (r != RET_PF_CONTINUE)
 		goto out;
-	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN) || desc_cache_topup()) {
+	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN) || desc_cache_topup(&v->sh.desc_cache)) {
 		out->host_error = VMMU_ENOMEM;
 		return RET_PF_FAULT;
 	}
@@ -1520,7 +1542,7 @@ int shadow_mmu_load(struct vmmu_vcpu *v)
 
 	if (roots_valid(v))
 		return 0;
-	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN) || desc_cache_topup())
+	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN) || desc_cache_topup(&v->sh.desc_cache))
 		return VMMU_ENOMEM;
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	drop_roots_locked(v, false, true, &invalid);
@@ -1871,7 +1893,7 @@ void shadow_zap_all(struct vmmu_vm *vm)
 		prepare_zap(vm, sp, &invalid);
 	/* Roots still loaded became invalid in prepare_zap; anything created
 	 * from now on is of the new generation. */
-	sh->valid_gen++;
+	__atomic_store_n(&sh->valid_gen, sh->valid_gen + 1, __ATOMIC_RELEASE);
 	vm_make_all_vcpus_request(vm, VCPU_REQ_MMU_RELOAD);
 	commit_zap(vm, &invalid, true);
 }
@@ -1937,7 +1959,7 @@ static bool sp_in_hash(const struct shadow_vm *sh, const struct shadow_page *wan
 }
 
 /*
- * Every shadow page against the invariants of docs/mmu.md §12.4: hash and
+ * Every shadow page against the invariants of docs/mmu.md §11.6: hash and
  * lists agree, every SPTE is on the right rmap or parent list and every list
  * entry is such an SPTE, write-track counts equal the indirect pages, no
  * tracked gfn is writable unless all its pages are unsync leaves, and a
@@ -2066,38 +2088,36 @@ int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t 
 			   (unsigned long long)sh->nr_unsync);
 	if (n > sh->max_pages)
 		AUDIT_FAIL("%llu shadow pages, cap %llu", (unsigned long long)n, (unsigned long long)sh->max_pages);
-	/* Rmaps and write-track counts, slot by slot. */
+	/*
+	 * Rmaps and write-track counts: every leaf was found on its rmap above,
+	 * and each slot's sums say nothing else is listed.  Every indirect page
+	 * checks its gfn's count against the pages of that gfn.
+	 */
+	cds_list_for_each_entry(sp, &sh->active, link) {
+		const struct memslot *s = slot_of(vm, sp->gfn);
+		struct shadow_page *o;
+		unsigned int tracked = 0;
+
+		if (sp->role.direct || !s)
+			continue;
+		for_each_gfn_sp(sh, o, sp->gfn)
+			tracked += !o->role.direct;
+		if (tracked != s->shadow->write_track[sp->gfn - s->base_gfn])
+			AUDIT_FAIL("gfn %#llx: write-track count %u, %u indirect shadow pages", (unsigned long long)sp->gfn,
+				   s->shadow->write_track[sp->gfn - s->base_gfn], tracked);
+	}
 	for (unsigned int k = 0; k < ms->n; k++) {
 		const struct memslot *s = &ms->slots[k];
+		uint64_t tracked = 0;
 
 		if (!s->shadow)
 			continue;
-		for (uint64_t i = 0; i < s->npages; i++) {
-			gfn_t gfn = s->base_gfn + i;
-			struct pte_list_iter it;
-			uint64_t *sptep;
-			unsigned int tracked = 0;
-
-			for_each_pte_list(&s->shadow->rmap[i], &it, sptep) {
-				uint64_t spte = spte_load(sptep);
-				struct shadow_page *o = sptep_to_sp(vm, sptep);
-
-				rmap_entries++;
-				if (!is_shadow_present(spte) || o->role.level != PG_LEVEL_4K ||
-				    (o->role.direct ? o->gfn + sptep_index(sptep) : o->gfns[sptep_index(sptep)]) != gfn)
-					AUDIT_FAIL("rmap of gfn %#llx holds SPTE %p = %#llx, not a leaf of that gfn",
-						   (unsigned long long)gfn, (void *)sptep, (unsigned long long)spte);
-			}
-			{
-				struct shadow_page *o;
-
-				for_each_gfn_sp(sh, o, gfn)
-					tracked += !o->role.direct;
-			}
-			if (tracked != s->shadow->write_track[i])
-				AUDIT_FAIL("gfn %#llx: write-track count %u, %u indirect shadow pages",
-					   (unsigned long long)gfn, s->shadow->write_track[i], tracked);
-		}
+		rmap_entries += s->shadow->nr_rmap;
+		cds_list_for_each_entry(sp, &sh->active, link)
+			tracked += !sp->role.direct && memslot_contains(s, sp->gfn);
+		if (tracked != s->shadow->nr_tracked)
+			AUDIT_FAIL("slot %u: write-track counts sum to %llu, %llu indirect shadow pages", s->id,
+				   (unsigned long long)s->shadow->nr_tracked, (unsigned long long)tracked);
 	}
 	if (rmap_entries != leaves)
 		AUDIT_FAIL("%llu rmap entries, %llu leaf SPTEs", (unsigned long long)rmap_entries,

@@ -5,7 +5,7 @@
  * The shadow MMU (KVM's mmu.c + paging_tmpl.h without TDP): SPTE tables that
  * map guest-virtual addresses straight to host pages, built from the guest's
  * own page tables, which are write-protected (or let go out of sync) so the
- * shadow stays coherent with them.  docs/mmu.md §12 has the model, the
+ * shadow stays coherent with them.  docs/mmu.md §11 has the model, the
  * invariants and the locking; the short version:
  *
  *  - every shadow page (struct shadow_page) is keyed by (gfn, role) in a
@@ -97,6 +97,7 @@ _Static_assert(sizeof(union cpu_role) == sizeof(uint64_t), "cpu_role must compar
 struct pte_list {
 	uintptr_t val;
 };
+struct pte_list_desc;
 
 struct shadow_page {
 	struct shadow_page *hash_next;
@@ -118,6 +119,10 @@ struct shadow_page {
 struct shadow_slot {
 	struct pte_list *rmap;		/* per 4K page: leaf SPTEs mapping it */
 	uint16_t *write_track;		/* per page: valid indirect shadow pages of it */
+	size_t map_size;		/* both arrays, one lazily-backed mapping */
+	/* Sums over the arrays, so the audit need not visit every page of a
+	 * 2^31-page slot to know nothing is listed that should not be. */
+	uint64_t nr_rmap, nr_tracked;	/* [mmu_lock:W] */
 };
 
 #define SHADOW_HASH_BITS 12
@@ -141,8 +146,15 @@ struct shadow_root_info {
 	struct shadow_page *sp;
 };
 
+#define SHADOW_DESC_CACHE 8	/* a fault adds one rmap entry and up to 5 parent entries */
+struct shadow_desc_cache {
+	int nr;
+	struct pte_list_desc *d[SHADOW_DESC_CACHE];
+};
+
 /* Per-vCPU shadow state ([vcpu] unless said otherwise). */
 struct shadow_vcpu {
+	struct shadow_desc_cache desc_cache;
 	union cpu_role cpu_role;
 	union sp_role root_role;
 	bool pae_root_mode;		/* root level 3: four PDPTE-like entries */
@@ -165,6 +177,7 @@ union cpu_role shadow_calc_cpu_role(const struct vmmu_vcpu *v);
 bool mmu_update_context(struct vmmu_vcpu *v);
 int shadow_mmu_load(struct vmmu_vcpu *v);
 void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too);
+void shadow_vcpu_free(struct vmmu_vcpu *v);
 /* MOV to CR3 (after the state is applied): fast switch or reload. */
 void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush);
 /* INVLPG: the hardware TLB is the caller's; this syncs the SPTE of gva in every root. */
