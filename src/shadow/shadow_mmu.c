@@ -1465,11 +1465,13 @@ void shadow_emulated_store(struct vmmu_vcpu *v, uint64_t gpa, uintptr_t hva, con
 	 * walked the old entry re-checks it under the lock (walk_changed), so it
 	 * either sees the new value or installs before the zap removes it.
 	 */
+	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	store_bytes(hva, buf, n);
 	flush = track_write(vm, gpa, n, &invalid);
 	commit_zap(vm, &invalid, flush);
 	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
 	s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
 	if (s && memslot_logging(s))
 		vcpu_mark_page_dirty(v, s, gpa >> 12);
@@ -1525,10 +1527,12 @@ void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too)
 		return;
 
 	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	drop_roots_locked(v, prev_too, false, &invalid);
 	commit_zap(vm, &invalid, false);
 	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
 	v->mmu_ready = false;
 }
 
@@ -1544,6 +1548,8 @@ int shadow_mmu_load(struct vmmu_vcpu *v)
 		return 0;
 	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN) || desc_cache_topup(&v->sh.desc_cache))
 		return VMMU_ENOMEM;
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	drop_roots_locked(v, false, true, &invalid);
 	if (!make_pages_available(vm, &invalid)) {
@@ -1595,6 +1601,7 @@ int shadow_mmu_load(struct vmmu_vcpu *v)
 out:
 	commit_zap(vm, &invalid, flush);
 	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
 	if (!r) {
 		/* Nothing the TLB holds was made from this root. */
 		hw_tlb_flush(v);
@@ -1612,10 +1619,12 @@ void shadow_sync_roots(struct vmmu_vcpu *v)
 	if (!__atomic_load_n(&vm->shadow->nr_unsync, __ATOMIC_RELAXED))
 		return;
 	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	flush = sync_all_locked(v);
 	commit_zap(vm, &invalid, flush);
 	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
 }
 
 /*
@@ -1648,8 +1657,12 @@ void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush)
 			shadow_sync_roots(v);
 		return;
 	}
-	vmmu_rcu_thread_online();
-	pthread_rwlock_wrlock(&vm->mmu_lock);
+	/*
+	 * The cached roots are this vCPU's and so are their references: a hit
+	 * is a swap without mmu_lock (KVM's fast_pgd_switch).  A root zapped
+	 * meanwhile reads as invalid, or if the zap comes after the check, its
+	 * reload request is already pending for the next entry.
+	 */
 	for (i = 0; i < s->nr_prev; i++)
 		if (s->prev[i].sp && s->prev[i].pgd == pgd && s->prev[i].role.word == s->root_role.word &&
 		    root_valid(vm->shadow, s->prev[i].sp))
@@ -1663,11 +1676,13 @@ void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush)
 		s->prev[0] = s->root;
 		s->root = hit;
 		STAT_INC(v->stat.root_fast_switches);
-		pthread_rwlock_unlock(&vm->mmu_lock);
 		if (!noflush)
 			shadow_sync_roots(v);
 		return;
 	}
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (s->nr_prev) {
 		put_root(vm, s->prev[s->nr_prev - 1].sp, &invalid);
 		for (i = s->nr_prev - 1; i > 0; i--)
@@ -1681,6 +1696,7 @@ void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush)
 	STAT_INC(v->stat.root_slow_switches);
 	commit_zap(vm, &invalid, false);
 	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
 }
 
 /* The level-1 SPTE that maps gva under the root table entry root_spte, or NULL. */
@@ -1718,6 +1734,7 @@ void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 	if (!__atomic_load_n(&vm->shadow->nr_unsync, __ATOMIC_RELAXED))
 		return;
 	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (s->pae_root_mode) {
 		roots[n] = s->pae_root[(gva >> 30) & 3];
@@ -1746,6 +1763,7 @@ void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 	}
 	commit_zap(vm, &invalid, flush);
 	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
 }
 
 bool mmu_update_context(struct vmmu_vcpu *v)
@@ -1846,9 +1864,11 @@ again:
 
 /* ---- host-side operations ------------------------------------------------------------------------ */
 
+/* The gfns of [start, end) in slots that map anything (a 2^31-page slot
+ * nothing maps costs nothing). */
 #define for_each_slot_gfn(vm, ms, s, start, end, gfn)                                                     \
 	for (unsigned int __i = 0; __i < (ms)->n; __i++)                                                 \
-		if (!((s) = &(ms)->slots[__i])->shadow) {} else                                         \
+		if (!((s) = &(ms)->slots[__i])->shadow || !(s)->shadow->nr_rmap) {} else                \
 			for (gfn_t gfn = (s)->base_gfn > (start) ? (s)->base_gfn : (start);              \
 			     gfn < (end) && gfn < (s)->base_gfn + (s)->npages; gfn++)
 

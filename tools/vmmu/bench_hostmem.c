@@ -89,6 +89,7 @@ static int hm_vm_create(struct hm_vm *h, const struct cli_opts *o, unsigned int 
 
 	memset(h, 0, sizeof(*h));
 	vmmu_vm_config_init(&cfg);
+	cfg.mmu = o->mmu;
 	cfg.tdp_format = o->tdp_format;
 	cfg.flags = o->vm_flags;
 	cfg.max_vcpus = nr_vcpus;

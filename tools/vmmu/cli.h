@@ -41,6 +41,7 @@ struct cli_opts {
 	unsigned vcpus;
 	bool vcpus_set;		/* benchmarks pick their own default otherwise */
 	uint64_t mem_bytes;
+	uint32_t mmu;		/* enum vmmu_mmu_kind */
 	uint32_t tdp_format;	/* enum vmmu_tdp_format */
 	uint64_t host_page;	/* bytes: 4K, 2M or 1G */
 	uint32_t backing;	/* enum vmmu_backing */

@@ -37,6 +37,7 @@ static void print_help(FILE *f)
 	      "                       bench demand: 1, bench vcpus: always 1 and 2)\n"
 	      "  --mem SIZE           guest RAM: bytes, or with a suffix K, M or G\n"
 	      "                       (powers of 1024; default 1G, at most 3G)\n"
+	      "  --mmu tdp|shadow     two-dimensional paging or shadow paging (default tdp)\n"
 	      "  --tdp ept|npt        TDP page-table format (default ept)\n"
 	      "  --host-page 4k|2m|1g host page size behind guest RAM; bounds the\n"
 	      "                       mapping level (default 4k)\n"
@@ -340,6 +341,7 @@ void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
 {
 	report_u64(r, "vcpus", vcpus);
 	report_u64(r, "mem_bytes", mem_bytes);
+	report_str(r, "mmu", o->mmu == VMMU_MMU_SHADOW ? "shadow" : "tdp");
 	report_str(r, "tdp", cli_tdp_name(o->tdp_format));
 	report_str(r, "host_page", cli_host_page_name(o->host_page));
 	report_str(r, "backing", cli_backing_name(o->backing));
@@ -370,6 +372,7 @@ static void opts_init(struct cli_opts *o)
 enum opt_id {
 	OPT_VCPUS,
 	OPT_MEM,
+	OPT_MMU,
 	OPT_TDP,
 	OPT_HOST_PAGE,
 	OPT_BACKING,
@@ -388,6 +391,7 @@ static const struct {
 } options[] = {
 	{ "--vcpus", OPT_VCPUS, true },
 	{ "--mem", OPT_MEM, true },
+	{ "--mmu", OPT_MMU, true },
 	{ "--tdp", OPT_TDP, true },
 	{ "--host-page", OPT_HOST_PAGE, true },
 	{ "--backing", OPT_BACKING, true },
@@ -419,6 +423,14 @@ static int set_opt(enum cmd cmd, struct cli_opts *o, const char *opt, enum opt_i
 			return cli_usage_error("bad %s '%s': want a size such as 512M or 1G", opt,
 					       val);
 		o->mem_bytes = v;
+		break;
+	case OPT_MMU:
+		if (!strcmp(val, "tdp"))
+			o->mmu = VMMU_MMU_TDP;
+		else if (!strcmp(val, "shadow"))
+			o->mmu = VMMU_MMU_SHADOW;
+		else
+			return cli_usage_error("bad %s '%s': want tdp or shadow", opt, val);
 		break;
 	case OPT_TDP:
 		if (!strcmp(val, "ept"))
@@ -540,6 +552,8 @@ static int check_opts(const struct cli_opts *o)
 				       "guest addresses are physical and must stay below 4 GiB, "
 				       "and the top GiB is left as the MMIO hole",
 				       (unsigned long long)o->mem_bytes);
+	if (o->mmu == VMMU_MMU_SHADOW && (o->vm_flags & VMMU_VM_AD_DISABLED))
+		return cli_usage_error("--no-ad is a TDP option: shadow paging uses the hardware's A/D bits");
 	if (o->backing == VMMU_BACKING_HUGETLB && o->host_page == CLI_PAGE_SIZE)
 		return cli_usage_error("--backing hugetlb needs --host-page 2m or 1g");
 	if (o->mem_bytes % o->host_page)

@@ -32,6 +32,7 @@ int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
 	env->mem_bytes = mem_bytes;
 
 	vmmu_vm_config_init(&cfg);
+	cfg.mmu = o->mmu;
 	cfg.tdp_format = o->tdp_format;
 	cfg.flags |= o->vm_flags;
 	cfg.max_vcpus = nr_vcpus;
@@ -557,8 +558,9 @@ static void demand_print_text(const struct cli_opts *o, const struct demand_phas
 	fprintf(f, "memory       ");
 	print_human_size(f, o->mem_bytes);
 	fprintf(f, " (%" PRIu64 " pages of 4 KiB)\n", pages);
-	fprintf(f, "config       tdp %s, host page %s, backing %s, A/D %s, hugepages %s, seed 0x%"
-		PRIx64 "\n", cli_tdp_name(o->tdp_format), cli_host_page_name(o->host_page),
+	fprintf(f, "config       %s%s, host page %s, backing %s, A/D %s, hugepages %s, seed 0x%"
+		PRIx64 "\n", o->mmu == VMMU_MMU_SHADOW ? "shadow paging" : "tdp ",
+		o->mmu == VMMU_MMU_SHADOW ? "" : cli_tdp_name(o->tdp_format), cli_host_page_name(o->host_page),
 		cli_backing_name(o->backing), o->vm_flags & VMMU_VM_AD_DISABLED ? "off" : "on",
 		o->vm_flags & VMMU_VM_NO_HUGEPAGES ? "off" : "on", o->seed);
 
