@@ -52,6 +52,10 @@ done
 check_rc 0 "run demand 2m" "$VMMU" run --mem 64M --host-page 2m --json
 check_keys "run demand 2m keys" pages_2m
 check_rc 0 "run demand no-ad" "$VMMU" run --mem 32M --no-ad --json
+check_rc 0 "run demand shadow" "$VMMU" run --mem 64M --mmu shadow --json
+check_keys "run demand shadow keys" mmu first_touch_ns_per_page pf_fixed pages_4k mismatches
+check_rc 2 "shadow without A/D" "$VMMU" run --mmu shadow --no-ad
+check_rc 2 "bad mmu" "$VMMU" run --mmu nested
 check_rc 0 "run human report" "$VMMU" run --mem 32M
 check_rc 0 "bench demand" "$VMMU" bench demand --mem 64M --reps 1 --json
 check_keys "bench demand keys" first_touch_ns_per_page retouch_ns_per_page fault_ns \
