@@ -172,6 +172,7 @@ void vcpu_init_state(struct vmmu_vcpu *v)
 
 VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *in)
 {
+	struct vmmu_vcpu *self;
 	struct vmmu_cpu_state s, old;
 	struct walk_cpu w;
 	int r;
@@ -182,6 +183,7 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 	if (r)
 		return r;
 	old = v->arch;
+	self = vcpu_self_enter(v);
 	apply_state(v, &s, &w);
 	/* The context (and, for shadow paging, the roots) is rebuilt only when
 	 * the role changed (seed 000): CPL, AC, PKRU or PGE alone keep it. */
@@ -196,6 +198,7 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 			shadow_sync_roots(v);
 		}
 	}
+	vcpu_self_exit(self);
 	if (needs_full_flush(&old, &s))
 		hw_tlb_flush(v);
 	else if (old.cr3 != s.cr3)
@@ -213,6 +216,7 @@ VMMU_EXPORT int vmmu_vcpu_get_state(vmmu_vcpu *v, struct vmmu_cpu_state *out)
 
 VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 {
+	struct vmmu_vcpu *self;
 	struct vmmu_cpu_state in, s, old;
 	struct walk_cpu w;
 	bool noflush;
@@ -230,6 +234,7 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 	r = derive_state(v, &old, &in, &s, &w);
 	if (r)
 		return r;
+	self = vcpu_self_enter(v);
 	apply_state(v, &s, &w);
 	mmu_update_context(v);
 	if (v->vm->shadow) {
@@ -240,6 +245,7 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 			shadow_new_pgd(v, old.cr3, noflush);
 		}
 	}
+	vcpu_self_exit(self);
 	/* PAE reloads the PDPTE registers, which are not tagged: flush all. */
 	if (w.mode == WALK_MODE_PAE && memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs)))
 		hw_tlb_flush(v);
@@ -256,6 +262,10 @@ VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *v, uint64_t gva)
 	if (!walk_gva_canonical(&v->wcpu, gva))
 		return;
 	hw_tlb_invlpg(v, gva);
-	if (v->vm->shadow)
+	if (v->vm->shadow) {
+		struct vmmu_vcpu *self = vcpu_self_enter(v);
+
 		shadow_invlpg(v, gva);
+		vcpu_self_exit(self);
+	}
 }

@@ -718,6 +718,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 				       struct vmmu_exit *exit)
 {
 	unsigned int type = access & VMMU_ACCESS_TYPE_MASK;
+	struct vmmu_vcpu *self;
 	unsigned int acc, walk_access;
 	bool phys;
 	size_t done = 0;
@@ -752,8 +753,12 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 
 	/* The common case: paging off, one page, translation one walk away.
 	 * (A TLB hit dirties nothing new, so the dirty ring needs no check.) */
-	if (unlikely(v->vm->shadow) && (access & VMMU_ACCESS_PHYS))
-		return shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, exit);
+	if (unlikely(v->vm->shadow) && (access & VMMU_ACCESS_PHYS)) {
+		self = vcpu_self_enter(v);
+		r = shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, exit);
+		vcpu_self_exit(self);
+		return r;
+	}
 	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->mmu_ready)) {
 		struct hw_exit he;
 		uintptr_t hva;
@@ -778,6 +783,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		vcpu_exit_guest_mode(v);
 	}
 	exit->reason = VMMU_EXIT_NONE;
+	self = vcpu_self_enter(v);
 	/*
 	 * No RCU read section here: like a real CPU, the hardware walk and the
 	 * copy run in guest mode, and every path that frees a page table or
@@ -804,6 +810,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 			break;
 		done += chunk;
 	}
+	vcpu_self_exit(self);
 	return r;
 }
 

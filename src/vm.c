@@ -45,6 +45,8 @@ static void request_fence(void)
 #endif
 }
 
+__thread struct vmmu_vcpu *vmmu_self_vcpu;
+
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 {
 	unsigned int n = atomic_load_explicit(&vm->nr_vcpus, memory_order_acquire);
@@ -52,6 +54,14 @@ void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 
 	for (unsigned int i = 0; i < n; i++)
 		atomic_fetch_or_explicit(&vm->vcpus[i]->requests, req, memory_order_seq_cst);
+	/*
+	 * The only vCPU is the caller's own (a fault or an emulated store on
+	 * a one-vCPU VM): it is outside guest mode and reads its requests in
+	 * program order before it enters again, so there is nobody to fence
+	 * against or wait for (KVM sends no IPI to itself either).
+	 */
+	if (n == 1 && vm->vcpus[0] == vmmu_self_vcpu)
+		return;
 	request_fence();
 	for (unsigned int i = 0; i < n; i++)
 		seen[i] = atomic_load_explicit(&vm->vcpus[i]->mode, memory_order_seq_cst);

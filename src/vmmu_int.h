@@ -314,6 +314,19 @@ static inline void lockdep_assert_mmu_lock_held(struct vmmu_vm *vm) { (void)vm; 
 
 /* ---- vCPU requests -------------------------------------------------------- */
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req);
+/* The vCPU this thread is driving inside a vCPU call, or NULL (vcpu_self_*). */
+extern __thread struct vmmu_vcpu *vmmu_self_vcpu;
+static inline struct vmmu_vcpu *vcpu_self_enter(struct vmmu_vcpu *v)
+{
+	struct vmmu_vcpu *prev = vmmu_self_vcpu;
+
+	vmmu_self_vcpu = v;
+	return prev;
+}
+static inline void vcpu_self_exit(struct vmmu_vcpu *prev)
+{
+	vmmu_self_vcpu = prev;
+}
 void vm_flush_remote_tlbs(struct vmmu_vm *vm);
 
 /* C11 acquire/release rather than liburcu's rcu_dereference/rcu_assign_pointer
