@@ -810,10 +810,17 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (vm->root && tdp_mmu_audit(vm, vm->root, counts, &tables, why, len))
 		r = VMMU_EIO;
+	/* Obsolete roots keep their contents until their last vCPU drops them;
+	 * checked the same way, but not part of the VM's page counts. */
+	for (struct tdp_root *o = vm->obsolete_roots; o && !r; o = o->next_obsolete) {
+		uint64_t old_counts[PG_LEVEL_1G + 1] = { 0 };
+
+		if (tdp_mmu_audit(vm, o, old_counts, &tables, why, len))
+			r = VMMU_EIO;
+		tables++;
+	}
 	if (vm->shadow && shadow_audit(vm, counts, &tables, why, len))
 		r = VMMU_EIO;
-	/* Obsolete roots still referenced by vCPUs keep their root page only
-	 * (their contents were zapped when they were obsoleted). */
 	for (int l = PG_LEVEL_4K; !r && l <= PG_LEVEL_1G; l++) {
 		uint64_t stat = atomic_load(&vm->stat.pages[l]);
 

@@ -173,6 +173,10 @@ struct vmmu_vm {
 
 	pthread_rwlock_t mmu_lock;
 	struct tdp_root *root;		/* [mmu_lock:W] current valid root, may be NULL */
+	struct tdp_root *obsolete_roots;	/* [mmu_lock:W] invalid roots still referenced */
+	/* Tearing an obsolete root down: its leaves left the page counts when
+	 * it was obsoleted, so zapping them must not count again. */
+	bool tdp_teardown;			/* [mmu_lock:W] */
 	struct shadow_vm *shadow;	/* shadow paging only; see shadow_mmu.h */
 	struct pt_arena arena;		/* own lock */
 

@@ -43,7 +43,7 @@ __hot static void handle_changed_spte(struct vmmu_vm *vm, uint64_t gfn, uint64_t
 		      (unsigned long long)gfn, level))
 		return;
 
-	if (was_leaf && level <= PG_LEVEL_1G)
+	if (was_leaf && level <= PG_LEVEL_1G && !vm->tdp_teardown)
 		atomic_fetch_sub_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
 	if (is_leaf && level <= PG_LEVEL_1G)
 		atomic_fetch_add_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
@@ -496,9 +496,21 @@ void tdp_mmu_put_root(struct vmmu_vm *vm, struct tdp_root *root)
 	/*
 	 * Last reference: nobody can walk it any more (every vCPU flushed when
 	 * it dropped it).  Zap whatever is left, then free after a grace period.
+	 * An obsolete root's whole contents go here: zap-all left them, so the
+	 * cost lands on whoever drops it last, not on the caller of zap-all.
 	 */
 	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (atomic_load_explicit(&root->invalid, memory_order_acquire)) {
+		struct tdp_root **pp = &vm->obsolete_roots;
+
+		while (*pp && *pp != root)
+			pp = &(*pp)->next_obsolete;
+		if (*pp)
+			*pp = root->next_obsolete;
+	}
+	vm->tdp_teardown = atomic_load_explicit(&root->invalid, memory_order_relaxed);
 	tdp_mmu_zap_leafs(vm, root, 0, tdp_max_gfn(root->level));
+	vm->tdp_teardown = false;
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
 	pt_page_free_rcu(root->pt);
@@ -513,13 +525,20 @@ struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm)
 		return NULL;
 	atomic_store_explicit(&old->invalid, true, memory_order_release);
 	vm->root = NULL;
+	old->next_obsolete = vm->obsolete_roots;
+	vm->obsolete_roots = old;
+	/* The page counts are the current root's mappings: none now.  (No fault
+	 * installs into an invalid root, so nothing adds to the old ones.) */
+	for (int l = PG_LEVEL_4K; l <= PG_LEVEL_1G; l++)
+		atomic_store_explicit(&vm->stat.pages[l], 0, memory_order_relaxed);
 	/*
 	 * Every vCPU must drop the obsolete root before it walks again; the
 	 * request waits out vCPUs currently in guest mode, so when it returns
-	 * nobody walks the old tables and they can be zapped and freed.
+	 * nobody walks the old tables.  Nothing else looks at an obsolete root
+	 * (faults retry on it, host-side operations use vm->root), so its
+	 * contents can wait for its last reference.
 	 */
 	vm_make_all_vcpus_request(vm, VCPU_REQ_MMU_RELOAD | VCPU_REQ_TLB_FLUSH);
-	tdp_mmu_zap_leafs(vm, old, 0, tdp_max_gfn(old->level));
 	return old;
 }
 

@@ -29,6 +29,7 @@ struct tdp_root {
 	int level;
 	_Atomic int refcount;	/* the VM's reference while current + one per vCPU */
 	_Atomic bool invalid;	/* [mmu_lock:W] obsolete: vCPUs must reload */
+	struct tdp_root *next_obsolete;	/* [mmu_lock:W] on vm->obsolete_roots while invalid */
 	struct rcu_head rcu;
 	struct vmmu_vm *vm;
 };
@@ -41,7 +42,12 @@ void tdp_mmu_put_root(struct vmmu_vm *vm, struct tdp_root *root);
 int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault);
 /* mmu_lock held for write; returns whether a TLB flush is needed. */
 bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
-/* mmu_lock held for write: obsoletes the current root; flushes and reloads every vCPU. */
+/*
+ * mmu_lock held for write: obsoletes the current root (KVM's zap_all_fast).
+ * Every vCPU is asked to reload (and waited out of guest mode), so nobody
+ * walks the old root when this returns; its contents are zapped when its
+ * last reference goes, not here.
+ */
 struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm);
 
 /*
