@@ -44,6 +44,27 @@ void mmu_unload(struct vmmu_vcpu *v)
 	}
 }
 
+int mmu_count_pf_result(struct vmmu_vcpu *v, int r)
+{
+	switch (r) {
+	case RET_PF_FIXED:
+		STAT_INC(v->stat.pf_fixed);
+		break;
+	case RET_PF_SPURIOUS:
+		STAT_INC(v->stat.pf_spurious);
+		break;
+	case RET_PF_RETRY:
+		STAT_INC(v->stat.pf_retry);
+		break;
+	case RET_PF_EMULATE:
+		STAT_INC(v->stat.pf_emulate);
+		break;
+	default:
+		break;
+	}
+	return r;
+}
+
 bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
 {
 	if (vm->shadow)
@@ -412,21 +433,5 @@ int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct p
 	pthread_rwlock_unlock(&vm->mmu_lock);
 
 out:
-	switch (r) {
-	case RET_PF_FIXED:
-		STAT_INC(v->stat.pf_fixed);
-		break;
-	case RET_PF_SPURIOUS:
-		STAT_INC(v->stat.pf_spurious);
-		break;
-	case RET_PF_RETRY:
-		STAT_INC(v->stat.pf_retry);
-		break;
-	case RET_PF_EMULATE:
-		STAT_INC(v->stat.pf_emulate);
-		break;
-	default:
-		break;
-	}
-	return r;
+	return mmu_count_pf_result(v, r);
 }

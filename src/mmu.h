@@ -65,6 +65,8 @@ int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault);
 bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
 bool mmu_wrprot_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
 bool mmu_wrprot_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
+/* Counts a fault's outcome in the vCPU's stats; returns r. */
+int mmu_count_pf_result(struct vmmu_vcpu *v, int r);
 /* The fast_page_fault trace event (seed 002 patch 7). */
 void mmu_trace_fast_pf(struct vmmu_vcpu *v, uint64_t addr, uint32_t error_code, const uint64_t *sptep, uint64_t old,
 		       uint64_t new_spte, bool fixed);

@@ -1278,15 +1278,12 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 	if (v->sh.root_role.direct && !(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && (hw_error & PFERR_P) &&
 	    (walk_access & WALK_WRITE) && !(hw_error & PFERR_RSVD) && roots_valid(v)) {
 		r = shadow_fast_pf(v, gva, hw_error);
-		if (r == RET_PF_FIXED) {
-			STAT_INC(v->stat.pf_fast_fixed);
-			STAT_INC(v->stat.pf_fixed);
-			return r;
-		}
-		if (r == RET_PF_SPURIOUS) {
-			STAT_INC(v->stat.pf_fast_spurious);
-			STAT_INC(v->stat.pf_spurious);
-			return r;
+		if (r == RET_PF_FIXED || r == RET_PF_SPURIOUS) {
+			if (r == RET_PF_FIXED)
+				STAT_INC(v->stat.pf_fast_fixed);
+			else
+				STAT_INC(v->stat.pf_fast_spurious);
+			return mmu_count_pf_result(v, r);
 		}
 		STAT_INC(v->stat.pf_fast_failed);
 	}
@@ -1356,23 +1353,7 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 	commit_zap(vm, &invalid, f.flush);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 out:
-	switch (r) {
-	case RET_PF_FIXED:
-		STAT_INC(v->stat.pf_fixed);
-		break;
-	case RET_PF_SPURIOUS:
-		STAT_INC(v->stat.pf_spurious);
-		break;
-	case RET_PF_RETRY:
-		STAT_INC(v->stat.pf_retry);
-		break;
-	case RET_PF_EMULATE:
-		STAT_INC(v->stat.pf_emulate);
-		break;
-	default:
-		break;
-	}
-	return r;
+	return mmu_count_pf_result(v, r);
 }
 
 /* ---- stores the MMU performs ---------------------------------------------------------------- */
