@@ -269,3 +269,39 @@ VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *v, uint64_t gva)
 		vcpu_self_exit(self);
 	}
 }
+
+VMMU_EXPORT int vmmu_vcpu_invpcid(vmmu_vcpu *v, unsigned type, uint32_t pcid, uint64_t gva)
+{
+	struct vmmu_vcpu *self;
+
+	if (!v || type > VMMU_INVPCID_ALL || pcid >= TLB_NR_PCIDS)
+		return VMMU_EINVAL;
+	if (type <= VMMU_INVPCID_SINGLE && pcid && !(v->arch.cr4 & VMMU_CR4_PCIDE))
+		return VMMU_EINVAL;
+	if (type == VMMU_INVPCID_ADDR && !walk_gva_canonical(&v->wcpu, gva))
+		return VMMU_EINVAL;
+	self = vcpu_self_enter(v);
+	switch (type) {
+	case VMMU_INVPCID_ADDR:
+		hw_tlb_invlpg_pcid(v, gva, (uint16_t)pcid);
+		if (v->vm->shadow)
+			shadow_invlpg(v, gva);
+		break;
+	case VMMU_INVPCID_SINGLE:
+		hw_tlb_flush_pcid(v, (uint16_t)pcid);
+		/* Shadow pages are shared by every PCID: what the guest asks one
+		 * PCID to see, the unsync pages must show (KVM syncs the roots). */
+		if (v->vm->shadow)
+			shadow_sync_roots(v);
+		break;
+	default:
+		/* Type 3 keeps globals, type 2 does not; a full flush is right for
+		 * both (the TLB may always drop more). */
+		hw_tlb_flush(v);
+		if (v->vm->shadow)
+			shadow_sync_roots(v);
+		break;
+	}
+	vcpu_self_exit(self);
+	return 0;
+}

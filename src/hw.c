@@ -21,12 +21,18 @@ void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid)
 
 void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 {
+	hw_tlb_invlpg_pcid(v, gva, v->pcid);
+}
+
+void hw_tlb_invlpg_pcid(struct vmmu_vcpu *v, uint64_t gva, uint16_t pcid)
+{
 	struct tlb *t = &v->tlb;
 	uint64_t vpn = linear_vpn(gva);
-	struct tlb_entry *e = &t->e[tlb_index(vpn, v->pcid)];
+	struct tlb_entry *e = &t->e[tlb_index(vpn, pcid)];
 
-	/* SDM 4.10.4.1: the current PCID's entries for the page, and global
-	 * ones.  gen 0 is below every full_gen (which starts at 1). */
+	/* SDM 4.10.4.1: the PCID's entries for the page, and global ones
+	 * (INVPCID type 0 may keep those; dropping more is always allowed).
+	 * gen 0 is below every full_gen (which starts at 1). */
 	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
 		e->gen = 0;
 	e = &t->e[tlb_index(vpn, 0)];

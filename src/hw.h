@@ -251,6 +251,8 @@ void hw_tlb_flush(struct vmmu_vcpu *v);
 void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid);
 /* INVLPG: every linear entry of gva's page, whatever the page size or PCID. */
 void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva);
+/* INVPCID type 0: the same for a given PCID. */
+void hw_tlb_invlpg_pcid(struct vmmu_vcpu *v, uint64_t gva, uint16_t pcid);
 
 /* The page-fault error code KVM derives from an exit. */
 uint32_t hw_exit_to_error_code(const struct vmmu_vm *vm, const struct hw_exit *e);

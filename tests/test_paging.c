@@ -275,6 +275,68 @@ TEST(tlb_follows_the_architecture)
 	}
 }
 
+/* INVPCID: one address of one PCID, one PCID, everything (SDM Vol. 2A). */
+TEST(invpcid_follows_the_architecture)
+{
+	for_each_mmu_variant(var) {
+		struct penv e;
+		uint64_t gva = test_gva(GUEST_MODE_4LEVEL), a = 1 * MB, b = 2 * MB, c = 3 * MB;
+		struct vmmu_cpu_state s;
+
+		penv_create(&e, var, GUEST_MODE_4LEVEL);
+		ASSERT_OK(guest_map(e.pt, gva, a, 4096, 4096, GUEST_W));
+		ASSERT_OK(guest_map(e.pt, gva + 4096, a + 4096, 4096, 4096, GUEST_W | GUEST_G));
+		penv_enable(&e, 0, VMMU_CR4_PGE);
+		ASSERT_OK(vmmu_vcpu_get_state(e.vcpu, &s));
+		s.cr4 |= VMMU_CR4_PCIDE;
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_OK(vmmu_vcpu_access(e.vcpu, a, &(uint64_t){ 0xa }, 8, VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS,
+					   &(struct vmmu_exit){ 0 }));
+		ASSERT_OK(vmmu_vcpu_access(e.vcpu, b, &(uint64_t){ 0xb }, 8, VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS,
+					   &(struct vmmu_exit){ 0 }));
+		ASSERT_OK(vmmu_vcpu_access(e.vcpu, c, &(uint64_t){ 0xc }, 8, VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS,
+					   &(struct vmmu_exit){ 0 }));
+
+		/* Bad operands are #GP: nothing happens. */
+		ASSERT_ERR(vmmu_vcpu_invpcid(e.vcpu, 4, 0, 0), VMMU_EINVAL);
+		ASSERT_ERR(vmmu_vcpu_invpcid(e.vcpu, VMMU_INVPCID_SINGLE, 4096, 0), VMMU_EINVAL);
+		ASSERT_ERR(vmmu_vcpu_invpcid(e.vcpu, VMMU_INVPCID_ADDR, 1, 0x0000800000000000ULL), VMMU_EINVAL);
+		ASSERT_ERR(vmmu_vcpu_invpcid(NULL, VMMU_INVPCID_ALL, 0, 0), VMMU_EINVAL);
+
+		/* PCIDs 1 and 2 both cache gva -> a. */
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt) | 1));
+		ASSERT_EQ(gread(&e, gva), 0xa);
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt) | 2 | VMMU_CR3_PCID_NOFLUSH));
+		ASSERT_EQ(gread(&e, gva), 0xa);
+		ASSERT_OK(guest_map(e.pt, gva, b, 4096, 4096, GUEST_W));
+
+		/* Type 0 for PCID 1 (not the current one): PCID 2 may keep its
+		 * entry, PCID 1 must walk again. */
+		ASSERT_OK(vmmu_vcpu_invpcid(e.vcpu, VMMU_INVPCID_ADDR, 1, gva));
+		assert_stale_or_new(var, gread(&e, gva), 0xa, 0xb);
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt) | 1 | VMMU_CR3_PCID_NOFLUSH));
+		ASSERT_EQ(gread(&e, gva), 0xb);
+
+		/* Type 1 for PCID 2. */
+		ASSERT_OK(vmmu_vcpu_invpcid(e.vcpu, VMMU_INVPCID_SINGLE, 2, 0));
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt) | 2 | VMMU_CR3_PCID_NOFLUSH));
+		ASSERT_EQ(gread(&e, gva), 0xb);
+
+		/* Globals: type 3 may keep them, type 2 drops them. */
+		ASSERT_EQ(gread(&e, gva + 4096), 0);
+		ASSERT_OK(guest_map(e.pt, gva + 4096, c, 4096, 4096, GUEST_W | GUEST_G));
+		ASSERT_OK(vmmu_vcpu_invpcid(e.vcpu, VMMU_INVPCID_ALL, 0, 0));
+		{
+			uint64_t got = gread(&e, gva + 4096);
+
+			ASSERT_TRUE(got == 0 || got == 0xc);
+		}
+		ASSERT_OK(vmmu_vcpu_invpcid(e.vcpu, VMMU_INVPCID_ALL_GLOBAL, 0, 0));
+		ASSERT_EQ(gread(&e, gva + 4096), 0xc);
+		penv_destroy(&e);
+	}
+}
+
 TEST(invlpg_drops_whole_huge_pages)
 {
 	struct penv e;

@@ -316,6 +316,19 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *vcpu, uint64_t cr3);
  * global ones, as the SDM says (4.10.4.1). */
 VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *vcpu, uint64_t gva);
 
+/*
+ * INVPCID (SDM Vol. 2A): 0, gva's translations of one PCID (not global ones);
+ * 1, every non-global translation of one PCID; 2, everything, globals too;
+ * 3, everything but globals.  VMMU_EINVAL where the instruction raises #GP
+ * (type > 3, PCID > 4095, a non-canonical gva for type 0, a PCID other than
+ * 0 for types 0/1 without CR4.PCIDE); nothing changes then.
+ */
+#define VMMU_INVPCID_ADDR 0u
+#define VMMU_INVPCID_SINGLE 1u
+#define VMMU_INVPCID_ALL_GLOBAL 2u
+#define VMMU_INVPCID_ALL 3u
+VMMU_EXPORT int vmmu_vcpu_invpcid(vmmu_vcpu *vcpu, unsigned type, uint32_t pcid, uint64_t gva);
+
 /* Access types for vmmu_vcpu_access() */
 #define VMMU_ACCESS_READ   0u
 #define VMMU_ACCESS_WRITE  1u
