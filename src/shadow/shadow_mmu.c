@@ -615,6 +615,7 @@ static int guest_read(struct vmmu_vm *vm, uint64_t gpa, unsigned int size, uint6
 
 #define WALK_ABORT_NOT_RAM (-1)
 #define WALK_ABORT_HOST (-2)
+#define WALK_ABORT_RETRY (-3)	/* a table in a slot being deleted or moved */
 
 struct swalk {
 	struct vmmu_vcpu *v;
@@ -625,7 +626,11 @@ struct swalk {
 static int swalk_read(void *ctx, uint64_t gpa, unsigned int size, uint64_t *val)
 {
 	struct swalk *w = ctx;
+	const struct memslot *s = memslots_find_gfn(vm_memslots(w->v->vm), gpa >> 12);
 
+	/* Wait for a slot being deleted or moved, as a data page's fault does. */
+	if (s && (s->flags & MEMSLOT_INVALID))
+		return WALK_ABORT_RETRY;
 	if (guest_read(w->v->vm, gpa, size, val))
 		return WALK_ABORT_NOT_RAM;
 	return 0;
@@ -646,8 +651,10 @@ static int swalk_cmpxchg(void *ctx, uint64_t gpa, unsigned int size, uint64_t ol
 	uintptr_t hva;
 	bool ok;
 
-	if (!s || (s->flags & MEMSLOT_INVALID))
+	if (!s)
 		return WALK_ABORT_NOT_RAM;
+	if (s->flags & MEMSLOT_INVALID)
+		return WALK_ABORT_RETRY;
 	hva = memslot_gfn_to_hva(s, gpa >> 12);
 	hostprot_uniform(hs, hva, 4096, &prot);
 	if (prot != VMMU_HOST_RW || (s->flags & VMMU_MEM_READONLY) ||
@@ -1311,6 +1318,8 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 			out->gpa = w.bad_gpa;
 			return RET_PF_FAULT;
 		}
+		if (r == WALK_ABORT_RETRY)
+			return mmu_count_pf_result(v, RET_PF_RETRY);
 	}
 	out->gpa = wr.gpa;
 
