@@ -337,6 +337,52 @@ TEST(invpcid_follows_the_architecture)
 	}
 }
 
+/*
+ * One frame, two address spaces, two protection keys: under shadow paging the
+ * huge page becomes direct shadow pages, which the two mappings must not
+ * share (their SPTEs carry the key), or one space's key would leak into the
+ * other's.  Every variant must give each space its own key.
+ */
+TEST(protection_keys_per_address_space)
+{
+	for_each_mmu_variant(var) {
+		struct penv e;
+		struct guest_pt *pt2;
+		struct vmmu_cpu_state s;
+		struct vmmu_exit x;
+		uint64_t gva = test_gva(GUEST_MODE_4LEVEL), val = 0;
+
+		penv_create(&e, var, GUEST_MODE_4LEVEL);
+		ASSERT_OK(guest_pt_create(e.vm, GUEST_MODE_4LEVEL, POOL_GPA - 8 * MB, 4 * MB, &pt2));
+		if (var->mmu == VMMU_MMU_SHADOW)
+			guest_pt_set_vcpu(pt2, e.vcpu);
+		ASSERT_OK(guest_map(e.pt, gva, 4 * MB, 2 * MB, 2 * MB, GUEST_W | GUEST_U | GUEST_PKEY(1)));
+		ASSERT_OK(guest_map(pt2, gva, 4 * MB, 2 * MB, 2 * MB, GUEST_W | GUEST_U | GUEST_PKEY(2)));
+		penv_enable(&e, 3, VMMU_CR4_PKE);
+
+		/* Space 1 uses two 4K parts of the frame (key 1)... */
+		ASSERT_OK(vmmu_vcpu_access(e.vcpu, gva, &val, 8, VMMU_ACCESS_READ, &x));
+		ASSERT_OK(vmmu_vcpu_access(e.vcpu, gva + 0x1000, &val, 8, VMMU_ACCESS_READ, &x));
+		/* ...space 2 the first one (key 2, allowed for now)... */
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(pt2)));
+		ASSERT_OK(vmmu_vcpu_access(e.vcpu, gva, &val, 8, VMMU_ACCESS_READ, &x));
+		/* ...then key 2 is denied: the second part, never touched in space 2,
+		 * must fault with PK, whatever space 1 left in the shadow. */
+		ASSERT_OK(vmmu_vcpu_get_state(e.vcpu, &s));
+		s.pkru = 1u << (2 * 2);	/* key 2: access disabled */
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_EQ(vmmu_vcpu_access(e.vcpu, gva + 0x1000, &val, 8, VMMU_ACCESS_READ, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_GUEST_FAULT);
+		ASSERT_EQ(x.u.guest_fault.vector, 14);
+		ASSERT_TRUE(x.u.guest_fault.error_code & (1u << 5));	/* PK */
+		/* And back: key 1 is still allowed in the first space. */
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt)));
+		ASSERT_OK(vmmu_vcpu_access(e.vcpu, gva + 0x1000, &val, 8, VMMU_ACCESS_READ, &x));
+		guest_pt_destroy(pt2);
+		penv_destroy(&e);
+	}
+}
+
 TEST(invlpg_drops_whole_huge_pages)
 {
 	struct penv e;

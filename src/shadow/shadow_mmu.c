@@ -1021,9 +1021,11 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 	 * read-only page becomes a writable supervisor mapping (KVM's trick,
 	 * hence cr0_wp/smep_andnot_wp in the role).  With SMAP or protection
 	 * keys a user page must stay a user page (both check user pages even
-	 * for supervisor accesses), so that write is emulated below instead.
+	 * for supervisor accesses), so that write is emulated below instead;
+	 * so is one into a direct page, which other mappings of the frame may
+	 * share with a clean guest entry whose D bit the write must not skip.
 	 */
-	if (write && !(acc & ACC_WRITE) && !v->wcpu.wp &&
+	if (write && !(acc & ACC_WRITE) && !v->wcpu.wp && !sp->role.direct &&
 	    !((acc & ACC_USER) && (sp->role.smap_andnot_wp || sp->role.pke_andnot_wp))) {
 		acc = (acc | ACC_WRITE) & ~ACC_USER;
 		if (v->wcpu.smep)
@@ -1140,6 +1142,7 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 			 * write through it has to fault and set its D bit. */
 			if (!wr->dirty && !(f->walk_access & WALK_WRITE))
 				role.access &= ~ACC_WRITE;
+			role.pkey = v->wcpu.mode >= WALK_MODE_4LEVEL ? wr->pkey : 0;
 		} else {
 			gfn = wr->table_gpa[level - 1] >> 12;
 			role.access = access_above(&v->wcpu, wr, level - 1);

@@ -58,7 +58,10 @@ union sp_role {
 		 * TDP).  Like smap_andnot_wp, it forbids turning a user page into
 		 * a writable supervisor one, which would escape its key. */
 		unsigned int pke_andnot_wp : 1;
-		unsigned int : 4;
+		/* vmmu's own: a direct page's protection key.  Its SPTEs carry
+		 * the key of the guest huge page they map; two mappings of one
+		 * frame with different keys must not share them. */
+		unsigned int pkey : 4;
 		unsigned int as_id : 8;			/* address space (KVM: SMM) */
 	};
 };
