@@ -48,6 +48,31 @@ uint64_t test_rng_next(void)
 	return z ^ (z >> 31);
 }
 
+void fb_fail(struct failbox *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (atomic_fetch_add(&f->n, 1) == 0) {
+		va_start(ap, fmt);
+		vsnprintf(f->why, sizeof(f->why), fmt, ap);
+		va_end(ap);
+	}
+	atomic_store(&f->stop, true);
+}
+
+const char *exit_name(uint32_t reason)
+{
+	switch (reason) {
+	case VMMU_EXIT_NONE: return "none";
+	case VMMU_EXIT_MMIO: return "mmio";
+	case VMMU_EXIT_MEMORY_FAULT: return "memory-fault";
+	case VMMU_EXIT_INTERNAL_ERROR: return "internal-error";
+	case VMMU_EXIT_GUEST_FAULT: return "guest-fault";
+	case VMMU_EXIT_DIRTY_RING_FULL: return "ring-full";
+	default: return "?";
+	}
+}
+
 void test_register(struct test_case *t)
 {
 	/* Append, so tests run in source order. */

@@ -14,6 +14,7 @@
  */
 #include <inttypes.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -121,6 +122,33 @@ static inline uint64_t xorshift(uint64_t *s)
 	x ^= x << 17;
 	return *s = x;
 }
+
+/*
+ * The first failure of any thread, reported by the main thread: ASSERT
+ * longjmps and so belongs to the main thread only.  A worker records what
+ * went wrong with fb_fail() (the first message wins) and everyone stops.
+ */
+struct failbox {
+	_Atomic unsigned int n;
+	_Atomic bool stop;
+	char why[600];
+};
+
+void fb_fail(struct failbox *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static inline bool fb_stopped(struct failbox *f)
+{
+	return atomic_load_explicit(&f->stop, memory_order_acquire);
+}
+
+#define ASSERT_FAILBOX(f)                                                               \
+	do {                                                                            \
+		if (atomic_load(&(f)->n))                                               \
+			test_fail(__FILE__, __LINE__, "%s", (f)->why);                  \
+	} while (0)
+
+/* A VMMU_EXIT_* reason by name, for failure messages. */
+const char *exit_name(uint32_t reason);
 
 /* Deterministic pseudo-random numbers (splitmix64) for single-threaded tests. */
 void test_rng_seed(uint64_t seed);

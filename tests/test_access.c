@@ -34,10 +34,10 @@
  * Either way the model is given the entries as they are in memory right
  * before the access.
  */
-#include <stdarg.h>
 
 #include "harness.h"
 #include "walk_ref.h"
+#include "walk_test.h"
 
 #define MB (1ULL << 20)
 #define RAM_BYTES (16 * MB)
@@ -47,23 +47,6 @@
  * masking CR3 to 4K reads an empty slot. */
 #define PAE_PDPT_OFFSET 0x7e0ULL
 #define PAGE_BYTES 4096ULL
-
-/* Entry bits (SDM Vol. 3A 4.3-4.5 entry formats), defined here again so the
- * test shares nothing with the library. */
-#define E_P (1ULL << 0)
-#define E_W (1ULL << 1)
-#define E_U (1ULL << 2)
-#define E_PWT (1ULL << 3)
-#define E_PCD (1ULL << 4)
-#define E_A (1ULL << 5)
-#define E_D (1ULL << 6)
-#define E_PS (1ULL << 7)
-#define E_G (1ULL << 8)
-#define E_IGN_LOW (7ULL << 9)		/* bits 11:9: ignored in every format */
-#define E_IGN_HIGH (0x7fULL << 52)	/* bits 58:52: ignored with 4/5-level paging */
-#define E_PKEY_SHIFT 59
-#define E_XD (1ULL << 63)
-#define E_AD (E_A | E_D)
 
 /*
  * Every stride-th combination runs.  The plain build runs them all; the
@@ -78,20 +61,6 @@
 #endif
 
 #define MAX_REPORTS 10
-
-static uint64_t bitmask(unsigned int lo, unsigned int hi)
-{
-	if (lo > hi || lo > 63)
-		return 0;
-	if (hi > 63)
-		hi = 63;
-	return (~0ULL >> (63 - hi)) & (~0ULL << lo);
-}
-
-static uint64_t sign_extend(uint64_t v, unsigned int bits)
-{
-	return (uint64_t)((int64_t)(v << (64 - bits)) >> (64 - bits));
-}
 
 /* ---- paging modes ------------------------------------------------------------ */
 
@@ -475,32 +444,6 @@ static void sync_entries(struct aenv *e, const struct combo *c)
 	}
 }
 
-struct sbuf {
-	char s[2048];
-	size_t n;
-};
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int r;
-
-	if (b->n >= sizeof(b->s))
-		return;
-	va_start(ap, fmt);
-	r = vsnprintf(b->s + b->n, sizeof(b->s) - b->n, fmt, ap);
-	va_end(ap);
-	if (r > 0)
-		b->n += (size_t)r;
-}
-
-static void sb_entries(struct sbuf *b, const char *what, int top, const uint64_t *ent)
-{
-	sb_printf(b, "\n      %-7s", what);
-	for (int level = top; level >= 1; level--)
-		sb_printf(b, " L%d=%#" PRIx64, level, ent[level]);
-}
-
 static void run_combo(struct aenv *e, const struct combo *c)
 {
 	bool write = accesses[c->acc].type & VMMU_ACCESS_WRITE;
@@ -639,28 +582,6 @@ static void run_combo(struct aenv *e, const struct combo *c)
 
 /* ---- the enumeration ------------------------------------------------------------- */
 
-/* Bits of one entry combination. */
-#define C_P (1u << 0)
-#define C_W (1u << 1)
-#define C_U (1u << 2)
-#define C_NX (1u << 3)
-#define C_PS (1u << 4)
-
-static uint64_t combo_bits(const struct aenv *e, unsigned int c)
-{
-	uint64_t v = E_IGN_LOW;
-
-	if (c & C_P)
-		v |= E_P;
-	if (c & C_W)
-		v |= E_W;
-	if (c & C_U)
-		v |= E_U;
-	if ((c & C_NX) && e->has_nx)
-		v |= E_XD;
-	return v;
-}
-
 /*
  * A reserved bit for the PDE (level 2) or PTE (level 1), or 0 if the format
  * reserves none for this MAXPHYADDR (XD with NXE = 0 is covered by the NXE
@@ -683,74 +604,59 @@ static uint64_t rsvd_bit(struct aenv *e, int level, bool ps)
 	return 0;
 }
 
-static void run_mode(struct aenv *e, enum pass pass)
-{
-	static const unsigned int keys[] = { 0, 0xa };
-	struct ref_cpu rc = base_ref_cpu(e);
+struct run_mode_ctx {
+	struct aenv *e;
 	struct combo c;
+};
 
-	memset(&c, 0, sizeof(c));
-	c.pass = pass;
-	for (int level = e->top; level >= 3; level--)
-		c.want[level] = e->upper[level];
+static uint64_t run_mode_rsvd(void *ctx, int level, bool ps, bool huge)
+{
+	struct run_mode_ctx *r = ctx;
 
-	for (unsigned int pde_c = 0; pde_c < 32; pde_c++) {
-		bool huge = ref_is_leaf(&rc, 2, pde_c & C_PS);
+	(void)huge;
+	return rsvd_bit(r->e, level, ps);
+}
 
-		if ((pde_c & C_NX) && !e->has_nx)
-			continue;
-		for (unsigned int pte_c = 0; pte_c < 16; pte_c++) {
-			if ((pte_c & C_NX) && !e->has_nx)
+/* One entry combination: every CPU state and access over it. */
+static void run_mode_entries(void *ctx, const struct exh_entries *en)
+{
+	struct run_mode_ctx *r = ctx;
+	struct aenv *e = r->e;
+	struct combo *c = &r->c;
+
+	c->key = en->key;
+	c->want[2] = en->pde;
+	c->want[1] = en->pte;
+	for (c->cpu_c = 0; c->cpu_c < NR_CPU_COMBOS; c->cpu_c++) {
+		for (c->acc = 0; c->acc < NR_ACCESSES; c->acc++) {
+			if (e->idx++ % STRIDE)
 				continue;
-			if (huge && pte_c)
-				continue;	/* the PTE is not used: one pass is enough */
-			for (int rsvd_at = 0; rsvd_at <= 2; rsvd_at++) {
-				uint64_t pde_rsvd = 0, pte_rsvd = 0;
-
-				if (rsvd_at == 1 && !(pde_rsvd = rsvd_bit(e, 2, pde_c & C_PS)))
-					continue;
-				if (rsvd_at == 2 && (huge || !(pte_rsvd = rsvd_bit(e, 1, false))))
-					continue;
-				for (unsigned int k = 0; k < (e->has_pk ? 2u : 1u); k++) {
-					uint64_t pde = combo_bits(e, pde_c) | pde_rsvd;
-					uint64_t pte = combo_bits(e, pte_c) | pte_rsvd;
-
-					c.key = e->has_pk ? keys[k] : 0;
-					if (pde_c & C_PS)
-						pde |= E_PS;	/* ignored with 32-bit paging and CR4.PSE = 0 */
-					if (e->has_pk) {
-						pde |= E_IGN_HIGH;
-						pte |= E_IGN_HIGH | ((uint64_t)c.key << E_PKEY_SHIFT);
-					}
-					/* A global leaf when it is a supervisor page, as an OS would. */
-					if (!(pte_c & C_U))
-						pte |= E_G;
-					pte |= leaf_addr_bits(e, 1, e->frame_4k);
-					if (huge) {
-						pde |= leaf_addr_bits(e, 2, e->frame_huge);
-						if (!(pde_c & C_U))
-							pde |= E_G;
-						if (e->has_pk)
-							pde |= (uint64_t)c.key << E_PKEY_SHIFT;
-					} else {
-						/* Non-leaf: G and the key bits are ignored. */
-						pde |= e->table[1] | E_G;
-						if (e->has_pk)
-							pde |= 5ULL << E_PKEY_SHIFT;
-					}
-					c.want[2] = pde;
-					c.want[1] = pte;
-					for (c.cpu_c = 0; c.cpu_c < NR_CPU_COMBOS; c.cpu_c++) {
-						for (c.acc = 0; c.acc < NR_ACCESSES; c.acc++) {
-							if (e->idx++ % STRIDE)
-								continue;
-							run_combo(e, &c);
-						}
-					}
-				}
-			}
+			run_combo(e, c);
 		}
 	}
+}
+
+/* walk_exhaustive's entry combinations (walk_test.c), each in every CPU state. */
+static void run_mode(struct aenv *e, enum pass pass)
+{
+	struct ref_cpu rc = base_ref_cpu(e);
+	struct run_mode_ctx r = { .e = e };
+	struct exh_space sp = {
+		.rc = &rc,
+		.has_nx = e->has_nx,
+		.has_pk = e->has_pk,
+		.addr_4k = leaf_addr_bits(e, 1, e->frame_4k),
+		.addr_huge = leaf_addr_bits(e, 2, e->frame_huge),
+		.pt = e->table[1],
+		.rsvd_bit = run_mode_rsvd,
+		.fn = run_mode_entries,
+		.ctx = &r,
+	};
+
+	r.c.pass = pass;
+	for (int level = e->top; level >= 3; level--)
+		r.c.want[level] = e->upper[level];
+	exh_for_each(&sp);
 }
 
 static bool mode_fits(const struct mmu_variant *var, const struct amode *m)

@@ -10,7 +10,8 @@
  *
  *  - dirty_log_verifier_*: vCPU threads write random pages while the main
  *    thread harvests in a loop and proves, from the values in memory, that no
- *    write was missed.  The argument is in the comment above dv_round().
+ *    write was missed.  The argument is in the comment above dv_round()
+ *    (dirty_verify.c, shared with test_dirty_paging.c).
  *  - the two races of seed 002 as tests whose outcome is deterministic: a
  *    fast-path writer racing a harvest (and zaps) never loses its page; a
  *    write that starts after a harvest returned cannot go through a writable
@@ -36,6 +37,7 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "dirty_verify.h"
 #include "harness.h"
 
 #define MB (1ULL << 20)
@@ -43,58 +45,7 @@
 #define SLOT 1u
 #define BASE_GPA (256 * MB)	/* 2M-aligned, and low enough for gva == gpa */
 
-
 /* ---- small helpers --------------------------------------------------------- */
-
-
-static void sleep_us(unsigned int us)
-{
-	struct timespec t = { .tv_sec = 0, .tv_nsec = (long)us * 1000 };
-
-	while (nanosleep(&t, &t) && errno == EINTR)
-		;
-}
-
-
-static double env_num(const char *name, double def, double lo, double hi)
-{
-	const char *s = getenv(name);
-	char *end;
-	double v;
-
-	if (!s || !*s)
-		return def;
-	v = strtod(s, &end);
-	if (*end || v < lo || v > hi) {
-		fprintf(stderr, "  %s=%s ignored (want %g..%g)\n", name, s, lo, hi);
-		return def;
-	}
-	return v;
-}
-
-static bool bm_test(const uint64_t *bm, uint64_t i)
-{
-	return (bm[i / 64] >> (i % 64)) & 1;
-}
-
-static uint64_t bm_count(const uint64_t *bm, uint64_t words)
-{
-	uint64_t n = 0;
-
-	for (uint64_t i = 0; i < words; i++)
-		n += (uint64_t)__builtin_popcountll(bm[i]);
-	return n;
-}
-
-/*
- * Guest memory as the host sees it.  The vCPUs store aligned 8-byte values
- * with single-copy-atomic stores (src/vcpu.c), so an atomic load here is no
- * data race for TSan and never sees half a value.
- */
-static uint64_t ld64(const uint8_t *p)
-{
-	return __atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_RELAXED);
-}
 
 /* A VM with one slot (id SLOT) and two vCPUs. */
 struct dvm {
@@ -168,16 +119,7 @@ static uint64_t gread(struct dvm *d, unsigned int cpu, uint64_t gpa)
 
 static struct vmmu_vcpu_stats vcpu_sum(struct dvm *d)
 {
-	struct vmmu_vcpu_stats s, t;
-
-	vmmu_vcpu_get_stats(d->vcpu[0], &s);
-	vmmu_vcpu_get_stats(d->vcpu[1], &t);
-	s.pf_taken += t.pf_taken;
-	s.pf_fixed += t.pf_fixed;
-	s.pf_fast_fixed += t.pf_fast_fixed;
-	s.pf_fast_spurious += t.pf_fast_spurious;
-	s.pf_fast_failed += t.pf_fast_failed;
-	return s;
+	return vcpu_fault_sum(d->vcpu, 2);
 }
 
 static struct vmmu_vm_stats vm_stats(struct dvm *d)
@@ -188,40 +130,14 @@ static struct vmmu_vm_stats vm_stats(struct dvm *d)
 	return s;
 }
 
-/*
- * One harvest: get, and in a manual-protect VM clear what get returned.  The
- * clear goes in chunks of random size (multiples of 64 pages, the last one
- * ending at the end of the slot) when rng is given, so the first_page /
- * bitmap-offset arithmetic is exercised too.  Returns the first error; safe
- * to call with threads running (no ASSERT).
- */
+/* One harvest (dirty_get_clear()), clears in chunks of up to 8 words. */
 static int harvest(struct dvm *d, uint64_t *bm, uint64_t *rng)
 {
-	int r = vmmu_get_dirty_log(d->vm, SLOT, bm);
-
-	if (r || !d->manual)
-		return r;
-	for (uint64_t first = 0; first < d->npages;) {
-		uint64_t n = rng ? 64 * (1 + xorshift(rng) % 8) : d->npages;
-
-		if (n > d->npages - first)
-			n = d->npages - first;
-		r = vmmu_clear_dirty_log(d->vm, SLOT, first, (uint32_t)n, bm + first / 64);
-		if (r)
-			return r;
-		first += n;
-	}
-	return 0;
-}
-
-static const char *fast_name(uint32_t flags)
-{
-	return flags & VMMU_VM_NO_FAST_PF ? "slow-pf" : "fast-pf";
+	return dirty_get_clear(d->vm, SLOT, d->npages, d->manual, bm, rng, 8);
 }
 
 /* ==== the dirty-log verifier ================================================= */
 
-#define DV_VCPUS 2
 #define DV_MIN_ROUNDS 20
 #define DV_MAX_ROUNDS 1000000
 
@@ -236,76 +152,25 @@ struct dv_cfg {
 	double seconds;
 };
 
-/* Per-vCPU progress, one cache line each (the main thread polls them). */
-struct dv_progress {
-	_Atomic uint64_t started;	/* seq of the write under way, or of the last one */
-	_Atomic uint64_t done;		/* seq of the last completed write */
-	char pad[48];
-};
-
 struct dv {
 	struct dvm m;
 	const struct dv_cfg *cfg;
-	struct dv_progress prog[DV_VCPUS];
-	_Atomic bool stop;
-	_Atomic unsigned int failures;
-	char why[400];
-	uint64_t writes[DV_VCPUS];
+	struct dv_verifier v;
 	uint64_t zaps;
 };
 
-static void dv_fail(struct dv *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dv_fail(struct dv *d, const char *fmt, ...)
+/* A writer's store: a guest-physical write by its vCPU (paging is off). */
+static bool dv_write(void *ctx, unsigned int id, uint64_t page, uint64_t val)
 {
-	va_list ap;
-
-	if (atomic_fetch_add(&d->failures, 1) == 0) {
-		va_start(ap, fmt);
-		vsnprintf(d->why, sizeof(d->why), fmt, ap);
-		va_end(ap);
-	}
-	atomic_store(&d->stop, true);
-}
-
-struct dv_arg {
-	struct dv *d;
-	unsigned int id;
-};
-
-/*
- * vCPU id owns word id of every page and writes (seq << 8 | id + 1) there,
- * seq counting its writes from 1: per word the values only grow, and a zero
- * word was never written.  Half the writes go to the shared pages (every
- * vCPU writes them: racing faults on one SPTE), half to the vCPU's own pages
- * (p >= shared, p - shared = id mod DV_VCPUS).  Around each write it
- * publishes progress: started before (seq_cst), done after (release).
- */
-static void *dv_vcpu(void *p)
-{
-	struct dv_arg *a = p;
-	struct dv *d = a->d;
-	uint64_t rng = 0x9e3779b97f4a7c15ULL * (a->id + 1) | 1, seq = 0;
-	uint64_t shared = d->cfg->shared, own = (d->m.npages - shared) / DV_VCPUS;
+	struct dv *d = ctx;
+	uint64_t gpa = page_gpa(&d->m, page) + id * 8;
 	struct vmmu_exit x;
+	int rc = vmmu_vcpu_access(d->m.vcpu[id], gpa, &val, 8, VMMU_ACCESS_WRITE, &x);
 
-	while (!atomic_load_explicit(&d->stop, memory_order_relaxed)) {
-		uint64_t r = xorshift(&rng);
-		uint64_t page = ((r & 1) || !own) ? (r >> 1) % shared : shared + ((r >> 1) % own) * DV_VCPUS + a->id;
-		uint64_t gpa = page_gpa(&d->m, page) + a->id * 8;
-		uint64_t val = (++seq << 8) | (a->id + 1);
-		int rc;
-
-		atomic_store(&d->prog[a->id].started, seq);
-		rc = vmmu_vcpu_access(d->m.vcpu[a->id], gpa, &val, 8, VMMU_ACCESS_WRITE, &x);
-		if (rc) {
-			dv_fail(d, "vCPU %u: write of gpa %#llx: %d (%s), exit reason %u", a->id,
-				(unsigned long long)gpa, rc, vmmu_strerror(rc), rc == VMMU_EXIT ? x.reason : 0);
-			break;
-		}
-		atomic_store_explicit(&d->prog[a->id].done, seq, memory_order_release);
-	}
-	d->writes[a->id] = seq;
-	return NULL;
+	if (rc)
+		fb_fail(&d->v.fb, "vCPU %u: write of gpa %#llx: %d (%s), exit reason %u", id, (unsigned long long)gpa,
+			rc, vmmu_strerror(rc), rc == VMMU_EXIT ? x.reason : 0);
+	return !rc;
 }
 
 /* Zaps ranges of the slot (and now and then everything) while the others run. */
@@ -315,7 +180,7 @@ static void *dv_zapper(void *p)
 	uint64_t rng = 0xdeadbeef, n = 0;
 	uint64_t base = d->m.gpa >> 12;
 
-	while (!atomic_load_explicit(&d->stop, memory_order_relaxed)) {
+	while (!dv_stopped(&d->v)) {
 		uint64_t r = xorshift(&rng);
 		uint64_t start = base + r % d->m.npages, len = 1 + (r >> 40) % 64;
 
@@ -329,7 +194,7 @@ static void *dv_zapper(void *p)
 			break;
 		default:
 			if (vmmu_zap_gfn_range(d->m.vm, start, start + len))
-				dv_fail(d, "vmmu_zap_gfn_range(%#llx, +%llu) failed", (unsigned long long)start,
+				fb_fail(&d->v.fb, "vmmu_zap_gfn_range(%#llx, +%llu) failed", (unsigned long long)start,
 					(unsigned long long)len);
 			break;
 		}
@@ -342,216 +207,47 @@ static void *dv_zapper(void *p)
 	return NULL;
 }
 
-/* A change the main thread saw and no harvest has reported yet. */
-struct dv_due {
-	uint64_t by[DV_VCPUS];	/* deadline: once every vCPU u has completed write by[u]... */
-	uint64_t round;		/* ...a harvest after this round must have reported it */
-};
-
-/* The main thread's book. */
-struct dv_book {
-	uint64_t *bm;		/* this round's report */
-	uint64_t *last;		/* [page * DV_VCPUS + v]: seq read by the previous scan */
-	struct dv_due *due;	/* per page; round == 0: nothing due */
-	uint64_t rounds, reported, changed, spurious, strict, deferred, late;
-	uint64_t rng;
-};
-
-/*
- * One round k of the verifier: sample the vCPUs' progress, harvest (H(k)),
- * sample again, scan memory (R(k)).  Why a reported miss is one, and why a
- * miss cannot pass:
- *
- * c_u(k) is vCPU u's done seq read (acquire) just before H(k) began, a_u(k)
- * its started seq read just after H(k) returned, z_u(k) its started seq read
- * after R(k).  Write number s of vCPU v completed before H(k) began iff
- * s <= c_v(k); it began after H(k) returned if s > a_v(k).
- *
- * 1. If word v of page p holds a larger seq s at R(k) than at R(k-1), that
- *    store is coherence-after the value R(k-1) read, so it did not happen
- *    before H(k-1) returned (H(k-1) flushed the TLBs of every vCPU that
- *    could write p through a translation it write-protected, which waits
- *    out the guest-mode stretch making the store).  So it is a write after
- *    harvest k-1, which the contract says a later harvest reports.
- * 2. Which one?  The bit is set by the fault that made p's SPTE writable, and
- *    (src/tdp/tdp_mmu.c, src/mmu.c, like KVM's fast_pf_fix_direct_spte) only
- *    after the SPTE became writable.  On a page only v writes, that fault is
- *    v's own and precedes the write: a harvest that begins after the write
- *    completed reports it.  On a shared page, the fault may be another vCPU
- *    u's, still between its cmpxchg and its bit when v's write lands: the
- *    report may come as late as the first harvest after that fault returned.
- *    That fault started before v's write completed, so before z_u(k).
- * 3. Hence the deadline of a change seen at R(k) and not reported by H(k) (or
- *    a change by a write that began after H(k) returned, s > a_v(k), which
- *    H(k) cannot have covered): own page, c_v >= s; shared page, c_u >=
- *    z_u(k) for every u (and c_v >= s).  Some harvest H(m), m > k, whose
- *    pre-sample meets the deadline must have reported p by then.  For an own
- *    page with s <= c_v(k) the deadline is already met at H(k): H(k) itself
- *    must report it ("strict").
- * Nothing else is required, so a spurious report (a page reported with no
- * change seen) never fails the test; those are counted.  And no write goes
- * unchecked except one overwritten before the next scan by a later write of
- * the same word (the later write's report covers the page): the last round
- * runs after the vCPUs stopped, when every deadline is met.
- */
-static bool dv_round(struct dv *d, struct dv_book *b, bool manual_chunks)
+/* The verifier's harvest: harvest() with clears in random chunks. */
+static int dv_harvest(void *ctx, uint64_t *bm, uint64_t *rng)
 {
-	uint64_t c[DV_VCPUS], a[DV_VCPUS], z[DV_VCPUS];
-	int r;
-
-	for (unsigned int v = 0; v < DV_VCPUS; v++)
-		c[v] = atomic_load_explicit(&d->prog[v].done, memory_order_acquire);
-	r = harvest(&d->m, b->bm, manual_chunks ? &b->rng : NULL);
-	if (r) {
-		dv_fail(d, "round %llu: harvest: %d (%s)", (unsigned long long)b->rounds, r, vmmu_strerror(r));
-		return false;
-	}
-	for (unsigned int v = 0; v < DV_VCPUS; v++)
-		a[v] = atomic_load(&d->prog[v].started);
-	b->rounds++;
-
-	for (uint64_t p = 0; p < d->m.npages; p++) {
-		const uint8_t *pg = d->m.hva + p * PAGE;
-		struct dv_due *due = &b->due[p];
-		bool rep = bm_test(b->bm, p), was_due = due->round, changed = false, strict = false, after = false;
-		uint64_t prev[DV_VCPUS], now[DV_VCPUS];
-
-		/* What earlier rounds left due: reported now, or still allowed to wait? */
-		if (was_due && rep) {
-			b->late += b->rounds - due->round > 1;
-			due->round = 0;
-		} else if (was_due) {
-			bool met = true;
-
-			for (unsigned int v = 0; v < DV_VCPUS; v++)
-				met &= c[v] >= due->by[v];
-			if (met) {
-				dv_fail(d,
-					"MISS: page %llu (%s) changed after harvest %llu returned; harvests %llu..%llu did "
-					"not report it, and the last began after the write and every fault that could "
-					"have enabled it had completed (deadline %llu/%llu, vCPUs done %llu/%llu)",
-					(unsigned long long)p, p < d->cfg->shared ? "shared" : "own",
-					(unsigned long long)due->round - 1, (unsigned long long)due->round,
-					(unsigned long long)b->rounds, (unsigned long long)due->by[0],
-					(unsigned long long)due->by[1], (unsigned long long)c[0], (unsigned long long)c[1]);
-				return false;
-			}
-		}
-
-		for (unsigned int v = 0; v < DV_VCPUS; v++) {
-			uint64_t w = ld64(pg + v * 8), s = w >> 8;
-
-			prev[v] = b->last[p * DV_VCPUS + v];
-			now[v] = s;
-			if (w && (w & 0xff) != v + 1) {
-				dv_fail(d, "page %llu word %u holds %#llx: not this vCPU's value", (unsigned long long)p, v,
-					(unsigned long long)w);
-				return false;
-			}
-			if (s < prev[v]) {
-				dv_fail(d, "page %llu word %u went back from seq %llu to %llu", (unsigned long long)p, v,
-					(unsigned long long)prev[v], (unsigned long long)s);
-				return false;
-			}
-			if (s == prev[v])
-				continue;
-			changed = true;
-			strict |= s <= c[v];
-			after |= s > a[v];
-			b->last[p * DV_VCPUS + v] = s;
-		}
-		b->reported += rep;
-		b->changed += changed;
-		if (!changed) {
-			b->spurious += rep && !was_due;
-			continue;
-		}
-		if (p >= d->cfg->shared && strict && !rep) {
-			dv_fail(d,
-				"MISS: page %llu written (seq %llu/%llu, was %llu/%llu) by its only writer after harvest "
-				"%llu returned; the write completed before harvest %llu began (vCPUs done %llu/%llu), "
-				"which did not report it",
-				(unsigned long long)p, (unsigned long long)now[0], (unsigned long long)now[1],
-				(unsigned long long)prev[0], (unsigned long long)prev[1], (unsigned long long)b->rounds - 1,
-				(unsigned long long)b->rounds, (unsigned long long)c[0], (unsigned long long)c[1]);
-			return false;
-		}
-		b->strict += strict && rep;
-		/* Covered by this report, or an earlier (harder) deadline stands. */
-		if ((rep && !after) || due->round)
-			continue;
-		due->round = b->rounds;
-		for (unsigned int v = 0; v < DV_VCPUS; v++)
-			due->by[v] = now[v];
-		b->deferred++;
-	}
-	/* A shared page also waits for every fault that was under way during the scan. */
-	for (unsigned int v = 0; v < DV_VCPUS; v++)
-		z[v] = atomic_load(&d->prog[v].started);
-	for (uint64_t p = 0; p < d->cfg->shared; p++) {
-		if (b->due[p].round != b->rounds)
-			continue;
-		for (unsigned int v = 0; v < DV_VCPUS; v++)
-			if (b->due[p].by[v] < z[v])
-				b->due[p].by[v] = z[v];
-	}
-	return true;
+	return harvest(ctx, bm, rng);
 }
 
-/*
- * The baseline when logging is switched on under running vCPUs: the enable
- * plays harvest 0 (it write-protects and flushes before returning), this
- * scan after it plays R(0).  Nothing is required of writes before it.
- */
-static void dv_baseline(struct dv *d, struct dv_book *b)
+static void dv_start(struct dv *d, pthread_t *zapper)
 {
-	for (uint64_t p = 0; p < d->m.npages; p++)
-		for (unsigned int v = 0; v < DV_VCPUS; v++)
-			b->last[p * DV_VCPUS + v] = ld64(d->m.hva + p * PAGE + v * 8) >> 8;
-	b->rounds = 1;
-}
-
-static void dv_start(struct dv *d, struct dv_arg *args, pthread_t *t)
-{
-	for (unsigned int i = 0; i < DV_VCPUS; i++) {
-		args[i] = (struct dv_arg){ d, i };
-		pthread_create(&t[i], NULL, dv_vcpu, &args[i]);
-	}
+	dv_start_writers(&d->v, dv_write, d);
 	if (d->cfg->zapper)
-		pthread_create(&t[DV_VCPUS], NULL, dv_zapper, d);
+		ASSERT_EQ(pthread_create(zapper, NULL, dv_zapper, d), 0);
 }
 
 static void dv_run(const struct mmu_variant *var, const struct dv_cfg *cfg)
 {
 	struct dv *d = calloc(1, sizeof(*d));
-	struct dv_book b = { .rng = 42 };
-	struct dv_arg args[DV_VCPUS];
-	pthread_t t[DV_VCPUS + 1];
+	struct dv_verifier *v;
+	pthread_t zapper;
 	struct vmmu_vcpu_stats vs0, vs;
 	struct vmmu_vm_stats ms;
+	char sum[400];
 	double end;
-	bool ok = true;
 
 	ASSERT_TRUE(d != NULL);
 	d->cfg = cfg;
+	v = &d->v;
 	dvm_create(&d->m, var, cfg->flags, cfg->npages, cfg->host_page, false);
-	b.bm = calloc(d->m.words, sizeof(uint64_t));
-	b.last = calloc(d->m.npages * DV_VCPUS, sizeof(uint64_t));
-	b.due = calloc(d->m.npages, sizeof(*b.due));
-	ASSERT_TRUE(b.bm && b.last && b.due);
+	dv_init(v, d->m.hva, d->m.gpa, d->m.npages, cfg->shared, dv_harvest, &d->m);
 
 	vs0 = vcpu_sum(&d->m);
 	if (cfg->live_enable) {
 		/* Logging switched on under the vCPUs' feet, as a migration starts. */
 		int r;
 
-		dv_start(d, args, t);
+		dv_start(d, &zapper);
 		sleep_us(2000);
 		d->m.ms.flags = VMMU_MEM_LOG_DIRTY_PAGES;
 		r = vmmu_set_memslot(d->m.vm, &d->m.ms);
 		if (r)
-			dv_fail(d, "enabling logging: %s", vmmu_strerror(r));
-		dv_baseline(d, &b);
+			fb_fail(&v->fb, "enabling logging: %s", vmmu_strerror(r));
+		dv_baseline(v);
 	} else {
 		/*
 		 * Logging starts on a populated slot: every page is mapped
@@ -564,62 +260,45 @@ static void dv_run(const struct mmu_variant *var, const struct dv_cfg *cfg)
 			ASSERT_EQ(vm_stats(&d->m).pages_2m, d->m.npages * PAGE / cfg->host_page);
 		dvm_set_logging(&d->m, true);
 		/* Round 1 only sets the baseline: the scan records what memory holds. */
-		if (!dv_round(d, &b, d->m.manual))
-			test_fail(__FILE__, __LINE__, "first harvest: %s", d->why);
+		if (!dv_round(v))
+			test_fail(__FILE__, __LINE__, "first harvest: %s", v->fb.why);
 		if (cfg->flags & VMMU_VM_DIRTY_INIT_SET)
-			ASSERT_EQ(bm_count(b.bm, d->m.words), d->m.npages);
-		dv_start(d, args, t);
+			ASSERT_EQ(bm_count(v->bm, v->words), d->m.npages);
+		dv_start(d, &zapper);
 	}
 
 	end = now_s() + cfg->seconds;
-	while (!atomic_load(&d->stop) && (b.rounds < DV_MIN_ROUNDS || now_s() < end) && b.rounds < DV_MAX_ROUNDS) {
-		if (!dv_round(d, &b, d->m.manual)) {
-			ok = false;
+	while (!dv_stopped(v) && (v->rounds < DV_MIN_ROUNDS || now_s() < end) && v->rounds < DV_MAX_ROUNDS) {
+		if (!dv_round(v))
 			break;
-		}
 		/* With INIT_SET the first harvest after the enable reports every page. */
-		if (cfg->live_enable && (cfg->flags & VMMU_VM_DIRTY_INIT_SET) && b.rounds == 2 &&
-		    bm_count(b.bm, d->m.words) != d->m.npages) {
-			dv_fail(d, "INIT_SET: the first harvest reported %llu of %llu pages",
-				(unsigned long long)bm_count(b.bm, d->m.words), (unsigned long long)d->m.npages);
-			ok = false;
+		if (cfg->live_enable && (cfg->flags & VMMU_VM_DIRTY_INIT_SET) && v->rounds == 2 &&
+		    bm_count(v->bm, v->words) != d->m.npages) {
+			fb_fail(&v->fb, "INIT_SET: the first harvest reported %llu of %llu pages",
+				(unsigned long long)bm_count(v->bm, v->words), (unsigned long long)d->m.npages);
 			break;
 		}
-		/* Vary the harvest interval, so windows of every size occur. */
-		if (!(xorshift(&b.rng) & 7))
-			sleep_us((unsigned int)(xorshift(&b.rng) % 300));
+		dv_pause(v);
 	}
-	atomic_store(&d->stop, true);
-	for (unsigned int i = 0; i < DV_VCPUS; i++)
-		pthread_join(t[i], NULL);
+	dv_stop_writers(v);
 	if (cfg->zapper)
-		pthread_join(t[DV_VCPUS], NULL);
-	/* The vCPUs are done, every deadline is met: two last rounds (a change
-	 * the first one sees unreported is due at the second). */
-	if (ok && !atomic_load(&d->failures) && dv_round(d, &b, d->m.manual) && dv_round(d, &b, d->m.manual)) {
-		for (uint64_t p = 0; p < d->m.npages; p++)
-			if (b.due[p].round)
-				dv_fail(d, "page %llu still unreported after the vCPUs stopped", (unsigned long long)p);
-	}
-	if (atomic_load(&d->failures))
+		pthread_join(zapper, NULL);
+	dv_finish(v);
+	if (atomic_load(&v->fb.n))
 		test_fail(__FILE__, __LINE__, "[%s %s %s] %s", cfg->mode, fast_name(cfg->flags),
-			  cfg->host_page > PAGE ? "2M" : "4K", d->why);
+			  cfg->host_page > PAGE ? "2M" : "4K", v->fb.why);
 
 	vs = vcpu_sum(&d->m);
 	ms = vm_stats(&d->m);
+	dv_summary(v, sum, sizeof(sum));
 	fprintf(stderr,
-		"    [%s %s %s%s%s] %llu rounds, %llu+%llu writes, %llu changed, %llu reported (%llu strict), "
-		"%llu deferred (%llu late), %llu spurious; fast fixed %llu spurious %llu failed %llu; zaps %llu; "
-		"4k %llu 2m %llu\n",
+		"    [%s %s %s%s%s] %s; fast fixed %llu spurious %llu failed %llu; zaps %llu; 4k %llu 2m %llu\n",
 		var->name, cfg->mode, fast_name(cfg->flags), cfg->host_page > PAGE ? " 2M" : "",
-		cfg->live_enable ? " live-enable" : "",
-		(unsigned long long)b.rounds, (unsigned long long)d->writes[0], (unsigned long long)d->writes[1],
-		(unsigned long long)b.changed, (unsigned long long)b.reported, (unsigned long long)b.strict,
-		(unsigned long long)b.deferred, (unsigned long long)b.late, (unsigned long long)b.spurious, (unsigned long long)(vs.pf_fast_fixed - vs0.pf_fast_fixed),
+		cfg->live_enable ? " live-enable" : "", sum, (unsigned long long)(vs.pf_fast_fixed - vs0.pf_fast_fixed),
 		(unsigned long long)(vs.pf_fast_spurious - vs0.pf_fast_spurious),
 		(unsigned long long)(vs.pf_fast_failed - vs0.pf_fast_failed), (unsigned long long)d->zaps,
 		(unsigned long long)ms.pages_4k, (unsigned long long)ms.pages_2m);
-	ASSERT_GT(b.changed, 0);
+	ASSERT_GT(v->changed, 0);
 	if (cfg->flags & VMMU_VM_NO_FAST_PF) {
 		ASSERT_EQ(vs.pf_fast_fixed, 0);
 		ASSERT_EQ(vs.pf_fast_spurious, 0);
@@ -630,9 +309,7 @@ static void dv_run(const struct mmu_variant *var, const struct dv_cfg *cfg)
 	/* Logging maps at 4K: whatever was written while logging is not huge. */
 	if (cfg->host_page > PAGE && !cfg->zapper)
 		ASSERT_LT(ms.pages_2m, d->m.npages * PAGE / cfg->host_page);
-	free(b.bm);
-	free(b.last);
-	free(b.due);
+	dv_fini(v);
 	dvm_destroy(&d->m);
 	free(d);
 }

@@ -17,9 +17,9 @@
  *
  *  - dirty_paging_verifier_{get,manual,ring}: two vCPU threads write random
  *    pages while the main thread harvests in a loop and proves from the
- *    values in memory that no write was missed, as test_dirty.c does (same
- *    accounting, see dp_round()).  Every stored value also names its page, so
- *    a write through a wrong translation is caught too.  Guest
+ *    values in memory that no write was missed, with test_dirty.c's
+ *    verifier (dv_round() in dirty_verify.c).  Every stored value also names
+ *    its page, so a write through a wrong translation is caught too.  Guest
  *    configurations: 4-level and PAE, 4K and 2M guest pages.  Asserted on the
  *    side: under shadow paging the fast page fault never fixes anything (it
  *    must not run on indirect shadow pages: seed 002's ABA race), yet every
@@ -43,12 +43,13 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "dirty_verify.h"
 #include "guest.h"
 #include "harness.h"
 
 #define MB (1ULL << 20)
 #define PAGE 4096ULL
-#define NVCPUS 2
+#define NVCPUS DV_VCPUS	/* the verifier's writers */
 
 /*
  * Guest-physical layout: the guest page tables in a slot of their own (never
@@ -60,21 +61,6 @@
 #define DATA_SLOT 1u
 #define DATA_GPA (256 * MB)	/* 2M aligned, for guest and host 2M pages */
 #define DATA_MAX_MB 512		/* an alias must fit in 1 GiB of gva */
-
-/*
- * A stored value: (seq << 28) | (page << 8) | (vCPU id + 1).  seq counts
- * the writer's writes from 1, so per word the values only grow and a zero
- * word was never written; page is the page index the writer meant to reach
- * (20 bits: the slot is at most 512 MiB).
- */
-#define VAL_SEQ_SHIFT 28
-#define VAL_PAGE_SHIFT 8
-#define VAL_PAGE_MASK 0xfffffULL
-
-static uint64_t mkval(uint64_t seq, uint64_t page, unsigned int id)
-{
-	return seq << VAL_SEQ_SHIFT | page << VAL_PAGE_SHIFT | (id + 1);
-}
 
 /*
  * A guest address space: paging mode, guest leaf size, and per vCPU the gva
@@ -109,47 +95,6 @@ enum hmode {
 	HM_RING,	/* dirty rings: collect, mark HARVESTED, reset */
 };
 static const char *const hm_names[] = { "get", "manual", "ring" };
-
-/* ---- small helpers --------------------------------------------------------- */
-
-static void sleep_us(unsigned int us)
-{
-	struct timespec t = { .tv_sec = 0, .tv_nsec = (long)us * 1000 };
-
-	while (nanosleep(&t, &t) && errno == EINTR)
-		;
-}
-
-static double env_num(const char *name, double def, double lo, double hi)
-{
-	const char *s = getenv(name);
-	char *end;
-	double v;
-
-	if (!s || !*s)
-		return def;
-	v = strtod(s, &end);
-	if (*end || v < lo || v > hi) {
-		fprintf(stderr, "  %s=%s ignored (want %g..%g)\n", name, s, lo, hi);
-		return def;
-	}
-	return v;
-}
-
-static bool bm_test(const uint64_t *bm, uint64_t i)
-{
-	return (bm[i / 64] >> (i % 64)) & 1;
-}
-
-/*
- * Guest memory as the host sees it.  The vCPUs store aligned 8-byte values
- * with single-copy-atomic stores, so an atomic load is no data race for TSan
- * and never sees half a value.
- */
-static uint64_t ld64(const uint8_t *p)
-{
-	return __atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_RELAXED);
-}
 
 /* ---- the VM: a page-table slot, a data slot, two paging vCPUs ---------------- */
 
@@ -282,18 +227,7 @@ static struct vmmu_vcpu_stats vcpu_stats(struct pvm *p, unsigned int id)
 
 static struct vmmu_vcpu_stats vcpu_sum(struct pvm *p)
 {
-	struct vmmu_vcpu_stats s = vcpu_stats(p, 0), t;
-
-	for (unsigned int i = 1; i < NVCPUS; i++) {
-		t = vcpu_stats(p, i);
-		s.pf_taken += t.pf_taken;
-		s.pf_fixed += t.pf_fixed;
-		s.pf_fast_fixed += t.pf_fast_fixed;
-		s.pf_fast_spurious += t.pf_fast_spurious;
-		s.pf_fast_failed += t.pf_fast_failed;
-		s.pt_write_emulations += t.pt_write_emulations;
-	}
-	return s;
+	return vcpu_fault_sum(p->vcpu, NVCPUS);
 }
 
 /*
@@ -341,37 +275,16 @@ static int ring_harvest(struct pvm *p, uint64_t *bm)
 }
 
 /*
- * One harvest into bm, in the VM's mode.  Manual mode clears what get
- * returned in chunks of random size (multiples of 64 pages, the last one
- * ending at the end of the slot) when rng is given.  Safe with threads
- * running (no ASSERT); errors are VMMU_E* codes, VMMU_EIO with p->why for a
- * bad ring entry.
+ * One harvest into bm, in the VM's mode: rings, or dirty_get_clear() with
+ * manual clears in chunks of up to 64 words when rng is given.  Safe with
+ * threads running (no ASSERT); errors are VMMU_E* codes, VMMU_EIO with
+ * p->why for a bad ring entry.
  */
 static int harvest(struct pvm *p, uint64_t *bm, uint64_t *rng)
 {
-	int r;
-
 	if (p->hm == HM_RING)
 		return ring_harvest(p, bm);
-	r = vmmu_get_dirty_log(p->vm, DATA_SLOT, bm);
-	if (r || p->hm != HM_MANUAL)
-		return r;
-	for (uint64_t first = 0; first < p->npages;) {
-		uint64_t n = rng ? 64 * (1 + xorshift(rng) % 64) : p->npages;
-
-		if (n > p->npages - first)
-			n = p->npages - first;
-		r = vmmu_clear_dirty_log(p->vm, DATA_SLOT, first, (uint32_t)n, bm + first / 64);
-		if (r)
-			return r;
-		first += n;
-	}
-	return 0;
-}
-
-static const char *fast_name(uint32_t flags)
-{
-	return flags & VMMU_VM_NO_FAST_PF ? "slow-pf" : "fast-pf";
+	return dirty_get_clear(p->vm, DATA_SLOT, p->npages, p->hm == HM_MANUAL, bm, rng, 64);
 }
 
 /* ==== the verifier ============================================================ */
@@ -392,264 +305,70 @@ struct dp_cfg {
 	double seconds;
 };
 
-/* Per-vCPU progress, one cache line each (the main thread polls them). */
-struct dp_progress {
-	_Atomic uint64_t started;	/* seq of the write under way, or of the last one */
-	_Atomic uint64_t done;		/* seq of the last completed write */
-	char pad[48];
-};
-
 struct dp {
 	struct pvm m;
 	const struct dp_cfg *cfg;
-	struct dp_progress prog[NVCPUS];
-	_Atomic bool stop;
-	_Atomic unsigned int failures;
+	struct dv_verifier v;
 	_Atomic uint64_t ring_fulls;
-	char why[600];
-	uint64_t writes[NVCPUS];
-};
-
-static void dp_fail(struct dp *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dp_fail(struct dp *d, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (atomic_fetch_add(&d->failures, 1) == 0) {
-		va_start(ap, fmt);
-		vsnprintf(d->why, sizeof(d->why), fmt, ap);
-		va_end(ap);
-	}
-	atomic_store(&d->stop, true);
-}
-
-struct dp_arg {
-	struct dp *d;
-	unsigned int id;
+	uint64_t audits;
 };
 
 /*
- * vCPU id owns word id of every page and writes mkval(seq, page, id) there
- * through its own alias.  Half the writes go to the shared pages (both vCPUs
- * write them: racing faults on one gfn, through two different SPTEs under
- * shadow paging), half to the vCPU's own pages (p >= shared, p - shared = id
- * mod NVCPUS).  Around each write it publishes progress: started before
- * (seq_cst), done after (release).  A full dirty ring stops the vCPU before
- * it writes anything; it waits for the harvester's next reset and retries
- * the same write.
+ * A writer's store, through its vCPU's own alias of the data slot (shared
+ * pages: racing faults on one gfn, through two different SPTEs under shadow
+ * paging).  A full dirty ring stops the vCPU before it writes anything; it
+ * waits for the harvester's next reset and retries the same write.
  */
-static void *dp_vcpu(void *arg)
+static bool dp_write(void *ctx, unsigned int id, uint64_t page, uint64_t val)
 {
-	struct dp_arg *a = arg;
-	struct dp *d = a->d;
-	uint64_t rng = 0x9e3779b97f4a7c15ULL * (a->id + 1) | 1, seq = 0;
-	uint64_t shared = d->cfg->shared, own = (d->m.npages - shared) / NVCPUS;
+	struct dp *d = ctx;
+	uint64_t gva = gva_of(&d->m, id, page), gen;
 	struct vmmu_exit x;
+	int rc;
 
-	while (!atomic_load_explicit(&d->stop, memory_order_relaxed)) {
-		uint64_t r = xorshift(&rng);
-		uint64_t page = ((r & 1) || !own) ? (r >> 1) % shared : shared + ((r >> 1) % own) * NVCPUS + a->id;
-		uint64_t gva = gva_of(&d->m, a->id, page);
-		uint64_t val = mkval(++seq, page, a->id), gen;
-		int rc;
-
-		atomic_store(&d->prog[a->id].started, seq);
-		for (;;) {
-			/* Sampled before the access: a reset after the exit counts. */
-			gen = atomic_load(&d->m.resets);
-			rc = vmmu_vcpu_access(d->m.vcpu[a->id], gva, &val, 8, VMMU_ACCESS_WRITE, &x);
-			if (rc != VMMU_EXIT || x.reason != VMMU_EXIT_DIRTY_RING_FULL || d->m.hm != HM_RING)
-				break;
-			if (x.u.ring_full.done) {
-				dp_fail(d, "vCPU %u: ring-full exit after %llu bytes of an 8-byte write", a->id,
-					(unsigned long long)x.u.ring_full.done);
-				goto out;
-			}
-			atomic_fetch_add(&d->ring_fulls, 1);
-			while (atomic_load(&d->m.resets) == gen) {
-				if (atomic_load_explicit(&d->stop, memory_order_relaxed))
-					goto out;
-				sched_yield();
-			}
-		}
-		if (rc) {
-			dp_fail(d, "vCPU %u: write of gva %#llx (page %llu): %d (%s), exit reason %u", a->id,
-				(unsigned long long)gva, (unsigned long long)page, rc, vmmu_strerror(rc),
-				rc == VMMU_EXIT ? x.reason : 0);
+	for (;;) {
+		/* Sampled before the access: a reset after the exit counts. */
+		gen = atomic_load(&d->m.resets);
+		rc = vmmu_vcpu_access(d->m.vcpu[id], gva, &val, 8, VMMU_ACCESS_WRITE, &x);
+		if (rc != VMMU_EXIT || x.reason != VMMU_EXIT_DIRTY_RING_FULL || d->m.hm != HM_RING)
 			break;
-		}
-		atomic_store_explicit(&d->prog[a->id].done, seq, memory_order_release);
-	}
-out:
-	d->writes[a->id] = seq;
-	return NULL;
-}
-
-/* A change the main thread saw and no harvest has reported yet. */
-struct dp_due {
-	uint64_t by[NVCPUS];	/* deadline: once every vCPU u has completed write by[u]... */
-	uint64_t round;		/* ...a harvest after this round must have reported it */
-};
-
-/* The main thread's book. */
-struct dp_book {
-	uint64_t *bm;		/* this round's report */
-	uint64_t *last;		/* [page * NVCPUS + v]: seq read by the previous scan */
-	struct dp_due *due;	/* per page; round == 0: nothing due */
-	uint64_t rounds, reported, changed, spurious, strict, deferred, late, audits;
-	uint64_t reported_logged;	/* pages reported after the baseline round */
-	uint64_t rng;
-};
-
-/*
- * One round k: sample the vCPUs' progress, harvest (H(k)), sample again,
- * scan memory (R(k)).  The accounting is test_dirty.c's dv_round(), whose
- * comment has the whole argument; in short, with c_u(k) vCPU u's done seq
- * read just before H(k), a_u(k) its started seq read just after H(k), z_u(k)
- * its started seq read after R(k):
- *
- * 1. A word that holds a larger seq at R(k) than at R(k-1) was stored after
- *    H(k-1) returned: H(k-1) write-protected every SPTE of the pages it
- *    reported (under shadow paging: every SPTE the rmap of the gfn holds,
- *    whichever gva maps it) and flushed every TLB.  In ring mode H(k-1) is
- *    collect + reset, and the reset protects and flushes.
- * 2. The page is logged by the fault that made its SPTE writable, after the
- *    SPTE became writable.  On a page only v writes, that fault is v's own
- *    and precedes the store: a harvest beginning after the store completed
- *    (s <= c_v) reports it: "strict".  On a shared page the other vCPU's
- *    fault may have made it writable (under shadow paging its own SPTE of
- *    the gfn is another one, but the race is the same through the guest
- *    walk): the report may be as late as the first harvest after every
- *    fault under way during R(k) returned (c_u >= z_u(k)).
- * 3. A change not reported by H(k) (or made by a store that began after H(k)
- *    returned, s > a_v(k)) becomes due with that deadline; a harvest whose
- *    pre-sample meets it without reporting the page is a MISS.
- * Reports with no change seen are spurious (false positives): counted,
- * allowed.  The last rounds run after the vCPUs stopped, when every deadline
- * is met.
- *
- * Each value must also be the writer's own (low byte) and name the page it
- * sits in: a store through a wrong translation fails here.
- */
-static bool dp_round(struct dp *d, struct dp_book *b)
-{
-	uint64_t c[NVCPUS], a[NVCPUS], z[NVCPUS];
-	int r;
-
-	for (unsigned int v = 0; v < NVCPUS; v++)
-		c[v] = atomic_load_explicit(&d->prog[v].done, memory_order_acquire);
-	r = harvest(&d->m, b->bm, &b->rng);
-	if (r) {
-		dp_fail(d, "round %llu: harvest: %d (%s) %s", (unsigned long long)b->rounds, r, vmmu_strerror(r),
-			d->m.why);
-		return false;
-	}
-	for (unsigned int v = 0; v < NVCPUS; v++)
-		a[v] = atomic_load(&d->prog[v].started);
-	b->rounds++;
-
-	for (uint64_t p = 0; p < d->m.npages; p++) {
-		const uint8_t *pg = d->m.hva + p * PAGE;
-		struct dp_due *due = &b->due[p];
-		bool rep = bm_test(b->bm, p), was_due = due->round, changed = false, strict = false, after = false;
-		uint64_t prev[NVCPUS], now[NVCPUS];
-
-		/* What earlier rounds left due: reported now, or still allowed to wait? */
-		if (was_due && rep) {
-			b->late += b->rounds - due->round > 1;
-			due->round = 0;
-		} else if (was_due) {
-			bool met = true;
-
-			for (unsigned int v = 0; v < NVCPUS; v++)
-				met &= c[v] >= due->by[v];
-			if (met) {
-				dp_fail(d,
-					"MISS: page %llu (gpa %#llx, %s) changed after harvest %llu returned; harvests "
-					"%llu..%llu did not report it, and the last began after the write and every fault "
-					"that could have enabled it had completed (deadline %llu/%llu, vCPUs done "
-					"%llu/%llu)",
-					(unsigned long long)p, (unsigned long long)(DATA_GPA + p * PAGE),
-					p < d->cfg->shared ? "shared" : "own", (unsigned long long)due->round - 1,
-					(unsigned long long)due->round, (unsigned long long)b->rounds,
-					(unsigned long long)due->by[0], (unsigned long long)due->by[1],
-					(unsigned long long)c[0], (unsigned long long)c[1]);
-				return false;
-			}
-		}
-
-		for (unsigned int v = 0; v < NVCPUS; v++) {
-			uint64_t w = ld64(pg + v * 8), s = w >> VAL_SEQ_SHIFT;
-
-			prev[v] = b->last[p * NVCPUS + v];
-			now[v] = s;
-			if (w && ((w & 0xff) != v + 1 || ((w >> VAL_PAGE_SHIFT) & VAL_PAGE_MASK) != p)) {
-				dp_fail(d,
-					"page %llu word %u holds %#llx: not vCPU %u's value for this page (a store "
-					"through a wrong translation?)",
-					(unsigned long long)p, v, (unsigned long long)w, v);
-				return false;
-			}
-			if (s < prev[v]) {
-				dp_fail(d, "page %llu word %u went back from seq %llu to %llu", (unsigned long long)p, v,
-					(unsigned long long)prev[v], (unsigned long long)s);
-				return false;
-			}
-			if (s == prev[v])
-				continue;
-			changed = true;
-			strict |= s <= c[v];
-			after |= s > a[v];
-			b->last[p * NVCPUS + v] = s;
-		}
-		b->reported += rep;
-		if (b->rounds > 1)
-			b->reported_logged += rep;
-		b->changed += changed;
-		if (!changed) {
-			b->spurious += rep && !was_due;
-			continue;
-		}
-		if (p >= d->cfg->shared && strict && !rep) {
-			dp_fail(d,
-				"MISS: page %llu (gpa %#llx) written (seq %llu/%llu, was %llu/%llu) by its only writer "
-				"after harvest %llu returned; the write completed before harvest %llu began (vCPUs done "
-				"%llu/%llu), which did not report it",
-				(unsigned long long)p, (unsigned long long)(DATA_GPA + p * PAGE),
-				(unsigned long long)now[0], (unsigned long long)now[1], (unsigned long long)prev[0],
-				(unsigned long long)prev[1], (unsigned long long)b->rounds - 1,
-				(unsigned long long)b->rounds, (unsigned long long)c[0], (unsigned long long)c[1]);
+		if (x.u.ring_full.done) {
+			fb_fail(&d->v.fb, "vCPU %u: ring-full exit after %llu bytes of an 8-byte write", id,
+				(unsigned long long)x.u.ring_full.done);
 			return false;
 		}
-		b->strict += strict && rep;
-		/* Covered by this report, or an earlier (harder) deadline stands. */
-		if ((rep && !after) || due->round)
-			continue;
-		due->round = b->rounds;
-		for (unsigned int v = 0; v < NVCPUS; v++)
-			due->by[v] = now[v];
-		b->deferred++;
+		atomic_fetch_add(&d->ring_fulls, 1);
+		while (atomic_load(&d->m.resets) == gen) {
+			if (dv_stopped(&d->v))
+				return false;
+			sched_yield();
+		}
 	}
-	/* A shared page also waits for every fault that was under way during the scan. */
-	for (unsigned int v = 0; v < NVCPUS; v++)
-		z[v] = atomic_load(&d->prog[v].started);
-	for (uint64_t p = 0; p < d->cfg->shared; p++) {
-		if (b->due[p].round != b->rounds)
-			continue;
-		for (unsigned int v = 0; v < NVCPUS; v++)
-			if (b->due[p].by[v] < z[v])
-				b->due[p].by[v] = z[v];
-	}
-	return true;
+	if (rc)
+		fb_fail(&d->v.fb, "vCPU %u: write of gva %#llx (page %llu): %d (%s), exit reason %u", id,
+			(unsigned long long)gva, (unsigned long long)page, rc, vmmu_strerror(rc),
+			rc == VMMU_EXIT ? x.reason : 0);
+	return !rc;
 }
 
-static void dp_audit(struct dp *d, struct dp_book *b)
+/*
+ * The verifier's harvest: harvest() in the VM's mode, manual clears in
+ * random chunks.  In ring mode it is collect + reset, and the reset
+ * write-protects and flushes like a clearing get, which is all dv_round()
+ * asks of a harvest.
+ */
+static int dp_harvest(void *ctx, uint64_t *bm, uint64_t *rng)
+{
+	return harvest(ctx, bm, rng);
+}
+
+static void dp_audit(struct dp *d)
 {
 	char why[256];
 
-	b->audits++;
+	d->audits++;
 	if (vmmu_audit(d->m.vm, why, sizeof(why)))
-		dp_fail(d, "vmmu_audit after harvest %llu: %s", (unsigned long long)b->rounds, why);
+		fb_fail(&d->v.fb, "vmmu_audit after harvest %llu: %s", (unsigned long long)d->v.rounds, why);
 }
 
 /*
@@ -662,9 +381,9 @@ static void dp_wait_ring_full(struct dp *d)
 {
 	double limit = now_s() + 10;
 
-	while (!atomic_load(&d->ring_fulls) && !atomic_load(&d->stop)) {
+	while (!atomic_load(&d->ring_fulls) && !dv_stopped(&d->v)) {
 		if (now_s() > limit) {
-			dp_fail(d, "no vCPU filled its dirty ring in 10 s without a harvest");
+			fb_fail(&d->v.fb, "no vCPU filled its dirty ring in 10 s without a harvest");
 			return;
 		}
 		sleep_us(200);
@@ -676,7 +395,7 @@ static void dp_wait_ring_full(struct dp *d)
 static bool dp_wrote_enough(struct dp *d)
 {
 	for (unsigned int v = 0; v < NVCPUS; v++)
-		if (atomic_load_explicit(&d->prog[v].done, memory_order_relaxed) < DP_MIN_WRITES)
+		if (atomic_load_explicit(&d->v.prog[v].done, memory_order_relaxed) < DP_MIN_WRITES)
 			return false;
 	return true;
 }
@@ -684,94 +403,71 @@ static bool dp_wrote_enough(struct dp *d)
 static void dp_run(const struct mmu_variant *var, const struct dp_cfg *cfg)
 {
 	struct dp *d = calloc(1, sizeof(*d));
-	struct dp_book b = { .rng = 42 };
-	struct dp_arg args[NVCPUS];
-	pthread_t t[NVCPUS];
+	struct dv_verifier *v;
 	struct vmmu_vcpu_stats vs0, vs;
 	struct vmmu_vm_stats ms;
 	const char *label;
-	char tag[128];
+	char tag[128], sum[400];
 	uint64_t host_page = cfg->g->leaf;
 	double end;
-	bool ok = true, waited_full = false;
+	bool waited_full = false;
 
 	ASSERT_TRUE(d != NULL);
 	d->cfg = cfg;
+	v = &d->v;
 	/* Guest 2M pages sit on 2M host pages: TDP maps them huge until logging starts. */
 	pvm_create(&d->m, var, cfg->g, cfg->hm, cfg->flags, cfg->npages, host_page, cfg->ring_size);
 	snprintf(tag, sizeof(tag), "%s %s %s %s", var->name, cfg->g->name, hm_names[cfg->hm], fast_name(d->m.flags));
 	label = tag;
-	b.bm = calloc(d->m.words, sizeof(uint64_t));
-	b.last = calloc(d->m.npages * NVCPUS, sizeof(uint64_t));
-	b.due = calloc(d->m.npages, sizeof(*b.due));
-	ASSERT_TRUE(b.bm && b.last && b.due);
+	dv_init(v, d->m.hva, DATA_GPA, d->m.npages, cfg->shared, dp_harvest, &d->m);
+	v->harvest_why = d->m.why;
 
 	pvm_populate(&d->m);
 	vs0 = vcpu_sum(&d->m);
 	pvm_set_logging(&d->m, true);
 	/* Round 1 only sets the baseline: the scan records what memory holds. */
-	if (!dp_round(d, &b))
-		test_fail(__FILE__, __LINE__, "[%s] first harvest: %s", label, d->why);
+	if (!dv_round(v))
+		test_fail(__FILE__, __LINE__, "[%s] first harvest: %s", label, v->fb.why);
 	ASSERT_AUDIT(d->m.vm);
-	for (unsigned int i = 0; i < NVCPUS; i++) {
-		args[i] = (struct dp_arg){ d, i };
-		ASSERT_EQ(pthread_create(&t[i], NULL, dp_vcpu, &args[i]), 0);
-	}
+	dv_start_writers(v, dp_write, d);
 
 	end = now_s() + cfg->seconds;
-	while (!atomic_load(&d->stop) && (b.rounds < DP_MIN_ROUNDS || now_s() < end || !dp_wrote_enough(d)) &&
-	       b.rounds < DP_MAX_ROUNDS) {
-		if (!dp_round(d, &b)) {
-			ok = false;
+	while (!dv_stopped(v) && (v->rounds < DP_MIN_ROUNDS || now_s() < end || !dp_wrote_enough(d)) &&
+	       v->rounds < DP_MAX_ROUNDS) {
+		if (!dv_round(v))
 			break;
-		}
-		if (!(b.rounds % DP_AUDIT_EVERY))
-			dp_audit(d, &b);
-		if (cfg->hm == HM_RING && cfg->expect_full && !waited_full && b.rounds >= 4) {
+		if (!(v->rounds % DP_AUDIT_EVERY))
+			dp_audit(d);
+		if (cfg->hm == HM_RING && cfg->expect_full && !waited_full && v->rounds >= 4) {
 			dp_wait_ring_full(d);
 			waited_full = true;
 			continue;
 		}
-		/* Vary the harvest interval, so windows of every size occur. */
-		if (!(xorshift(&b.rng) & 7))
-			sleep_us((unsigned int)(xorshift(&b.rng) % 300));
+		dv_pause(v);
 	}
-	atomic_store(&d->stop, true);
-	for (unsigned int i = 0; i < NVCPUS; i++)
-		pthread_join(t[i], NULL);
-	/* The vCPUs are done, every deadline is met: two last rounds (a change
-	 * the first one sees unreported is due at the second). */
-	if (ok && !atomic_load(&d->failures) && dp_round(d, &b) && dp_round(d, &b)) {
-		for (uint64_t p = 0; p < d->m.npages; p++)
-			if (b.due[p].round) {
-				dp_fail(d, "MISS: page %llu (gpa %#llx) still unreported after the vCPUs stopped",
-					(unsigned long long)p, (unsigned long long)(DATA_GPA + p * PAGE));
-				break;
-			}
-	}
-	if (!atomic_load(&d->failures))
-		dp_audit(d, &b);
-	if (atomic_load(&d->failures))
-		test_fail(__FILE__, __LINE__, "[%s] %s", label, d->why);
+	dv_stop_writers(v);
+	dv_finish(v);
+	if (!atomic_load(&v->fb.n))
+		dp_audit(d);
+	if (atomic_load(&v->fb.n))
+		test_fail(__FILE__, __LINE__, "[%s] %s", label, v->fb.why);
 
 	vs = vcpu_sum(&d->m);
 	vmmu_vm_get_stats(d->m.vm, &ms);
+	dv_summary(v, sum, sizeof(sum));
 	fprintf(stderr,
-		"    [%s] %llu rounds, %llu+%llu writes, %llu changed, %llu reported (%llu strict), %llu deferred "
-		"(%llu late), %llu false positives; ring fulls %llu; pf taken %llu, fast fixed %llu failed %llu; "
-		"audits %llu; 4k %llu 2m %llu shadow pages %llu\n",
-		label, (unsigned long long)b.rounds, (unsigned long long)d->writes[0], (unsigned long long)d->writes[1],
-		(unsigned long long)b.changed, (unsigned long long)b.reported, (unsigned long long)b.strict,
-		(unsigned long long)b.deferred, (unsigned long long)b.late, (unsigned long long)b.spurious,
-		(unsigned long long)atomic_load(&d->ring_fulls), (unsigned long long)(vs.pf_taken - vs0.pf_taken),
+		"    [%s] %s; ring fulls %llu; pf taken %llu, fast fixed %llu failed %llu; audits %llu; 4k %llu 2m %llu "
+		"shadow pages %llu\n",
+		label, sum, (unsigned long long)atomic_load(&d->ring_fulls),
+		(unsigned long long)(vs.pf_taken - vs0.pf_taken),
 		(unsigned long long)(vs.pf_fast_fixed - vs0.pf_fast_fixed),
-		(unsigned long long)(vs.pf_fast_failed - vs0.pf_fast_failed), (unsigned long long)b.audits,
+		(unsigned long long)(vs.pf_fast_failed - vs0.pf_fast_failed), (unsigned long long)d->audits,
 		(unsigned long long)ms.pages_4k, (unsigned long long)ms.pages_2m, (unsigned long long)ms.shadow_pages);
-	ASSERT_GT(b.changed, 0);
-	ASSERT_GT(b.reported_logged, 0);
+	ASSERT_GT(v->changed, 0);
+	ASSERT_GT(v->reported_logged, 0);
 	/* Every report needs a fault that made the page writable since the
 	 * last harvest (rings: every entry), so the faults outnumber them. */
-	ASSERT_GE(vs.pf_taken - vs0.pf_taken, b.reported_logged);
+	ASSERT_GE(vs.pf_taken - vs0.pf_taken, v->reported_logged);
 	if (d->m.shadow) {
 		/* Indirect shadow pages (and direct ones under a paging root) are
 		 * never fixed locklessly: all of the above were slow faults. */
@@ -788,9 +484,7 @@ static void dp_run(const struct mmu_variant *var, const struct dp_cfg *cfg)
 	/* Logging maps at 4K: TDP's huge mappings were split by the writes. */
 	if (!d->m.shadow && host_page > PAGE)
 		ASSERT_LT(ms.pages_2m, d->m.npages * PAGE / host_page);
-	free(b.bm);
-	free(b.last);
-	free(b.due);
+	dv_fini(v);
 	pvm_destroy(&d->m);
 	free(d);
 }
@@ -914,7 +608,7 @@ struct st_arg {
 static void st_write(struct st *s, unsigned int id, uint64_t seq)
 {
 	struct vmmu_exit x;
-	uint64_t gva = gva_of(&s->m, id, s->page), val = mkval(seq, s->page, id);
+	uint64_t gva = gva_of(&s->m, id, s->page), val = dv_value(seq, s->page, id);
 	int rc = vmmu_vcpu_access(s->m.vcpu[id], gva, &val, 8, VMMU_ACCESS_WRITE, &x);
 
 	if (rc && !s->err[id]) {
@@ -1053,10 +747,10 @@ static void run_no_stale(const struct mmu_variant *var, const struct gcfg *g, en
 		for (unsigned int i = 0; i < NVCPUS; i++) {
 			uint64_t w = ld64(s->m.hva + x * PAGE + i * 8);
 
-			if (w != mkval(want, x, i))
+			if (w != dv_value(want, x, i))
 				ST_FAIL("iteration %llu: page %llu word %u holds %#llx, vCPU %u stored %#llx",
 					(unsigned long long)it, (unsigned long long)x, i, (unsigned long long)w, i,
-					(unsigned long long)mkval(want, x, i));
+					(unsigned long long)dv_value(want, x, i));
 		}
 		r = harvest(&s->m, bm, &rng);
 		if (r)

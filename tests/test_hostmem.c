@@ -105,49 +105,6 @@ static void hmem_unmap(struct hmem *m)
 	m->raw = NULL;
 }
 
-/* The first failure of any thread, reported by the main thread. */
-struct failbox {
-	_Atomic unsigned int n;
-	_Atomic bool stop;
-	char why[320];
-};
-
-static void __attribute__((format(printf, 2, 3))) fb_fail(struct failbox *f, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (atomic_fetch_add(&f->n, 1) == 0) {
-		va_start(ap, fmt);
-		vsnprintf(f->why, sizeof(f->why), fmt, ap);
-		va_end(ap);
-	}
-	atomic_store(&f->stop, true);
-}
-
-static bool fb_stopped(struct failbox *f)
-{
-	return atomic_load_explicit(&f->stop, memory_order_acquire);
-}
-
-#define ASSERT_FAILBOX(f)                                                               \
-	do {                                                                            \
-		if (atomic_load(&(f)->n))                                               \
-			test_fail(__FILE__, __LINE__, "%s", (f)->why);                  \
-	} while (0)
-
-static const char *exit_name(uint32_t reason)
-{
-	switch (reason) {
-	case VMMU_EXIT_NONE: return "none";
-	case VMMU_EXIT_MMIO: return "mmio";
-	case VMMU_EXIT_MEMORY_FAULT: return "memory-fault";
-	case VMMU_EXIT_INTERNAL_ERROR: return "internal-error";
-	case VMMU_EXIT_GUEST_FAULT: return "guest-fault";
-	case VMMU_EXIT_DIRTY_RING_FULL: return "ring-full";
-	default: return "?";
-	}
-}
-
 static vmmu_vm *new_vm(const struct mmu_variant *var)
 {
 	struct vmmu_vm_config cfg;

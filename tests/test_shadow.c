@@ -131,19 +131,6 @@ static uint64_t pat(uint64_t gpa)
 	return (gpa * 0x9e3779b97f4a7c15ULL) | 1;
 }
 
-static const char *exit_name(uint32_t reason)
-{
-	switch (reason) {
-	case VMMU_EXIT_NONE: return "none";
-	case VMMU_EXIT_MMIO: return "mmio";
-	case VMMU_EXIT_MEMORY_FAULT: return "memory-fault";
-	case VMMU_EXIT_INTERNAL_ERROR: return "internal-error";
-	case VMMU_EXIT_GUEST_FAULT: return "guest-fault";
-	case VMMU_EXIT_DIRTY_RING_FULL: return "ring-full";
-	default: return "?";
-	}
-}
-
 /* The shadow-paging configuration, whether or not the harness lists it yet. */
 static const struct mmu_variant *shadow_variant(void)
 {

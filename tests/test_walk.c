@@ -21,33 +21,19 @@
  *  - non-canonical addresses, A/D races, translations, paging off, aborts,
  *    EPT permissions, misconfigurations and memory types.
  */
-#include <stdarg.h>
 
 #include "harness.h"
 #include "walk.h"
 #include "walk_ref.h"
+#include "walk_test.h"
 
 #define GMEM_BYTES (8ULL << 20)
 #define GMEM_FIRST_TABLE 0x23000ULL	/* tables start at an unremarkable address */
 #define PAGE_BYTES 4096ULL
 
-/* Legacy entry bits (SDM Vol. 3A 4.3-4.5 entry formats). */
-#define E_P (1ULL << 0)
-#define E_W (1ULL << 1)
-#define E_U (1ULL << 2)
-#define E_PWT (1ULL << 3)
-#define E_PCD (1ULL << 4)
-#define E_A (1ULL << 5)
-#define E_D (1ULL << 6)
-#define E_PS (1ULL << 7)
-#define E_PAT4K (1ULL << 7)		/* the same bit in a 4-KByte PTE */
-#define E_G (1ULL << 8)
-#define E_IGN_LOW (7ULL << 9)		/* bits 11:9: ignored in every format */
+/* Legacy entry bits beyond walk_test.h's (SDM Vol. 3A 4.3-4.5). */
+#define E_PAT4K (1ULL << 7)		/* E_PS's bit in a 4-KByte PTE */
 #define E_PAT_HUGE (1ULL << 12)
-#define E_IGN_HIGH (0x7fULL << 52)	/* bits 58:52: ignored with 4/5-level paging */
-#define E_PKEY_SHIFT 59
-#define E_XD (1ULL << 63)
-#define E_AD (E_A | E_D)
 
 /* EPT entry bits (SDM Vol. 3C 29.3.2). */
 #define EPT_R (1ULL << 0)
@@ -67,20 +53,6 @@
 
 #define MAX_REPORTS 20
 
-static uint64_t bitmask(unsigned int lo, unsigned int hi)
-{
-	if (lo > hi || lo > 63)
-		return 0;
-	if (hi > 63)
-		hi = 63;
-	return (~0ULL >> (63 - hi)) & (~0ULL << lo);
-}
-
-static uint64_t sign_extend(uint64_t v, unsigned int bits)
-{
-	return (uint64_t)((int64_t)(v << (64 - bits)) >> (64 - bits));
-}
-
 static uint64_t rng_below(uint64_t n)
 {
 	return test_rng_next() % n;
@@ -89,25 +61,6 @@ static uint64_t rng_below(uint64_t n)
 /* ---- mismatch reports ------------------------------------------------------ */
 
 static unsigned long nr_mismatch;
-
-struct sbuf {
-	char s[3072];
-	size_t n;
-};
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int r;
-
-	if (b->n >= sizeof(b->s))
-		return;
-	va_start(ap, fmt);
-	r = vsnprintf(b->s + b->n, sizeof(b->s) - b->n, fmt, ap);
-	va_end(ap);
-	if (r > 0)
-		b->n += (size_t)r;
-}
 
 /* Counts a mismatch; true when it is among the first MAX_REPORTS (print it). */
 static bool mismatch(void)
@@ -533,13 +486,6 @@ static void describe_cpu(struct sbuf *b, const struct walk_cpu *c)
 		  c->wp, c->smep, c->smap, c->ac, c->pke, c->pkru, c->nxe, c->cpl, c->pse);
 }
 
-static void describe_entries(struct sbuf *b, const char *what, int top, const uint64_t *e)
-{
-	sb_printf(b, "\n      %-7s", what);
-	for (int level = top; level >= 1; level--)
-		sb_printf(b, " L%d=%#" PRIx64, level, e[level]);
-}
-
 static void describe_result(struct sbuf *b, int ret, const struct walk_result *res)
 {
 	if (ret == WALK_OK)
@@ -632,16 +578,16 @@ static bool check_legacy(const struct path *p, unsigned int acc, const char *wha
 		sb_printf(&b, "[%s] %s %s gva=%#" PRIx64 " ", mode_name(p->mode), what, access_name(acc), p->gva);
 		describe_cpu(&b, &p->cpu);
 		sb_printf(&b, ": %s", why);
-		describe_entries(&b, "before", top, before);
+		sb_entries(&b, "before", top, before);
 		sb_printf(&b, "\n      walker: ");
 		describe_result(&b, ret, &res);
-		describe_entries(&b, "after", top, after);
+		sb_entries(&b, "after", top, after);
 		if (exp.fault)
 			sb_printf(&b, "\n      model:  fault vector=14 ec=%#x addr=%#" PRIx64, exp.error_code, p->gva);
 		else
 			sb_printf(&b, "\n      model:  ok gpa=%#" PRIx64 " level=%d size=%#" PRIx64 " acc=%#x pkey=%u dirty=%d",
 				  want_gpa, leaf, size, walk_acc_of(&rc, &exp.rights), exp.rights.pkey, exp.d[leaf]);
-		describe_entries(&b, "want", top, want);
+		sb_entries(&b, "want", top, want);
 		fprintf(stderr, "  MISMATCH %s\n", b.s);
 	}
 	return false;
@@ -717,10 +663,10 @@ static bool check_ept(const struct path *p, unsigned int acc, const char *what)
 
 		sb_printf(&b, "[%s] %s %s gpa=%#" PRIx64 " M=%u ad=%d: %s", mode_name(p->mode), what, access_name(acc),
 			  p->gva, m, p->cpu.ept_ad, why);
-		describe_entries(&b, "before", top, before);
+		sb_entries(&b, "before", top, before);
 		sb_printf(&b, "\n      walker: ");
 		describe_result(&b, ret, &res);
-		describe_entries(&b, "after", top, after);
+		sb_entries(&b, "after", top, after);
 		if (exp.fault && exp.misconfig)
 			sb_printf(&b, "\n      model:  misconfiguration");
 		else if (exp.fault)
@@ -728,7 +674,7 @@ static bool check_ept(const struct path *p, unsigned int acc, const char *what)
 		else
 			sb_printf(&b, "\n      model:  ok gpa=%#" PRIx64 " level=%d acc=%#x dirty=%d", want_gpa, leaf, want_acc,
 				  exp.d[leaf]);
-		describe_entries(&b, "want", top, want);
+		sb_entries(&b, "want", top, want);
 		fprintf(stderr, "  MISMATCH %s\n", b.s);
 	}
 	return false;
@@ -738,13 +684,6 @@ static bool check_ept(const struct path *p, unsigned int acc, const char *what)
 	do { if (nr_mismatch) test_fail(__FILE__, __LINE__, "%lu mismatches with the model", nr_mismatch); } while (0)
 
 /* ---- the exhaustive test ---------------------------------------------------------- */
-
-/* Bits of one combination (entries). */
-#define C_P (1u << 0)
-#define C_W (1u << 1)
-#define C_U (1u << 2)
-#define C_NX (1u << 3)
-#define C_PS (1u << 4)
 
 struct exh_mode {
 	const char *name;
@@ -772,21 +711,6 @@ static uint64_t leaf_addr_bits(enum walk_mode mode, int level, uint64_t frame)
 	return frame;
 }
 
-static uint64_t combo_bits(unsigned int c, bool nx_exists)
-{
-	uint64_t e = E_IGN_LOW;
-
-	if (c & C_P)
-		e |= E_P;
-	if (c & C_W)
-		e |= E_W;
-	if (c & C_U)
-		e |= E_U;
-	if ((c & C_NX) && nx_exists)
-		e |= E_XD;
-	return e;
-}
-
 /* A reserved bit the exhaustive test sets in an entry, or 0 if the format has
  * none: bit 51 (above MAXPHYADDR 46) in 8-byte entries, bit 21 in a 32-bit
  * 4-MByte PDE; 32-bit 4-KByte formats have no reserved bits. */
@@ -797,92 +721,75 @@ static uint64_t exh_rsvd_bit(const struct path *p, bool huge_pde_or_pte)
 	return huge_pde_or_pte ? 1ULL << 21 : 0;
 }
 
+struct exh_ctx {
+	struct path *p;
+	unsigned long n;
+};
+
+static uint64_t exh_rsvd(void *ctx, int level, bool ps, bool huge)
+{
+	struct exh_ctx *x = ctx;
+
+	(void)level;
+	(void)ps;
+	return exh_rsvd_bit(x->p, huge);
+}
+
+/* One entry combination: every CPU state and access over it. */
+static void exh_entries_run(void *ctx, const struct exh_entries *en)
+{
+	struct exh_ctx *x = ctx;
+	struct path *p = x->p;
+
+	for (unsigned int cpu_c = 0; cpu_c < 512; cpu_c++) {
+		unsigned int adwd = (cpu_c >> 7) & 3;
+
+		p->cpu.wp = cpu_c & 1;
+		p->cpu.smep = cpu_c & 2;
+		p->cpu.smap = cpu_c & 4;
+		p->cpu.ac = cpu_c & 8;
+		p->cpu.pke = cpu_c & 16;
+		p->cpu.cpl = (cpu_c & 32) ? 3 : 0;
+		p->cpu.nxe = cpu_c & 64;
+		/* AD/WD of the page's key as chosen; every other
+		 * key the opposite, to catch the wrong key. */
+		p->cpu.pkru = 0;
+		for (unsigned int i = 0; i < 16; i++)
+			p->cpu.pkru |= (i == en->key ? adwd : 3u & ~adwd) << (2 * i);
+		for (unsigned int a = 0; a < NR_ACCESSES; a++) {
+			for (int level = p->top; level >= 3; level--)
+				path_set(p, level, upper_entry(p, level));
+			path_set(p, 2, en->pde);
+			path_set(p, 1, en->pte);
+			check_legacy(p, all_accesses[a], "exhaustive");
+			x->n++;
+		}
+	}
+}
+
 static unsigned long exhaustive_mode(const struct exh_mode *m)
 {
-	static const unsigned int keys[] = { 0, 0xa };
 	struct path p;
 	struct ref_cpu rc;
-	bool has_nx, has_pk;
-	unsigned long n = 0;
+	struct exh_ctx x = { .p = &p };
+	struct exh_space sp;
 
 	path_build(&p, m->mode, test_gva(m->mode), m->maxphyaddr);
 	p.cpu.pse = m->pse;
 	rc = ref_cpu_of(&p.cpu);
-	has_nx = p.esize == 8;
-	has_pk = mode_has_pkeys(m->mode);
-
-	for (unsigned int pde_c = 0; pde_c < 32; pde_c++) {
-		bool huge = ref_is_leaf(&rc, 2, pde_c & C_PS);
-
-		if ((pde_c & C_NX) && !has_nx)
-			continue;
-		for (unsigned int pte_c = 0; pte_c < 16; pte_c++) {
-			if ((pte_c & C_NX) && !has_nx)
-				continue;
-			if (huge && pte_c)
-				continue;	/* the PTE is not used: one pass is enough */
-			for (int rsvd_at = 0; rsvd_at <= 2; rsvd_at++) {
-				uint64_t pde_rsvd = 0, pte_rsvd = 0;
-
-				if (rsvd_at == 1 && !(pde_rsvd = exh_rsvd_bit(&p, huge)))
-					continue;
-				if (rsvd_at == 2 && (huge || !(pte_rsvd = exh_rsvd_bit(&p, false))))
-					continue;
-				for (unsigned int k = 0; k < (has_pk ? 2u : 1u); k++) {
-					uint64_t pde = combo_bits(pde_c, has_nx) | pde_rsvd;
-					uint64_t pte = combo_bits(pte_c, has_nx) | pte_rsvd;
-
-					if (pde_c & C_PS)
-						pde |= E_PS;	/* ignored with 32-bit paging and CR4.PSE = 0 */
-					if (has_pk) {
-						pde |= E_IGN_HIGH;
-						pte |= E_IGN_HIGH | ((uint64_t)keys[k] << E_PKEY_SHIFT);
-					}
-					/* A global leaf when it is a supervisor page, as an OS would. */
-					if (!(pte_c & C_U))
-						pte |= E_G;
-					pte |= leaf_addr_bits(m->mode, 1, m->frame_4k);
-					if (huge) {
-						pde |= leaf_addr_bits(m->mode, 2, m->frame_huge);
-						if (!(pde_c & C_U))
-							pde |= E_G;
-						if (has_pk)
-							pde |= (uint64_t)keys[k] << E_PKEY_SHIFT;
-					} else {
-						/* Non-leaf: G and the key bits are ignored. */
-						pde |= p.table[1] | E_G;
-						if (has_pk)
-							pde |= 5ULL << E_PKEY_SHIFT;
-					}
-					for (unsigned int cpu_c = 0; cpu_c < 512; cpu_c++) {
-						unsigned int adwd = (cpu_c >> 7) & 3;
-
-						p.cpu.wp = cpu_c & 1;
-						p.cpu.smep = cpu_c & 2;
-						p.cpu.smap = cpu_c & 4;
-						p.cpu.ac = cpu_c & 8;
-						p.cpu.pke = cpu_c & 16;
-						p.cpu.cpl = (cpu_c & 32) ? 3 : 0;
-						p.cpu.nxe = cpu_c & 64;
-						/* AD/WD of the page's key as chosen; every other
-						 * key the opposite, to catch the wrong key. */
-						p.cpu.pkru = 0;
-						for (unsigned int i = 0; i < 16; i++)
-							p.cpu.pkru |= (i == keys[k] ? adwd : 3u & ~adwd) << (2 * i);
-						for (unsigned int a = 0; a < NR_ACCESSES; a++) {
-							for (int level = p.top; level >= 3; level--)
-								path_set(&p, level, upper_entry(&p, level));
-							path_set(&p, 2, pde);
-							path_set(&p, 1, pte);
-							check_legacy(&p, all_accesses[a], "exhaustive");
-							n++;
-						}
-					}
-				}
-			}
-		}
-	}
-	return n;
+	sp = (struct exh_space){
+		.rc = &rc,
+		.has_nx = p.esize == 8,
+		.has_pk = mode_has_pkeys(m->mode),
+		.addr_4k = leaf_addr_bits(m->mode, 1, m->frame_4k),
+		.addr_huge = leaf_addr_bits(m->mode, 2, m->frame_huge),
+		.pt = p.table[1],
+		.rsvd_bit = exh_rsvd,
+		.fn = exh_entries_run,
+		.ctx = &x,
+	};
+	exh_for_each(&sp);
+	return x.n;
 }
 
 TEST(walk_exhaustive)
