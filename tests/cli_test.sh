@@ -57,6 +57,26 @@ check_keys "run demand shadow keys" mmu first_touch_ns_per_page pf_fixed pages_4
 check_rc 2 "shadow without A/D" "$VMMU" run --mmu shadow --no-ad
 check_rc 2 "bad mmu" "$VMMU" run --mmu nested
 check_rc 0 "run human report" "$VMMU" run --mem 32M
+
+# Guest paging: every read is checked against the frame the guest's tables
+# say, through first touch, a remap by guest stores + INVLPG and CR3 switches.
+for mmu in tdp shadow; do
+	check_rc 0 "run paging $mmu" "$VMMU" run paging --mem 64M --mmu $mmu --json
+	check_keys "run paging $mmu keys" scenario mmu guest pages huge_pages remapped_pages \
+		build_ms first_touch_ms first_touch_ns_per_page retouch_ns_per_page remap_ns_per_page \
+		cr3_switch_ns_per_page verify_ms mismatches pf_taken pf_fixed guest_faults pt_write_emulations \
+		unsync_syncs root_fast_switches mmu_ctx_rebuilds shadow_pages pages_4k
+	if ! grep -q '"mismatches": 0,' "$tmp/out" || ! grep -q '"guest_faults": 0,' "$tmp/out"; then
+		echo "FAIL: run paging $mmu: mismatches or guest faults"; fail=$((fail + 1))
+	fi
+done
+check_rc 0 "run paging 32-bit shadow" "$VMMU" run paging --mem 16M --mmu shadow --guest 32 --json
+check_keys "run paging 32-bit keys" guest guest_huge_page remapped_pages
+check_rc 0 "run paging 5-level npt" "$VMMU" run paging --mem 16M --tdp npt --guest 5level --vcpus 3 --json
+check_rc 0 "run paging human report" "$VMMU" run paging --mem 16M --guest pae
+check_rc 2 "paging bad guest mode" "$VMMU" run paging --guest 6level
+check_rc 2 "guest mode for demand" "$VMMU" run demand --guest pae
+check_rc 2 "paging memory too small" "$VMMU" run paging --mem 64K --vcpus 4
 check_rc 0 "bench demand" "$VMMU" bench demand --mem 64M --reps 1 --json
 check_keys "bench demand keys" first_touch_ns_per_page retouch_ns_per_page fault_ns \
 	host_first_touch_ns_per_page host_retouch_ns_per_page first_touch_overhead retouch_overhead

@@ -79,7 +79,7 @@ static uint64_t bitmap_missing(const uint64_t *bm, uint64_t pages, uint64_t *fir
 	return missing;
 }
 
-/* env_sum_vcpu_stats() predates the fast-path counters. */
+/* Just the two counters the fast-path checks need, without summing all of them. */
 static void sum_fast_stats(struct vm_env *env, uint64_t *fast_fixed, uint64_t *pf_taken)
 {
 	*fast_fixed = *pf_taken = 0;

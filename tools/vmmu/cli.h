@@ -27,8 +27,9 @@
 #define CLI_SIZE_1G	(UINT64_C(1) << 30)
 
 /*
- * Guest paging is off, so every gva is a gpa and must stay below 4 GiB; RAM
- * stops at 3 GiB so the top GiB stays free, as on a PC (MMIO hole).
+ * Guest paging is off in most scenarios, so every gva is a gpa and must stay
+ * below 4 GiB (32-bit guest page tables need their RAM there too); RAM stops
+ * at 3 GiB so the top GiB stays free, as on a PC (MMIO hole).
  */
 #define CLI_MAX_MEM	(UINT64_C(3) << 30)
 
@@ -51,6 +52,11 @@ struct cli_opts {
 	bool reps_set;
 	uint64_t seed;
 	bool embedder_mem;	/* the tool maps guest RAM itself (a VMM's memory) */
+	uint32_t guest_mode;	/* run paging: enum guest_mode (guest/guest.h) */
+	bool guest_set;		/* --guest given: only scenarios with guest paging take it */
+	/* VM config overrides, 0 for the library's defaults: scenarios set them */
+	uint32_t tdp_levels;
+	uint32_t maxphyaddr;
 };
 
 /* main.c */
@@ -159,6 +165,7 @@ enum crew_op {
 	CREW_OP_VCPU_RETOUCH,	/* read + verify + write through the vCPU   */
 	CREW_OP_HOST_WRITE,	/* the same, straight through host pointers */
 	CREW_OP_HOST_RETOUCH,
+	CREW_OP_CALL,		/* crew->call(worker): a scenario's own phase */
 };
 
 struct crew;
@@ -169,6 +176,7 @@ struct crew_worker {
 	unsigned idx;
 	vmmu_vcpu *vcpu;
 	uint64_t begin, end;	/* gpa range [begin, end) of this worker */
+	void *ctx;		/* CREW_OP_CALL: the scenario's per-worker state */
 
 	/* results of the last phase */
 	uint64_t t_start, t_end;
@@ -177,6 +185,7 @@ struct crew_worker {
 	int err;		/* 0, VMMU_EXIT or a negative VMMU_E* */
 	uint64_t err_gpa;
 	bool err_is_write;
+	const char *err_call;	/* set when a call other than an access failed */
 	struct vmmu_exit exit;
 };
 
@@ -190,6 +199,8 @@ struct crew {
 	enum crew_op op;
 	uint8_t *host_base;	/* for the host ops: gpa 0 of the mapping */
 	uint64_t seed;
+	void (*call)(struct crew_worker *w);	/* CREW_OP_CALL */
+	const char *addr_name;	/* "gpa", or "gva" once guest paging is on */
 };
 
 struct phase_result {
@@ -203,6 +214,8 @@ struct phase_result {
 int crew_start(struct crew *c, unsigned n, vmmu_vcpu **vcpus, uint8_t *host_base,
 	       uint64_t mem_bytes, uint64_t seed);
 int crew_run(struct crew *c, enum crew_op op, const char *phase, struct phase_result *res);
+int crew_run_call(struct crew *c, void (*call)(struct crew_worker *w), const char *phase,
+		  struct phase_result *res);
 void crew_stop(struct crew *c);
 
 void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit *exit);
@@ -210,6 +223,7 @@ void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit 
 /* scenario.c: `vmmu run` */
 const char *scenario_default(void);
 bool scenario_exists(const char *name);
+bool scenario_takes_guest(const char *name);
 void scenario_list(FILE *f, bool json);
 int scenario_run(const char *name, const struct cli_opts *o);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "guest.h"
 
 static const char usage_synopsis[] =
 	"Usage: vmmu run [SCENARIO] [OPTIONS]\n"
@@ -50,13 +51,17 @@ static void print_help(FILE *f)
 	      "                       does (vmmu then faults it in through the kernel)\n"
 	      "  --no-huge            map guest RAM at 4K only (VMMU_VM_NO_HUGEPAGES)\n"
 	      "  --seed N             mixed into the data written to guest pages (default 0)\n"
+	      "  --guest 32|pae|4level|5level\n"
+	      "                       run paging only: the guest's paging mode (default 4level;\n"
+	      "                       5level makes the VM 5-level TDP with MAXPHYADDR 52)\n"
 	      "  --reps N             bench only: repetitions, 1..1000 (default 5)\n"
 	      "  --json               print exactly one JSON object on stdout instead of\n"
 	      "                       the human report\n"
 	      "  -h, --help           this text\n"
 	      "\n"
 	      "Options take their value as the next argument or after '='.\n"
-	      "Guest paging is off, so guest addresses are physical addresses below 4 GiB.\n"
+	      "Except in 'run paging', guest paging is off, so guest addresses are physical\n"
+	      "addresses below 4 GiB.\n"
 	      "\n"
 	      "Scenarios:\n", f);
 	scenario_list(f, false);
@@ -367,6 +372,7 @@ static void opts_init(struct cli_opts *o)
 	o->host_page = CLI_PAGE_SIZE;
 	o->backing = VMMU_BACKING_ANON;
 	o->reps = CLI_DEFAULT_REPS;
+	o->guest_mode = GUEST_MODE_4LEVEL;
 }
 
 enum opt_id {
@@ -381,6 +387,7 @@ enum opt_id {
 	OPT_EMBEDDER_MEM,
 	OPT_SEED,
 	OPT_REPS,
+	OPT_GUEST,
 	OPT_JSON,
 };
 
@@ -400,6 +407,7 @@ static const struct {
 	{ "--embedder-mem", OPT_EMBEDDER_MEM, false },
 	{ "--seed", OPT_SEED, true },
 	{ "--reps", OPT_REPS, true },
+	{ "--guest", OPT_GUEST, true },
 	{ "--json", OPT_JSON, false },
 };
 
@@ -480,6 +488,21 @@ static int set_opt(enum cmd cmd, struct cli_opts *o, const char *opt, enum opt_i
 			return cli_usage_error("bad %s '%s': want 1..%u", opt, val, CLI_MAX_REPS);
 		o->reps = (unsigned)v;
 		o->reps_set = true;
+		break;
+	case OPT_GUEST:
+		if (cmd != CMD_RUN)
+			return cli_usage_error("%s applies to 'vmmu run' only", opt);
+		if (!strcmp(val, "32"))
+			o->guest_mode = GUEST_MODE_32;
+		else if (!strcmp(val, "pae"))
+			o->guest_mode = GUEST_MODE_PAE;
+		else if (!strcmp(val, "4level"))
+			o->guest_mode = GUEST_MODE_4LEVEL;
+		else if (!strcmp(val, "5level"))
+			o->guest_mode = GUEST_MODE_5LEVEL;
+		else
+			return cli_usage_error("bad %s '%s': want 32, pae, 4level or 5level", opt, val);
+		o->guest_set = true;
 		break;
 	case OPT_JSON:
 		o->json = true;
@@ -611,6 +634,10 @@ int main(int argc, char **argv)
 			name = scenario_default();
 		if (!scenario_exists(name))
 			return cli_usage_error("unknown scenario '%s' (see 'vmmu run list')", name);
+		/* silently ignoring it would report a paging mode that never ran */
+		if (o.guest_set && !scenario_takes_guest(name))
+			return cli_usage_error("--guest applies to scenarios with guest paging "
+					       "('vmmu run paging'), not '%s'", name);
 	} else {
 		if (!name)
 			return cli_usage_error("missing benchmark name (see 'vmmu bench list')");
