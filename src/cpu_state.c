@@ -87,8 +87,9 @@ static int derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, c
 		return VMMU_EINVAL;
 	if ((s.cr4 & VMMU_CR4_PCIDE) && !(cur->cr4 & VMMU_CR4_PCIDE) && (s.cr3 & 0xfff))
 		return VMMU_EINVAL;
-	/* LA57 needs a 5-level TDP: guest-physical and linear widths match. */
-	if ((s.cr4 & VMMU_CR4_LA57) && lma && v->vm->cfg.tdp_levels < 5)
+	/* LA57 needs a 5-level TDP: guest-physical and linear widths match.
+	 * Shadow paging builds 5-level roots whatever tdp_levels says. */
+	if ((s.cr4 & VMMU_CR4_LA57) && lma && v->vm->cfg.mmu == VMMU_MMU_TDP && v->vm->cfg.tdp_levels < 5)
 		return VMMU_ENOTSUP;
 	if (lma) {
 		if (maxphyaddr < 64 && (s.cr3 & ~(1ULL << 63)) >> maxphyaddr)

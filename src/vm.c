@@ -125,8 +125,9 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		return VMMU_EINVAL;
 	if (cfg->maxphyaddr < 36 || cfg->maxphyaddr > 52)
 		return VMMU_EINVAL;
-	/* 4-level TDP maps 48 bits of guest-physical address space. */
-	if (cfg->tdp_levels == 4 && cfg->maxphyaddr > 48)
+	/* 4-level TDP maps 48 bits of guest-physical address space (shadow
+	 * paging maps linear addresses: any MAXPHYADDR will do). */
+	if (cfg->mmu == VMMU_MMU_TDP && cfg->tdp_levels == 4 && cfg->maxphyaddr > 48)
 		return VMMU_EINVAL;
 	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
 			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT))

@@ -383,6 +383,40 @@ TEST(protection_keys_per_address_space)
 	}
 }
 
+/* tdp_levels and its MAXPHYADDR bound are TDP's: shadow paging takes a
+ * 5-level guest and MAXPHYADDR 52 with the default 4. */
+TEST(shadow_ignores_tdp_levels)
+{
+	struct vmmu_vm_config cfg;
+	struct vmmu_memslot slot = { .slot = 0, .gpa = 0, .size = 64 * MB };
+	struct vmmu_cpu_state st;
+	struct guest_pt *pt;
+	struct vmmu_exit x;
+	vmmu_vm *vm;
+	vmmu_vcpu *v;
+	uint64_t val = 0x5a5a, gva = 0xff00000000000000ULL + 0x40000000ULL;
+
+	vmmu_vm_config_init(&cfg);
+	cfg.maxphyaddr = 52;
+	ASSERT_ERR(vmmu_vm_create(&cfg, &vm), VMMU_EINVAL);	/* TDP: 4 levels map 48 bits */
+	cfg.mmu = VMMU_MMU_SHADOW;
+	ASSERT_OK(vmmu_vm_create(&cfg, &vm));
+	ASSERT_OK(vmmu_set_memslot(vm, &slot));
+	ASSERT_OK(vmmu_vcpu_create(vm, 0, &v));
+	ASSERT_OK(guest_pt_create(vm, GUEST_MODE_5LEVEL, POOL_GPA, POOL_SIZE, &pt));
+	guest_pt_set_vcpu(pt, v);
+	ASSERT_OK(guest_map(pt, gva, 1 * MB, 4096, 4096, GUEST_W));
+	guest_pt_state(pt, &st, 0);
+	ASSERT_OK(vmmu_vcpu_set_state(v, &st));
+	ASSERT_OK(vmmu_vcpu_access(v, gva + 8, &val, 8, VMMU_ACCESS_WRITE, &x));
+	val = 0;
+	ASSERT_OK(vmmu_vcpu_access(v, 1 * MB + 8, &val, 8, VMMU_ACCESS_READ | VMMU_ACCESS_PHYS, &x));
+	ASSERT_EQ_U64(val, 0x5a5a);
+	ASSERT_AUDIT(vm);
+	guest_pt_destroy(pt);
+	vmmu_vm_destroy(vm);
+}
+
 TEST(invlpg_drops_whole_huge_pages)
 {
 	struct penv e;

@@ -88,7 +88,7 @@ struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
 	uint32_t tdp_format;	/* enum vmmu_tdp_format                        */
 	uint32_t tdp_levels;	/* 4 or 5 (EPT/NPT root level)                 */
-	uint32_t maxphyaddr;	/* guest MAXPHYADDR, 36..52                    */
+	uint32_t maxphyaddr;	/* guest MAXPHYADDR, 36..52 (TDP 4-level: 48)  */
 	uint32_t flags;		/* VMMU_VM_*                                   */
 	uint32_t max_vcpus;	/* 1..VMMU_MAX_VCPUS                           */
 	uint64_t pt_arena_bytes;	/* address space reserved for page tables; 0 = default */
