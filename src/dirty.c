@@ -40,7 +40,7 @@ static void wrprot_words(struct vmmu_vm *vm, const struct memslot *s, uint64_t f
 
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
-	flush = mmu_wrprot_bitmap_locked(vm, s->base_gfn + first_word * 64, masks, nr_words);
+	flush = mmu_log_protect_bitmap_locked(vm, s->base_gfn + first_word * 64, masks, nr_words);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
@@ -124,6 +124,34 @@ out:
 	return r;
 }
 
+/* ---- PML ------------------------------------------------------------------- */
+
+/*
+ * The vCPU's own thread, at the end of a guest-mode stretch or on a "PML
+ * full" exit.  The slot is looked up now, not when D was set: a slot deleted
+ * or moved since then at worst gets a spurious bit, and a gfn outside any
+ * logged slot (D bits are set everywhere) is dropped, as KVM drops it.
+ */
+void vcpu_pml_drain(struct vmmu_vcpu *v)
+{
+	const struct memslot *s = NULL;
+	const struct memslots *ms;
+
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	ms = vm_memslots(v->vm);
+	for (uint32_t i = 0; i < v->pml.n; i++) {
+		gfn_t gfn = v->pml.gfn[i];
+
+		if (!s || !memslot_contains(s, gfn))
+			s = memslots_find_gfn(ms, gfn);
+		if (s && memslot_logging(s))
+			vcpu_mark_page_dirty(v, s, gfn);
+	}
+	v->pml.n = 0;
+	vmmu_rcu_read_unlock();
+}
+
 /* ---- dirty rings ------------------------------------------------------------ */
 
 void dirty_ring_push(struct vmmu_vcpu *v, uint32_t slot, uint64_t offset)
@@ -187,7 +215,7 @@ VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm)
 			 * took its mappings with it. */
 			s = memslots_find_id(vm->memslots, e->slot);
 			if (s && e->offset < s->npages)
-				flush |= mmu_wrprot_gfn_range_locked(vm, s->base_gfn + e->offset,
+				flush |= mmu_log_protect_range_locked(vm, s->base_gfn + e->offset,
 								     s->base_gfn + e->offset + 1);
 			__atomic_store_n(&e->flags, 0, __ATOMIC_RELAXED);
 			idx++;
