@@ -173,7 +173,7 @@ static void buffer_full_run(const struct mmu_variant *var, uint32_t pml_entries,
 	}
 	fprintf(stderr, "    [%s pml %u %s %s] round 1: %llu faults, %llu logged, %llu full; round 2: %llu faults, %llu logged, "
 		  "%llu full\n",
-		var->name, pml_entries, ring ? "ring" : "get", host_page > PAGE ? "2M" : "4K",
+		  var->name, pml_entries, ring ? "ring" : "get", host_page > PAGE ? "2M" : "4K",
 		  (unsigned long long)(st1.pf_taken - st0.pf_taken), (unsigned long long)(st1.pml_entries - st0.pml_entries),
 		  (unsigned long long)(st1.pml_full_exits - st0.pml_full_exits),
 		  (unsigned long long)(st2.pf_taken - st1.pf_taken), (unsigned long long)(st2.pml_entries - st1.pml_entries),
