@@ -234,8 +234,8 @@ VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm)
 			    __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) != VMMU_DIRTY_GFN_HARVESTED)
 				break;
 			/* Protect again before the entry is freed: its page's next
-			 * write faults and is pushed anew.  A slot gone since then
-			 * took its mappings with it. */
+			 * write faults (PML: sets D and is logged) and is pushed
+			 * anew.  A slot gone since then took its mappings with it. */
 			s = memslots_find_id(vm->memslots, e->slot);
 			if (s && e->offset < s->npages)
 				flush |= mmu_log_protect_range_locked(vm, s->base_gfn + e->offset,

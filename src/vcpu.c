@@ -132,9 +132,10 @@ static inline void vcpu_exit_guest_mode(struct vmmu_vcpu *v)
 
 	/*
 	 * PML: every gpa logged in this stretch reaches the bitmap or ring
-	 * before the stretch is seen to end.  A vCPU outside guest mode thus
-	 * never holds a logged gpa, so a harvest that begins after a write
-	 * returned finds it without kicking anyone (docs/mmu.md 9.5).
+	 * before the stretch is seen to end (the release below).  A vCPU
+	 * outside guest mode thus never holds a logged gpa, and a harvest
+	 * that waits out the stretches in progress has all of them (KVM's
+	 * kick; docs/mmu.md 9.5).
 	 */
 	if (unlikely(v->pml.n))
 		vcpu_pml_drain(v);

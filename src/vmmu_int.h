@@ -383,8 +383,8 @@ static inline bool hostprot_uniform(const struct hostprot_set *hs, uintptr_t hva
 }
 
 /* Most pages one access window can make writable (32 data pages, each with
- * up to 5 guest page-table pages under 2D walks): the ring keeps this much
- * room free before running a window. */
+ * up to 5 guest page-table pages under 2D walks) -- with PML, whose D bits it
+ * can set: the ring keeps this much room free before running a window. */
 #define DIRTY_RING_SLACK 256
 #define DIRTY_RING_MIN 1024
 
