@@ -12,6 +12,10 @@
  *    through a writable translation from before it.  (A write through such a
  *    stale translation during the harvest lands in a page the harvest itself
  *    reports: only pages whose bit was set can have had a writable SPTE.)
+ * With VMMU_VM_PML the same three hold with D in place of W (docs/mmu.md
+ * 9.5): the walker logs whenever it sets D, the harvest first waits for the
+ * vCPUs' buffers to drain, exchanges the bits, clears D on what it reported,
+ * and flushes the TLB entries that still let writes skip the walk.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +36,21 @@ static int logged_slot(struct vmmu_vm *vm, uint32_t id, const struct memslot **o
 	return 0;
 }
 
-/* Write-protect the pages named by (word index, mask) pairs; flush once. */
+/*
+ * PML: wait out every guest-mode stretch in progress, each of which drains
+ * its vCPU's buffer before it ends (KVM kicks the vCPUs for the same reason:
+ * its buffers drain on VM exits).  Without it, vCPU B could write through a
+ * D bit vCPU A's walk has just set, return, and have a harvest begin and
+ * miss the page because A's stretch has not drained yet.
+ */
+static void pml_flush_vcpus(struct vmmu_vm *vm)
+{
+	if (vm_pml(vm))
+		vm_make_all_vcpus_request(vm, 0);
+}
+
+/* Write-protect the pages named by (word index, mask) pairs, or with PML
+ * clear their D bits; flush once. */
 static void wrprot_words(struct vmmu_vm *vm, const struct memslot *s, uint64_t first_word, const uint64_t *masks,
 			 uint64_t nr_words)
 {
@@ -40,7 +58,7 @@ static void wrprot_words(struct vmmu_vm *vm, const struct memslot *s, uint64_t f
 
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
-	flush = mmu_wrprot_bitmap_locked(vm, s->base_gfn + first_word * 64, masks, nr_words);
+	flush = mmu_log_protect_bitmap_locked(vm, s->base_gfn + first_word * 64, masks, nr_words);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
@@ -63,6 +81,7 @@ VMMU_EXPORT int vmmu_get_dirty_log(vmmu_vm *vm, uint32_t id, uint64_t *bitmap)
 	if (r)
 		goto out;
 	words = memslot_bitmap_words(s);
+	pml_flush_vcpus(vm);
 	if (vm->cfg.flags & VMMU_VM_MANUAL_PROTECT) {
 		for (uint64_t i = 0; i < words; i++)
 			bitmap[i] = __atomic_load_n(&s->dirty_bitmap[i], __ATOMIC_RELAXED);
@@ -103,6 +122,10 @@ VMMU_EXPORT int vmmu_clear_dirty_log(vmmu_vm *vm, uint32_t id, uint64_t first_pa
 	}
 	words = (num_pages + 63) / 64;
 	first_word = first_page / 64;
+	/* Not needed for correctness (a bit a stretch drains after the AND
+	 * stays set for the next harvest), but it keeps a clear from
+	 * clearing D of a page whose log entry is still on its way. */
+	pml_flush_vcpus(vm);
 	cleared = malloc(words * sizeof(*cleared));
 	if (!cleared) {
 		r = VMMU_ENOMEM;
@@ -122,6 +145,34 @@ out:
 	pthread_mutex_unlock(&vm->slots_lock);
 	free(cleared);
 	return r;
+}
+
+/* ---- PML ------------------------------------------------------------------- */
+
+/*
+ * The vCPU's own thread, at the end of a guest-mode stretch or on a "PML
+ * full" exit.  The slot is looked up now, not when D was set: a slot deleted
+ * or moved since then at worst gets a spurious bit, and a gfn outside any
+ * logged slot (D bits are set everywhere) is dropped, as KVM drops it.
+ */
+void vcpu_pml_drain(struct vmmu_vcpu *v)
+{
+	const struct memslot *s = NULL;
+	const struct memslots *ms;
+
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	ms = vm_memslots(v->vm);
+	for (uint32_t i = 0; i < v->pml.n; i++) {
+		gfn_t gfn = v->pml.gfn[i];
+
+		if (!s || !memslot_contains(s, gfn))
+			s = memslots_find_gfn(ms, gfn);
+		if (s && memslot_logging(s))
+			vcpu_mark_page_dirty(v, s, gfn);
+	}
+	v->pml.n = 0;
+	vmmu_rcu_read_unlock();
 }
 
 /* ---- dirty rings ------------------------------------------------------------ */
@@ -183,11 +234,11 @@ VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm)
 			    __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) != VMMU_DIRTY_GFN_HARVESTED)
 				break;
 			/* Protect again before the entry is freed: its page's next
-			 * write faults and is pushed anew.  A slot gone since then
-			 * took its mappings with it. */
+			 * write faults (PML: sets D and is logged) and is pushed
+			 * anew.  A slot gone since then took its mappings with it. */
 			s = memslots_find_id(vm->memslots, e->slot);
 			if (s && e->offset < s->npages)
-				flush |= mmu_wrprot_gfn_range_locked(vm, s->base_gfn + e->offset,
+				flush |= mmu_log_protect_range_locked(vm, s->base_gfn + e->offset,
 								     s->base_gfn + e->offset + 1);
 			__atomic_store_n(&e->flags, 0, __ATOMIC_RELAXED);
 			idx++;

@@ -176,8 +176,26 @@ restart:
 					bits |= f->accessed;
 				if ((acc & ACC_WRITE) && !(spte & f->dirty))
 					bits |= f->dirty;
+				/*
+				 * PML (SDM 29.3.6): the gpa is logged when D goes
+				 * from 0 to 1, and with no room left the access
+				 * exits before D is set, so that "D set" always
+				 * implies "logged".
+				 */
+				if (unlikely(bits & f->dirty) && v->pml.size && v->pml.n == v->pml.size) {
+					e->kind = HW_EXIT_PML_FULL;
+					e->gpa = gpa;
+					e->qualification = 0;
+					e->level = level;
+					return false;
+				}
 				if (bits && !set_bits_atomic(sptep, spte, bits))
 					goto restart;
+				/* Only after the cmpxchg won: a lost one set nothing. */
+				if (unlikely(bits & f->dirty) && v->pml.size) {
+					v->pml.gfn[v->pml.n++] = gfn;
+					STAT_INC(v->stat.pml_entries);
+				}
 				spte |= bits;
 			}
 			break;

@@ -24,6 +24,7 @@ enum hw_exit_kind {
 	HW_EXIT_NONE = 0,
 	HW_EXIT_EPT_VIOLATION,	/* also NPT #NPF without RSVD */
 	HW_EXIT_EPT_MISCONFIG,	/* also NPT #NPF with RSVD */
+	HW_EXIT_PML_FULL,	/* a D bit to set, no room to log it (VMMU_VM_PML) */
 };
 
 /* EPT violation exit qualification (SDM 28.2.1, Table 28-7). */
@@ -96,7 +97,9 @@ static inline bool perms_allow(const struct spte_fmt *f, unsigned int eff, unsig
  * The common TLB miss: the leaf table is in the paging-structure cache and
  * the leaf already allows the access with A (and, for writes, D) set, so the
  * walk is one load and no locked operation.  Anything else takes the full
- * walk, which decides exits and A/D updates exactly.
+ * walk, which decides exits and A/D updates exactly.  With PML this is what
+ * keeps logging exact: a write never gets past a leaf whose D is clear
+ * without hw_walk(), the one place that sets D and logs the gpa.
  */
 static inline bool leaf_fast_ok(const struct spte_fmt *f, uint64_t spte, unsigned int acc)
 {
@@ -190,7 +193,9 @@ static inline uintptr_t tlb_val_need(unsigned int acc)
 	uintptr_t need = (acc & ACC_EXEC) ? ACC_EXEC : TLB_READ;
 
 	/* A write through an entry whose D bit was clear walks again to set
-	 * it, as a CPU does (SDM 4.8). */
+	 * it, as a CPU does (SDM 4.8) -- and, with PML, to log the page.  An
+	 * entry with TLB_DIRTY lets writes through unlogged until flushed,
+	 * which is why clearing D for dirty logging flushes TLBs. */
 	if (acc & ACC_WRITE)
 		need |= ACC_WRITE | TLB_DIRTY;
 	return need;

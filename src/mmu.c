@@ -72,18 +72,18 @@ bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
 	return vm->root && tdp_mmu_zap_leafs(vm, vm->root, start, end);
 }
 
-bool mmu_wrprot_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
+bool mmu_log_protect_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
 {
 	if (vm->shadow)
 		return shadow_wrprot_gfn_range(vm, start, end);
-	return vm->root && tdp_mmu_wrprot_range(vm, vm->root, start, end);
+	return vm->root && tdp_mmu_log_protect_range(vm, vm->root, start, end);
 }
 
-bool mmu_wrprot_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words)
+bool mmu_log_protect_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words)
 {
 	if (vm->shadow)
 		return shadow_wrprot_bitmap(vm, base, bitmap, nr_words);
-	return vm->root && tdp_mmu_wrprot_bitmap(vm, vm->root, base, bitmap, nr_words);
+	return vm->root && tdp_mmu_log_protect_bitmap(vm, vm->root, base, bitmap, nr_words);
 }
 
 __hot static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, const struct memslots *ms, gfn_t gfn)

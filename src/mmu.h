@@ -63,8 +63,9 @@ int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault);
  * held for write.  They return whether a remote TLB flush is needed.
  */
 bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
-bool mmu_wrprot_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
-bool mmu_wrprot_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
+/* Dirty logging: write-protect (VMMU_VM_PML, TDP: clear D on 4K leaves). */
+bool mmu_log_protect_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
+bool mmu_log_protect_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
 /* Counts a fault's outcome in the vCPU's stats; returns r. */
 int mmu_count_pf_result(struct vmmu_vcpu *v, int r);
 /* The fast_page_fault trace event (seed 002 patch 7). */

@@ -57,6 +57,8 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 		}
 		v->ring.size = vm->cfg.dirty_ring_size;
 	}
+	if (vm_pml(vm))
+		v->pml.size = vm->cfg.pml_entries ? vm->cfg.pml_entries : PML_MAX_ENTRIES;
 	/* Generation 0 marks never-filled and invalidated entries. */
 	v->tlb.gen = 1;
 	v->tlb.counter = 1;
@@ -80,6 +82,13 @@ void vcpu_free(struct vmmu_vcpu *v)
 	pt_cache_drain(&v->pt_cache);
 	free(v->ring.entries);
 	free(v);
+}
+
+/* Too few free ring entries to run a window (KVM's soft-full limit). */
+static inline bool ring_soft_full(struct vmmu_vcpu *v)
+{
+	return v->ring.dirty_index - atomic_load_explicit(&v->ring.reset_index, memory_order_acquire) >=
+	       v->ring.size - DIRTY_RING_SLACK;
 }
 
 /*
@@ -120,6 +129,16 @@ static inline uint32_t vcpu_pending_requests(struct vmmu_vcpu *v)
 static inline void vcpu_exit_guest_mode(struct vmmu_vcpu *v)
 {
 	uint64_t m = atomic_load_explicit(&v->mode, memory_order_relaxed);
+
+	/*
+	 * PML: every gpa logged in this stretch reaches the bitmap or ring
+	 * before the stretch is seen to end (the release below).  A vCPU
+	 * outside guest mode thus never holds a logged gpa, and a harvest
+	 * that waits out the stretches in progress has all of them (KVM's
+	 * kick; docs/mmu.md 9.5).
+	 */
+	if (unlikely(v->pml.n))
+		vcpu_pml_drain(v);
 
 	/* Release: the guest's memory accesses complete before a requester
 	 * that sees the exit goes on (to free or reuse what they used). */
@@ -560,6 +579,11 @@ again:
 		if (likely(x == XLATE_OK))
 			continue;
 		vcpu_exit_guest_mode(v);
+		if (x == XLATE_TDP_EXIT && he.kind == HW_EXIT_PML_FULL) {
+			/* Leaving guest mode drained the buffer: walk again. */
+			STAT_INC(v->stat.pml_full_exits);
+			goto again;
+		}
 		if (x == XLATE_GUEST_FAULT)
 			return guest_fault_exit(exit, wr.vector, wr.error_code, wr.fault_addr);
 		if (x == XLATE_SHADOW_PF) {
@@ -752,14 +776,16 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	STAT_INC(v->stat.accesses);
 
 	/* The common case: paging off, one page, translation one walk away.
-	 * (A TLB hit dirties nothing new, so the dirty ring needs no check.) */
+	 * (A TLB hit dirties nothing new, so the dirty ring needs no check --
+	 * except with PML, where the walk itself logs the pages it dirties.) */
 	if (unlikely(v->vm->shadow) && (access & VMMU_ACCESS_PHYS)) {
 		self = vcpu_self_enter(v);
 		r = shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, exit);
 		vcpu_self_exit(self);
 		return r;
 	}
-	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->mmu_ready)) {
+	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->mmu_ready) &&
+	    likely(!v->pml.size || !v->ring.entries || !ring_soft_full(v))) {
 		struct hw_exit he;
 		uintptr_t hva;
 
@@ -794,9 +820,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		size_t chunk = (size_t)ACCESS_WINDOW_PAGES * 4096 - ((gva + done) & 0xfff);
 
 		/* KVM's soft-full rule: stop before a window could overflow. */
-		if (unlikely(v->ring.entries) &&
-		    v->ring.dirty_index - atomic_load_explicit(&v->ring.reset_index, memory_order_acquire) >=
-			    v->ring.size - DIRTY_RING_SLACK) {
+		if (unlikely(v->ring.entries) && ring_soft_full(v)) {
 			exit->reason = VMMU_EXIT_DIRTY_RING_FULL;
 			exit->u.ring_full.done = done;
 			r = VMMU_EXIT;
@@ -840,4 +864,6 @@ VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->guest_faults = STAT_READ(s->guest_faults);
 	out->pt_write_emulations = STAT_READ(s->pt_write_emulations);
 	out->unsync_syncs = STAT_READ(s->unsync_syncs);
+	out->pml_entries = STAT_READ(s->pml_entries);
+	out->pml_full_exits = STAT_READ(s->pml_full_exits);
 }

@@ -130,7 +130,14 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	if (cfg->mmu == VMMU_MMU_TDP && cfg->tdp_levels == 4 && cfg->maxphyaddr > 48)
 		return VMMU_EINVAL;
 	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
-			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT))
+			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT | VMMU_VM_PML))
+		return VMMU_EINVAL;
+	/* PML logs the D bits of TDP leaves: it needs both. */
+	if ((cfg->flags & VMMU_VM_PML) && (cfg->mmu != VMMU_MMU_TDP || (cfg->flags & VMMU_VM_AD_DISABLED)))
+		return VMMU_EINVAL;
+	if (cfg->pml_entries &&
+	    (!(cfg->flags & VMMU_VM_PML) || cfg->pml_entries < PML_MIN_ENTRIES ||
+	     cfg->pml_entries > PML_MAX_ENTRIES || (cfg->pml_entries & (cfg->pml_entries - 1))))
 		return VMMU_EINVAL;
 	/* INITIALLY_SET only means something with manual protection (KVM). */
 	if ((cfg->flags & VMMU_VM_DIRTY_INIT_SET) && !(cfg->flags & VMMU_VM_MANUAL_PROTECT))
@@ -505,7 +512,8 @@ static bool dirty_init_set(const struct vmmu_vm *vm)
 	       (VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET);
 }
 
-/* Write-protect a slot's mappings for dirty logging; mmu_lock taken here. */
+/* Write-protect a slot's mappings for dirty logging (PML: clear the D bits of
+ * its 4K leaves, write-protect its huge ones); mmu_lock taken here. */
 static void slot_write_protect(struct vmmu_vm *vm, const struct memslot *s)
 {
 	bool flush = false;
@@ -516,10 +524,12 @@ static void slot_write_protect(struct vmmu_vm *vm, const struct memslot *s)
 	 * write fault of every huge page while the guest runs. */
 	if (vm->root && (vm->cfg.flags & VMMU_VM_EAGER_SPLIT))
 		tdp_mmu_split_huge_range(vm, vm->root, s->base_gfn, s->base_gfn + s->npages);
-	flush = mmu_wrprot_gfn_range_locked(vm, s->base_gfn, s->base_gfn + s->npages);
+	flush = mmu_log_protect_range_locked(vm, s->base_gfn, s->base_gfn + s->npages);
 	/* Clearing W only for logging could defer this flush until the log is
 	 * harvested (MMU-writable says why W is clear); flushing now keeps the
-	 * rule simple: logging starts when this call returns. */
+	 * rule simple: logging starts when this call returns.  With PML the
+	 * flush is required: a TLB entry made while D was set would let writes
+	 * through without setting D again, unlogged. */
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);

@@ -110,10 +110,12 @@ struct vcpu_stats {
 	stat_t accesses, tlb_hits, tlb_misses, exits, pf_taken, pf_fixed, pf_spurious, pf_retry,
 		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins, pf_fast_fixed,
 		pf_fast_spurious, pf_fast_failed, mmu_ctx_rebuilds, root_fast_switches, root_slow_switches,
-		guest_faults, pt_write_emulations, unsync_syncs;
+		guest_faults, pt_write_emulations, unsync_syncs, pml_entries, pml_full_exits;
 };
 
 #define PT_CACHE_MIN 6	/* a 5-level fault needs at most 4 tables, plus a split */
+#define PML_MAX_ENTRIES 512	/* Intel's PML buffer: one 4K page of gpas */
+#define PML_MIN_ENTRIES 16
 
 struct vmmu_vcpu {
 	struct vmmu_vm *vm;	/* [const] */
@@ -156,6 +158,18 @@ struct vmmu_vcpu {
 		uint32_t dirty_index;		/* [vcpu] next entry to publish */
 		_Atomic uint32_t reset_index;	/* [ring_lock] entries before it are free */
 	} ring;
+
+	/*
+	 * PML buffer (VMMU_VM_PML): gfns whose TDP D bit the hardware walker
+	 * set, appended in guest mode and drained into the slots' bitmaps or
+	 * this vCPU's ring by vcpu_pml_drain() before every exit from guest
+	 * mode, and on a "PML full" exit.  docs/mmu.md section 9.5.
+	 */
+	struct {
+		uint32_t n;			/* [vcpu] entries in use */
+		uint32_t size;			/* [const] 0 without PML */
+		uint64_t gfn[PML_MAX_ENTRIES];	/* [vcpu] */
+	} pml;
 
 	struct tlb tlb;			/* [vcpu] last: the big array after the hot fields */
 };
@@ -369,8 +383,8 @@ static inline bool hostprot_uniform(const struct hostprot_set *hs, uintptr_t hva
 }
 
 /* Most pages one access window can make writable (32 data pages, each with
- * up to 5 guest page-table pages under 2D walks): the ring keeps this much
- * room free before running a window. */
+ * up to 5 guest page-table pages under 2D walks) -- with PML, whose D bits it
+ * can set: the ring keeps this much room free before running a window. */
 #define DIRTY_RING_SLACK 256
 #define DIRTY_RING_MIN 1024
 
@@ -389,5 +403,14 @@ static inline struct memslots *vm_memslots(struct vmmu_vm *vm)
 {
 	return atomic_load_explicit(&vm->memslots, memory_order_acquire);
 }
+
+/* Dirty logging by D bits and the PML buffer rather than write protection. */
+static inline bool vm_pml(const struct vmmu_vm *vm)
+{
+	return vm->cfg.flags & VMMU_VM_PML;
+}
+
+/* Empty the PML buffer into the dirty bitmaps / ring (the vCPU's thread). */
+void vcpu_pml_drain(struct vmmu_vcpu *v);
 
 #endif /* VMMU_INT_H */

@@ -89,7 +89,7 @@ check_rc 0 "bench walk npt" "$VMMU" bench walk --mem 16M --reps 1 --tdp npt --js
 
 check_rc 0 "bench fastpf" "$VMMU" bench fastpf --mem 32M --reps 1 --json
 check_keys "bench fastpf keys" fast_ns_per_fault slow_ns_per_fault speedup target_speedup meets_speedup \
-	reps pages
+	reps pages pml_supported wrprot_ns_per_page pml_ns_per_page wrprot_pml_ratio
 check_rc 0 "bench fastpf npt 2 vcpus" "$VMMU" bench fastpf --mem 16M --reps 1 --tdp npt --vcpus 2 --json
 check_rc 0 "bench dirtylog" "$VMMU" bench dirtylog --mem 32M --reps 1 --json
 check_keys "bench dirtylog keys" enable_ms_per_gib get_ms_per_gib clear_ms_per_gib default_get_ms_per_gib \

@@ -51,6 +51,8 @@ struct vmmu_vcpu_stats vcpu_fault_sum(vmmu_vcpu *const *vcpu, unsigned int n)
 		s.pf_fast_spurious += t.pf_fast_spurious;
 		s.pf_fast_failed += t.pf_fast_failed;
 		s.pt_write_emulations += t.pt_write_emulations;
+		s.pml_entries += t.pml_entries;
+		s.pml_full_exits += t.pml_full_exits;
 	}
 	return s;
 }

@@ -63,6 +63,8 @@ static inline uint64_t ld64(const uint8_t *p)
 
 static inline const char *fast_name(uint32_t vm_flags)
 {
+	if (vm_flags & VMMU_VM_PML)
+		return "pml";
 	return vm_flags & VMMU_VM_NO_FAST_PF ? "slow-pf" : "fast-pf";
 }
 

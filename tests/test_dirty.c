@@ -58,6 +58,9 @@ struct dvm {
 	bool manual;
 };
 
+/* PML buffer size for the next dvm_create() (0: the default). */
+static uint32_t dvm_pml_entries;
+
 static void dvm_create(struct dvm *d, const struct mmu_variant *var, uint32_t extra_flags, uint64_t npages,
 		       uint64_t host_page, bool logged)
 {
@@ -66,6 +69,7 @@ static void dvm_create(struct dvm *d, const struct mmu_variant *var, uint32_t ex
 	memset(d, 0, sizeof(*d));
 	variant_config(var, &cfg);
 	cfg.flags |= extra_flags;
+	cfg.pml_entries = dvm_pml_entries;
 	d->vm_flags = cfg.flags;
 	d->manual = cfg.flags & VMMU_VM_MANUAL_PROTECT;
 	d->gpa = BASE_GPA;
@@ -143,7 +147,8 @@ static int harvest(struct dvm *d, uint64_t *bm, uint64_t *rng)
 
 struct dv_cfg {
 	const char *mode;
-	uint32_t flags;		/* extra VM flags: NO_FAST_PF, MANUAL_PROTECT, DIRTY_INIT_SET */
+	uint32_t flags;		/* extra VM flags: NO_FAST_PF, MANUAL_PROTECT, DIRTY_INIT_SET, PML */
+	uint32_t pml_entries;	/* with PML: buffer size (0 = 512) */
 	uint64_t npages;
 	uint64_t host_page;
 	uint64_t shared;	/* pages [0, shared) are written by every vCPU, the rest split between them */
@@ -225,7 +230,7 @@ static void dv_run(const struct mmu_variant *var, const struct dv_cfg *cfg)
 	struct dv *d = calloc(1, sizeof(*d));
 	struct dv_verifier *v;
 	pthread_t zapper;
-	struct vmmu_vcpu_stats vs0, vs;
+	struct vmmu_vcpu_stats vs0, vs1, vs;
 	struct vmmu_vm_stats ms;
 	char sum[400];
 	double end;
@@ -233,10 +238,13 @@ static void dv_run(const struct mmu_variant *var, const struct dv_cfg *cfg)
 	ASSERT_TRUE(d != NULL);
 	d->cfg = cfg;
 	v = &d->v;
+	dvm_pml_entries = cfg->pml_entries;
 	dvm_create(&d->m, var, cfg->flags, cfg->npages, cfg->host_page, false);
+	dvm_pml_entries = 0;
 	dv_init(v, d->m.hva, d->m.gpa, d->m.npages, cfg->shared, dv_harvest, &d->m);
 
 	vs0 = vcpu_sum(&d->m);
+	vs1 = vs0;
 	if (cfg->live_enable) {
 		/* Logging switched on under the vCPUs' feet, as a migration starts. */
 		int r;
@@ -259,6 +267,7 @@ static void dv_run(const struct mmu_variant *var, const struct dv_cfg *cfg)
 		if (cfg->host_page > PAGE && !(var->flags & VMMU_VM_NO_HUGEPAGES) && var->mmu == VMMU_MMU_TDP)
 			ASSERT_EQ(vm_stats(&d->m).pages_2m, d->m.npages * PAGE / cfg->host_page);
 		dvm_set_logging(&d->m, true);
+		vs1 = vcpu_sum(&d->m);
 		/* Round 1 only sets the baseline: the scan records what memory holds. */
 		if (!dv_round(v))
 			test_fail(__FILE__, __LINE__, "first harvest: %s", v->fb.why);
@@ -292,14 +301,29 @@ static void dv_run(const struct mmu_variant *var, const struct dv_cfg *cfg)
 	ms = vm_stats(&d->m);
 	dv_summary(v, sum, sizeof(sum));
 	fprintf(stderr,
-		"    [%s %s %s%s%s] %s; fast fixed %llu spurious %llu failed %llu; zaps %llu; 4k %llu 2m %llu\n",
+		"    [%s %s %s%s%s] %s; fast fixed %llu spurious %llu failed %llu; zaps %llu; 4k %llu 2m %llu; "
+		"faults %llu, pml %llu (%llu full)\n",
 		var->name, cfg->mode, fast_name(cfg->flags), cfg->host_page > PAGE ? " 2M" : "",
 		cfg->live_enable ? " live-enable" : "", sum, (unsigned long long)(vs.pf_fast_fixed - vs0.pf_fast_fixed),
 		(unsigned long long)(vs.pf_fast_spurious - vs0.pf_fast_spurious),
 		(unsigned long long)(vs.pf_fast_failed - vs0.pf_fast_failed), (unsigned long long)d->zaps,
-		(unsigned long long)ms.pages_4k, (unsigned long long)ms.pages_2m);
+		(unsigned long long)ms.pages_4k, (unsigned long long)ms.pages_2m,
+		(unsigned long long)(vs.pf_taken - vs1.pf_taken), (unsigned long long)vs.pml_entries,
+		(unsigned long long)vs.pml_full_exits);
 	ASSERT_GT(v->changed, 0);
-	if (cfg->flags & VMMU_VM_NO_FAST_PF) {
+	if (cfg->flags & VMMU_VM_PML) {
+		/*
+		 * PML: D bits do the logging, no write is ever write-protected
+		 * for it, so the fast page fault has nothing to fix.  On a
+		 * populated slot the only faults are the splits of huge pages
+		 * (one per 2M page, two if both vCPUs race for it).
+		 */
+		ASSERT_EQ(vs.pf_fast_fixed, 0);
+		ASSERT_GT(vs.pml_entries, 0);
+		if (!cfg->live_enable && !cfg->zapper)
+			ASSERT_LE(vs.pf_taken - vs1.pf_taken,
+				  cfg->host_page > PAGE ? 2 * (d->m.npages * PAGE / cfg->host_page) : 0);
+	} else if (cfg->flags & VMMU_VM_NO_FAST_PF) {
 		ASSERT_EQ(vs.pf_fast_fixed, 0);
 		ASSERT_EQ(vs.pf_fast_spurious, 0);
 	} else {
@@ -379,6 +403,49 @@ TEST(dirty_log_verifier_hugepages)
 		cfg.flags = VMMU_VM_EAGER_SPLIT;
 		cfg.live_enable = true;
 		dv_run(var, &cfg);
+	}
+}
+
+/*
+ * The verifier with VMMU_VM_PML (docs/mmu.md 9.5): D bits cleared instead of
+ * W, pages logged by the hardware walk.  Every TDP variant with A/D, get,
+ * manual and init-set, 4K and 2M host pages, logging enabled on a populated
+ * slot or under running vCPUs; and with a 16-entry buffer, so that "PML
+ * full" exits happen in the middle of accesses.
+ */
+TEST(dirty_log_verifier_pml)
+{
+	static const uint32_t modes[] = { 0, VMMU_VM_MANUAL_PROTECT, VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET };
+	static const char *const names[] = { "get", "manual", "init-set" };
+
+	for_each_tdp_variant(var) {
+		if (var->flags & VMMU_VM_AD_DISABLED)
+			continue;
+		for (unsigned int m = 0; m < 3; m++) {
+			for (int huge = 0; huge < 2; huge++) {
+				for (int live = 0; live < 2; live++) {
+					struct dv_cfg cfg = {
+						.mode = names[m],
+						.flags = modes[m] | VMMU_VM_PML,
+						.npages = (dv_npages() / 4) & ~511ULL,
+						.host_page = huge ? 2 * MB : PAGE,
+						.shared = 256,
+						.live_enable = live,
+						.seconds = dv_seconds() / 2,
+						.pml_entries = (m == 1 && !huge) ? 16 : 0,
+					};
+
+					dv_run(var, &cfg);
+				}
+			}
+		}
+		{
+			/* A small hot slot with a zapper, for TSan. */
+			struct dv_cfg cfg = { .mode = "get", .flags = VMMU_VM_PML, .npages = 128, .host_page = PAGE,
+					      .shared = 16, .zapper = true, .seconds = 0.1, .pml_entries = 16 };
+
+			dv_run(var, &cfg);
+		}
 	}
 }
 

@@ -83,6 +83,18 @@ enum vmmu_tdp_format {
 /* Split huge mappings of a slot when its logging starts (KVM's eager page
  * splitting), instead of on its first write fault. */
 #define VMMU_VM_EAGER_SPLIT (1u << 5)
+/*
+ * Dirty logging with Page-Modification Logging instead of write protection
+ * (TDP with A/D bits only: VMMU_EINVAL with VMMU_MMU_SHADOW or
+ * VMMU_VM_AD_DISABLED).  Logging clears the D bits of a slot's 4K SPTEs;
+ * the hardware model appends the gpa of every page whose D bit it sets to a
+ * per-vCPU buffer (pml_entries entries), drained into the bitmaps / rings
+ * when full and whenever the vCPU leaves guest mode; a harvest clears D
+ * again instead of W.  Huge pages of logged slots are still write-protected
+ * (they split to 4K on their first write).  Real PML exists on Intel EPT
+ * only; vmmu's model works the same with both TDP formats.
+ */
+#define VMMU_VM_PML (1u << 6)
 
 struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
@@ -109,6 +121,13 @@ struct vmmu_vm_config {
 	 * the page-table arena holds, less a reserve); at least 64.
 	 */
 	uint64_t shadow_max_pages;
+	/*
+	 * VMMU_VM_PML: entries of each vCPU's PML buffer, a power of two from
+	 * 16 to 512; 0 = 512 (Intel's size).  A smaller buffer only makes
+	 * "PML full" exits more frequent (tests use it to reach them: with 512
+	 * entries one guest-mode stretch cannot fill the buffer).
+	 */
+	uint32_t pml_entries;
 };
 
 #define VMMU_MAX_VCPUS 256
@@ -448,6 +467,8 @@ struct vmmu_vcpu_stats {
 	uint64_t guest_faults;		/* guest faults returned to the embedder   */
 	uint64_t pt_write_emulations;	/* guest stores to write-protected tables  */
 	uint64_t unsync_syncs;		/* unsync shadow pages resynchronized      */
+	uint64_t pml_entries;		/* VMMU_VM_PML: gpas logged (D bits set)   */
+	uint64_t pml_full_exits;	/* VMMU_VM_PML: exits on a full PML buffer */
 };
 
 VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);

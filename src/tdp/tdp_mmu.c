@@ -159,8 +159,14 @@ __hot __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, stru
 	 * cleared the bit in between would otherwise leave a writable SPTE
 	 * whose writes no bitmap ever sees (the lost-dirty-bit race).
 	 */
-	if (!fault->is_mmio && is_writable_pte(f, new_spte) && memslot_logging(fault->slot))
+	if (!fault->is_mmio && is_writable_pte(f, new_spte) && memslot_logging(fault->slot) && !vm_pml(vm))
 		vcpu_mark_page_dirty(v, fault->slot, fault->gfn);
+	/*
+	 * With PML the page is not marked here: make_leaf_spte() never sets D,
+	 * so the first write through this SPTE sets D in the hardware walk,
+	 * which logs it.  Marking too would report pages that are only read,
+	 * and double what a window can push into a dirty ring.
+	 */
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	return fault->is_mmio ? RET_PF_EMULATE : RET_PF_FIXED;
@@ -169,8 +175,24 @@ __hot __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, stru
 /* Fill a new child table so that it maps exactly what the huge SPTE mapped. */
 static void tdp_fill_split_child(struct vmmu_vm *vm, struct pt_page *sp, uint64_t huge_spte, int huge_level)
 {
+	const struct spte_fmt *f = &vm->fmt;
+	uint64_t set = 0, clear = 0;
+
+	/*
+	 * PML: a huge leaf of a logged slot is write-protected only because it
+	 * must not be dirtied whole.  Its 4K children get W back with D clear,
+	 * which is exactly the state logging wants (each child's first write
+	 * sets D and logs that one page), so a 2M page costs one write fault
+	 * rather than 512.  MMU- and host-writable say W may come back, as for
+	 * the fast page fault.
+	 */
+	if (vm_pml(vm) && huge_level - 1 == PG_LEVEL_4K && !is_writable_pte(f, huge_spte) &&
+	    is_mmu_writable_spte(f, huge_spte) && is_host_writable_spte(f, huge_spte)) {
+		set = f->writable;
+		clear = f->dirty;
+	}
 	for (unsigned int i = 0; i < PT64_ENT_PER_PAGE; i++)
-		sp->spt[i] = make_small_spte_from_huge(&vm->fmt, huge_spte, huge_level, i);
+		sp->spt[i] = (make_small_spte_from_huge(f, huge_spte, huge_level, i) | set) & ~clear;
 }
 
 /*
@@ -281,22 +303,43 @@ static bool wrprot_spte(const struct spte_fmt *f, struct tdp_iter *it)
 	return true;
 }
 
-bool tdp_mmu_wrprot_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
+/*
+ * PML: clear D on a 4K leaf (atomic AND for the same reasons as W); the
+ * flush that must follow drops TLB entries that still allow writes without
+ * setting D.  Anything bigger is write-protected: D set on it would let
+ * every 4K page in it be written unlogged.
+ */
+static bool log_protect_spte(const struct spte_fmt *f, struct tdp_iter *it, bool pml)
+{
+	if (!pml || it->level != PG_LEVEL_4K)
+		return wrprot_spte(f, it);
+	if (!is_mmu_present_spte(it->old_spte) || !is_last_spte(f, it->old_spte, it->level) ||
+	    !(it->old_spte & f->dirty))
+		return false;
+	it->old_spte = atomic_fetch_and_explicit(atomic_sptep(it->sptep), ~f->dirty, memory_order_acq_rel) &
+		       ~f->dirty;
+	return true;
+}
+
+bool tdp_mmu_log_protect_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
 {
 	const struct spte_fmt *f = &vm->fmt;
+	bool pml = vm_pml(vm);
 	struct tdp_iter it;
 	bool flush = false;
 
 	lockdep_assert_mmu_lock_held(vm);
 	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end)
-		flush |= wrprot_spte(f, &it);
+		flush |= log_protect_spte(f, &it, pml);
 	return flush;
 }
 
-bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
+bool tdp_mmu_log_protect_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
 			   uint64_t nr_words)
 {
 	const struct spte_fmt *f = &vm->fmt;
+	/* The bit whose clearing makes the next write visible (PML: D). */
+	uint64_t bit = vm_pml(vm) ? f->dirty : f->writable;
 	bool flush = false;
 	uint64_t w = 0;
 
@@ -328,7 +371,7 @@ bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t b
 			if (it.level != PG_LEVEL_2M || !is_mmu_present_spte(it.old_spte) ||
 			    is_last_spte(f, it.old_spte, it.level)) {
 				/* A huge leaf (or one above): protect it whole. */
-				flush |= wrprot_spte(f, &it);
+				flush |= log_protect_spte(f, &it, vm_pml(vm));
 				continue;
 			}
 			pt = spte_to_child_pt(it.old_spte);
@@ -342,9 +385,9 @@ bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t b
 				if (!((bitmap[i / 64] >> (i % 64)) & 1))
 					continue;
 				spte = tdp_read_spte(&pt[j]);
-				if (!is_mmu_present_spte(spte) || !is_writable_pte(f, spte))
+				if (!is_mmu_present_spte(spte) || !(spte & bit))
 					continue;
-				atomic_fetch_and_explicit(atomic_sptep(&pt[j]), ~f->writable, memory_order_acq_rel);
+				atomic_fetch_and_explicit(atomic_sptep(&pt[j]), ~bit, memory_order_acq_rel);
 				flush = true;
 			}
 		}

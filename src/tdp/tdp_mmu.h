@@ -53,11 +53,13 @@ struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm);
 /*
  * Dirty logging: clear W (keeping MMU-writable) on every leaf in [start,
  * end), or on the leaves of the 4K pages base_gfn + i for each set bit i of
- * bitmap (nr_words words).  mmu_lock held for write; the return value says a
- * TLB flush is needed.
+ * bitmap (nr_words words).  With VMMU_VM_PML, 4K leaves get D cleared
+ * instead (their next write sets D and logs the page) and only huge leaves
+ * lose W, so they split on their first write.  mmu_lock held for write; the
+ * return value says a TLB flush is needed.
  */
-bool tdp_mmu_wrprot_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
-bool tdp_mmu_wrprot_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
+bool tdp_mmu_log_protect_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
+bool tdp_mmu_log_protect_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
 			   uint64_t nr_words);
 
 /* Lockless (RCU): 4K pages of [start, end) mapped and accessed; clear ages them. */
