@@ -164,6 +164,30 @@ void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum)
 	}
 }
 
+
+/* The host's view of one guest page: does it hold the token the guest wrote?
+ * Mismatches are counted in *bad (the first few printed). */
+static int verify_host_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad)
+{
+	uint64_t want = cli_token(gpa, seed), got;
+	void *hva;
+	int rc = vmmu_gpa_to_hva(vm, gpa, &hva);
+
+	if (rc) {
+		fprintf(stderr, "vmmu: vmmu_gpa_to_hva(0x%" PRIx64 "): %s\n", gpa, vmmu_strerror(rc));
+		return rc;
+	}
+	got = *(volatile uint64_t *)hva;
+	if (got != want) {
+		if (*bad < MAX_MISMATCH_REPORTS)
+			fprintf(stderr,
+				"vmmu: verify: gpa 0x%" PRIx64 ": host sees 0x%016" PRIx64 ", guest wrote 0x%016" PRIx64
+				"\n", gpa, got, want);
+		(*bad)++;
+	}
+	return 0;
+}
+
 /*
  * The host view through vmmu_gpa_to_hva() must hold what the guest wrote:
  * this catches SPTEs pointing at the wrong host page, which a guest-side
@@ -174,24 +198,11 @@ int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches)
 	uint64_t gpa, bad = 0;
 
 	for (gpa = 0; gpa < env->mem_bytes; gpa += CLI_PAGE_SIZE) {
-		uint64_t want = cli_token(gpa, seed), got;
-		void *hva;
-		int rc;
+		int rc = verify_host_token(env->vm, gpa, seed, &bad);
 
-		rc = vmmu_gpa_to_hva(env->vm, gpa, &hva);
 		if (rc) {
-			fprintf(stderr, "vmmu: vmmu_gpa_to_hva(0x%" PRIx64 "): %s\n", gpa,
-				vmmu_strerror(rc));
 			*mismatches = bad;
 			return rc;
-		}
-		got = *(volatile uint64_t *)hva;
-		if (got != want) {
-			if (bad < MAX_MISMATCH_REPORTS)
-				fprintf(stderr,
-					"vmmu: verify: gpa 0x%" PRIx64 ": host sees 0x%016" PRIx64
-					", guest wrote 0x%016" PRIx64 "\n", gpa, got, want);
-			bad++;
 		}
 	}
 	if (bad > MAX_MISMATCH_REPORTS)
@@ -1224,23 +1235,11 @@ static int pg_verify_host(const struct pg_scen *s, uint64_t *mismatches)
 		const struct pg_vcpu *v = &s->v[i];
 
 		for (f = 0; f < v->pages; f++) {
-			uint64_t gpa = pg_gpa(v, f), want = cli_token(gpa, s->seed), got;
-			void *hva;
-			int rc = vmmu_gpa_to_hva(s->vm, gpa, &hva);
+			int rc = verify_host_token(s->vm, pg_gpa(v, f), s->seed, &bad);
 
 			if (rc) {
-				fprintf(stderr, "vmmu: vmmu_gpa_to_hva(0x%" PRIx64 "): %s\n", gpa,
-					vmmu_strerror(rc));
 				*mismatches = bad;
 				return rc;
-			}
-			got = *(volatile uint64_t *)hva;
-			if (got != want) {
-				if (bad < MAX_MISMATCH_REPORTS)
-					fprintf(stderr,
-						"vmmu: verify: gpa 0x%" PRIx64 ": host sees 0x%016" PRIx64
-						", guest wrote 0x%016" PRIx64 "\n", gpa, got, want);
-				bad++;
 			}
 		}
 	}
