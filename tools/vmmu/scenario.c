@@ -164,6 +164,16 @@ void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum)
 	}
 }
 
+/* What a verify phase's outcome means for the report: false when it failed. */
+static bool verify_result(int rc, uint64_t bad, char *error, size_t len)
+{
+	if (rc)
+		cli_set_error(error, len, "verify: vmmu_gpa_to_hva: %s", vmmu_strerror(rc));
+	else if (bad)
+		cli_set_error(error, len, "verify: host view differs from what the guest wrote in %" PRIu64 " pages",
+			      bad);
+	return !rc && !bad;
+}
 
 /* The host's view of one guest page: does it hold the token the guest wrote?
  * Mismatches are counted in *bad (the first few printed). */
@@ -728,14 +738,7 @@ static int scenario_demand(const struct cli_opts *o)
 		ph[2].ns = cli_now_ns() - t0;
 		ph[2].ran = !rc;
 		mismatches += bad;
-		if (rc)
-			cli_set_error(error, sizeof(error), "verify: vmmu_gpa_to_hva: %s",
-				      vmmu_strerror(rc));
-		else if (bad)
-			cli_set_error(error, sizeof(error),
-				      "verify: host view differs from what the guest wrote in %"
-				      PRIu64 " pages", bad);
-		if (rc || bad)
+		if (!verify_result(rc, bad, error, sizeof(error)))
 			ok = false;
 	}
 
@@ -1469,14 +1472,7 @@ static int scenario_paging(const struct cli_opts *o)
 		verify_ns = cli_now_ns() - t0;
 		verify_ran = !rc;
 		mismatches += bad;
-		if (rc)
-			cli_set_error(error, sizeof(error), "verify: vmmu_gpa_to_hva: %s",
-				      vmmu_strerror(rc));
-		else if (bad)
-			cli_set_error(error, sizeof(error),
-				      "verify: host view differs from what the guest wrote in %"
-				      PRIu64 " pages", bad);
-		if (rc || bad)
+		if (!verify_result(rc, bad, error, sizeof(error)))
 			ok = false;
 	}
 
