@@ -164,6 +164,17 @@ void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum)
 	}
 }
 
+/* The vCPU counters every scenario reports. */
+static void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs)
+{
+	report_u64(r, "pf_taken", vs->pf_taken);
+	report_u64(r, "pf_fixed", vs->pf_fixed);
+	report_u64(r, "pf_spurious", vs->pf_spurious);
+	report_u64(r, "pf_retry", vs->pf_retry);
+	report_u64(r, "tlb_misses", vs->tlb_misses);
+	report_u64(r, "exits", vs->exits);
+}
+
 /* What a verify phase's outcome means for the report: false when it failed. */
 static bool verify_result(int rc, uint64_t bad, char *error, size_t len)
 {
@@ -804,12 +815,7 @@ report:
 		report_null(&r, "verify_ms");
 	report_u64(&r, "mismatches", mismatches);
 	if (have_stats) {
-		report_u64(&r, "pf_taken", vs.pf_taken);
-		report_u64(&r, "pf_fixed", vs.pf_fixed);
-		report_u64(&r, "pf_spurious", vs.pf_spurious);
-		report_u64(&r, "pf_retry", vs.pf_retry);
-		report_u64(&r, "tlb_misses", vs.tlb_misses);
-		report_u64(&r, "exits", vs.exits);
+		report_fault_stats(&r, &vs);
 		report_u64(&r, "pages_4k", ms.pages_4k);
 		report_u64(&r, "pages_2m", ms.pages_2m);
 		report_u64(&r, "pages_1g", ms.pages_1g);
@@ -1540,12 +1546,7 @@ report:
 		report_null(&r, "verify_ms");
 	report_u64(&r, "mismatches", mismatches);
 	if (have_stats) {
-		report_u64(&r, "pf_taken", vs.pf_taken);
-		report_u64(&r, "pf_fixed", vs.pf_fixed);
-		report_u64(&r, "pf_spurious", vs.pf_spurious);
-		report_u64(&r, "pf_retry", vs.pf_retry);
-		report_u64(&r, "tlb_misses", vs.tlb_misses);
-		report_u64(&r, "exits", vs.exits);
+		report_fault_stats(&r, &vs);
 		report_u64(&r, "guest_faults", vs.guest_faults);
 		report_u64(&r, "pt_write_emulations", vs.pt_write_emulations);
 		report_u64(&r, "unsync_syncs", vs.unsync_syncs);
