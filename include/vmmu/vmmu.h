@@ -414,7 +414,10 @@ struct vmmu_exit {
  *
  * An access is all-or-nothing with respect to guest memory: if any page of it
  * needs an exit, no byte is transferred and *exit describes the first page
- * that needs one (MMIO fragments are for the embedder to emulate).
+ * that needs one (MMIO fragments are for the embedder to emulate).  One
+ * exception, as with KVM's emulator: under shadow paging a store into a
+ * write-protected guest page table is performed by vmmu page by page, so the
+ * pages before it are written even if a later page of the access exits.
  *
  * Returns 0 when done, VMMU_EXIT with *exit filled, or a negative error for
  * bad arguments (nothing transferred).
