@@ -189,11 +189,8 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 	/* The context (and, for shadow paging, the roots) is rebuilt only when
 	 * the role changed (seed 000): CPL, AC, PKRU or PGE alone keep it. */
 	if (!mmu_update_context(v) && v->vm->shadow) {
-		if (memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs)) && w.mode == WALK_MODE_PAE) {
-			shadow_mmu_unload(v, false);
-			STAT_INC(v->stat.root_slow_switches);
-		} else if (old.cr3 != s.cr3) {
-			shadow_new_pgd(v, old.cr3, false);
+		if (old.cr3 != s.cr3 || memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs))) {
+			shadow_new_pgd(v, false);
 		} else if (needs_full_flush(&old, &s)) {
 			/* A guest TLB flush: unsync pages must catch up. */
 			shadow_sync_roots(v);
@@ -238,14 +235,8 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 	self = vcpu_self_enter(v);
 	apply_state(v, &s, &w);
 	mmu_update_context(v);
-	if (v->vm->shadow) {
-		if (w.mode == WALK_MODE_PAE && memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs))) {
-			shadow_mmu_unload(v, false);
-			STAT_INC(v->stat.root_slow_switches);
-		} else {
-			shadow_new_pgd(v, old.cr3, noflush);
-		}
-	}
+	if (v->vm->shadow)
+		shadow_new_pgd(v, noflush);
 	vcpu_self_exit(self);
 	/* PAE reloads the PDPTE registers, which are not tagged: flush all. */
 	if (w.mode == WALK_MODE_PAE && memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs)))

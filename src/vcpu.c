@@ -664,6 +664,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 			      struct vmmu_exit *exit)
 {
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
+	const struct memslot *slots[ACCESS_WINDOW_PAGES];
 	size_t done = 0;
 
 	vmmu_rcu_thread_online();
@@ -711,10 +712,11 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				return VMMU_EXIT;
 			}
 			hvas[i] = pf.hva + (pf.addr & 0xfff);
+			slots[i] = pf.slot;
 		}
 		for (off = 0, i = 0; off < chunk; off += n, i++) {
 			uint64_t a = gpa + done + off;
-			const struct memslot *s = memslots_find_gfn(vm_memslots(v->vm), a >> 12);
+			const struct memslot *s = slots[i];
 
 			n = 4096 - (a & 0xfff);
 			if (n > chunk - off)
@@ -723,12 +725,12 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				copy_fragment((void *)hvas[i], buf + done + off, n, false);
 				continue;
 			}
-			if (s && shadow_gfn_write_tracked(v->vm, s, a >> 12)) {
+			if (shadow_gfn_write_tracked(s, a >> 12)) {
 				shadow_emulated_store(v, a, hvas[i], buf + done + off, (unsigned int)n);
 				continue;
 			}
 			copy_fragment((void *)hvas[i], buf + done + off, n, true);
-			if (s && memslot_logging(s))
+			if (memslot_logging(s))
 				vcpu_mark_page_dirty(v, s, a >> 12);
 		}
 		vmmu_rcu_read_unlock();

@@ -27,6 +27,7 @@ _Static_assert(SPTE_MASKS_DISJOINT(SPTE_PKEY_MASK, SPTE_BASE_ADDR_MASK | SPTE_HO
 	       "the shadow protection key overlaps SPTE bits in use");
 
 static uint64_t *find_leaf_sptep(uint64_t root_spte, int level, uint64_t gva);
+static uint64_t root_entry(const struct vmmu_vcpu *v, uint64_t gva, int *level);
 
 static inline bool is_shadow_present(uint64_t spte)
 {
@@ -283,9 +284,8 @@ static struct pte_list *gfn_rmap(struct vmmu_vm *vm, gfn_t gfn)
 	return s ? &s->shadow->rmap[gfn - s->base_gfn] : NULL;
 }
 
-bool shadow_gfn_write_tracked(struct vmmu_vm *vm, const struct memslot *s, gfn_t gfn)
+bool shadow_gfn_write_tracked(const struct memslot *s, gfn_t gfn)
 {
-	(void)vm;
 	return s->shadow && __atomic_load_n(&s->shadow->write_track[gfn - s->base_gfn], __ATOMIC_ACQUIRE);
 }
 
@@ -1189,27 +1189,17 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 static int mmio_fast(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, struct shadow_fault *out)
 {
 	struct vmmu_vm *vm = v->vm;
-	uint64_t *table, spte;
+	uint64_t *sptep, spte, root;
 	unsigned int acc, wacc;
 	int level;
 
 	if ((walk_access & WALK_FETCH) || (v->wcpu.pke && v->wcpu.mode >= WALK_MODE_4LEVEL) || !roots_valid(v))
 		return RET_PF_INVALID;
-	if (v->sh.pae_root_mode) {
-		spte = v->sh.pae_root[(gva >> 30) & 3];
-		level = 2;
-	} else {
-		spte = make_nonleaf_spte(&vm->fmt, (uintptr_t)v->sh.root.sp->spt >> 12);
-		level = v->sh.root_role.level;
-	}
-	for (;; level--) {
-		if (!is_shadow_present(spte))
-			return RET_PF_INVALID;
-		table = (uint64_t *)(uintptr_t)(spte & SPTE_BASE_ADDR_MASK);
-		spte = spte_load(&table[shadow_index(gva, level)]);
-		if (level == PG_LEVEL_4K)
-			break;
-	}
+	root = root_entry(v, gva, &level);	/* sets level: not in the same call */
+	sptep = find_leaf_sptep(root, level, gva);
+	if (!sptep)
+		return RET_PF_INVALID;
+	spte = spte_load(sptep);
 	if (!is_mmio_spte(&vm->fmt, spte) || !mmio_spte_gen_matches(spte, vm_memslots(vm)->generation))
 		return RET_PF_INVALID;
 	acc = get_mmio_spte_access(&vm->fmt, spte);
@@ -1231,9 +1221,10 @@ static int mmio_fast(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access
 static int shadow_fast_pf(struct vmmu_vcpu *v, uint64_t gva, uint32_t hw_error)
 {
 	struct vmmu_vm *vm = v->vm;
-	uint64_t *sptep = find_leaf_sptep(v->sh.pae_root[(gva >> 30) & 3], 2, gva);
+	int level, ret = RET_PF_INVALID;
+	uint64_t root = root_entry(v, gva, &level);
+	uint64_t *sptep = find_leaf_sptep(root, level, gva);
 	uint64_t spte, new_spte = 0;
-	int ret = RET_PF_INVALID;
 
 	if (!sptep)
 		return RET_PF_INVALID;
@@ -1397,13 +1388,13 @@ static bool track_write(struct vmmu_vm *vm, uint64_t gpa, unsigned int n, struct
 again:
 	for_each_gfn_sp(sh, sp, gfn) {
 		unsigned int size = sp->role.has_4_byte_gpte ? 4 : 8;
+		bool misaligned = write_misaligned(gpa, n, size);
 		unsigned int first, last;
 
 		if (sp->role.direct)
 			continue;
-		if (write_misaligned(gpa, n, size) ||
-		    (sp->role.level > PG_LEVEL_4K && ++sp->write_flooding_count >= 3)) {
-			if (!write_misaligned(gpa, n, size))
+		if (misaligned || (sp->role.level > PG_LEVEL_4K && ++sp->write_flooding_count >= 3)) {
+			if (!misaligned)
 				atomic_fetch_add_explicit(&sh->flooded, 1, memory_order_relaxed);
 			prepare_zap(vm, sp, invalid);
 			flush = true;
@@ -1500,7 +1491,7 @@ static void drop_roots_locked(struct vmmu_vcpu *v, bool prev_too, bool only_inva
 	for (unsigned int i = 0; i < v->sh.nr_prev; i++) {
 		struct shadow_root_info *p = &v->sh.prev[i];
 
-		if (p->sp && (prev_too || !root_valid(sh, p->sp)) && (!only_invalid || !root_valid(sh, p->sp))) {
+		if (p->sp && ((prev_too && !only_invalid) || !root_valid(sh, p->sp))) {
 			put_root(vm, p->sp, invalid);
 			p->sp = NULL;
 		}
@@ -1624,10 +1615,32 @@ void shadow_sync_roots(struct vmmu_vcpu *v)
  * MOV to CR3 with the role unchanged (KVM's kvm_mmu_new_pgd).  4/5-level
  * roots are kept with up to cfg.shadow_prev_roots others, most recent first,
  * so a switch back is a swap (fast_pgd_switch); PAE-style roots are rebuilt,
- * as in KVM.  Without the no-flush bit the guest asked for a TLB flush of the
+ * as in KVM, when what they shadow (CR3's directory, or the PDPTE registers)
+ * changed.  Without the no-flush bit the guest asked for a TLB flush of the
  * PCID, which for shadow pages means: bring unsync pages up to date.
  */
-void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush)
+static bool pae_roots_stale(const struct vmmu_vcpu *v)
+{
+	const struct walk_cpu *w = &v->wcpu;
+	const struct shadow_vcpu *s = &v->sh;
+
+	if (w->mode == WALK_MODE_32)
+		return s->pae_sp[0] && s->pae_sp[0]->gfn != pgd_gfn(w);
+	/* Paging off: the roots map fixed gfns.  Nothing loaded: the next
+	 * entry loads what the state says. */
+	if (w->mode != WALK_MODE_PAE || !(s->pae_sp[0] || s->pae_sp[1] || s->pae_sp[2] || s->pae_sp[3]))
+		return false;
+	for (int i = 0; i < 4; i++) {
+		bool present = w->pdptes[i] & PT_P;
+
+		if (present != (s->pae_sp[i] != NULL) ||
+		    (present && s->pae_sp[i]->gfn != (w->pdptes[i] & GENMASK_ULL(w->maxphyaddr - 1, 12)) >> 12))
+			return true;
+	}
+	return false;
+}
+
+void shadow_new_pgd(struct vmmu_vcpu *v, bool noflush)
 {
 	struct vmmu_vm *vm = v->vm;
 	struct shadow_vcpu *s = &v->sh;
@@ -1635,9 +1648,8 @@ void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush)
 	CDS_LIST_HEAD(invalid);
 	unsigned int i;
 
-	(void)old_cr3;
 	if (s->pae_root_mode) {
-		if (v->wcpu.mode == WALK_MODE_32 && s->pae_sp[0] && s->pae_sp[0]->gfn != pgd) {
+		if (pae_roots_stale(v)) {
 			shadow_mmu_unload(v, false);
 			STAT_INC(v->stat.root_slow_switches);
 		} else if (!noflush) {
@@ -1692,6 +1704,21 @@ void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush)
 	vmmu_rcu_read_unlock();
 }
 
+/*
+ * The entry that leads to gva's table under the vCPU's current root, and that
+ * table's level: a PAE-style root's entry for gva's quarter, or an entry made
+ * up for a 4/5-level root page.  For find_leaf_sptep().
+ */
+static uint64_t root_entry(const struct vmmu_vcpu *v, uint64_t gva, int *level)
+{
+	if (v->sh.pae_root_mode) {
+		*level = 2;
+		return v->sh.pae_root[(gva >> 30) & 3];
+	}
+	*level = v->sh.root_role.level;
+	return make_nonleaf_spte(&v->vm->fmt, (uintptr_t)v->sh.root.sp->spt >> 12);
+}
+
 /* The level-1 SPTE that maps gva under the root table entry root_spte, or NULL. */
 static uint64_t *find_leaf_sptep(uint64_t root_spte, int level, uint64_t gva)
 {
@@ -1729,14 +1756,11 @@ void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
-	if (s->pae_root_mode) {
-		roots[n] = s->pae_root[(gva >> 30) & 3];
-		levels[n++] = 2;
-	} else {
-		if (s->root.sp) {
-			roots[n] = make_nonleaf_spte(&vm->fmt, (uintptr_t)s->root.sp->spt >> 12);
-			levels[n++] = s->root.sp->role.level;
-		}
+	if (s->pae_root_mode || s->root.sp) {
+		roots[n] = root_entry(v, gva, &levels[n]);
+		n++;
+	}
+	if (!s->pae_root_mode) {
 		for (unsigned int i = 0; i < s->nr_prev; i++) {
 			if (!s->prev[i].sp)
 				continue;

@@ -181,8 +181,9 @@ bool mmu_update_context(struct vmmu_vcpu *v);
 int shadow_mmu_load(struct vmmu_vcpu *v);
 void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too);
 void shadow_vcpu_free(struct vmmu_vcpu *v);
-/* MOV to CR3 (after the state is applied): fast switch or reload. */
-void shadow_new_pgd(struct vmmu_vcpu *v, uint64_t old_cr3, bool noflush);
+/* A new CR3 or PDPTEs under an unchanged role (after the state is applied):
+ * fast switch or reload. */
+void shadow_new_pgd(struct vmmu_vcpu *v, bool noflush);
 /* INVLPG: the hardware TLB is the caller's; this syncs the SPTE of gva in every root. */
 void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva);
 /* A guest TLB flush that must also bring unsync pages up to date. */
@@ -219,7 +220,7 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
  */
 void shadow_emulated_store(struct vmmu_vcpu *v, uint64_t gpa, uintptr_t hva, const void *buf, unsigned int n);
 /* Whether a store to gfn must go through shadow_emulated_store (lockless hint). */
-bool shadow_gfn_write_tracked(struct vmmu_vm *vm, const struct memslot *s, gfn_t gfn);
+bool shadow_gfn_write_tracked(const struct memslot *s, gfn_t gfn);
 
 /* ---- host-side operations (mmu_lock held for write) --------------------------------- */
 bool shadow_zap_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end);
