@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_hook.h"
 #include "vmmu_int.h"
 
 VMMU_EXPORT const char *vmmu_strerror(int err)
@@ -89,4 +90,11 @@ void vmmu_rcu_thread_register(void)
 	vmmu_rcu_registered = true;
 	/* Non-NULL so the destructor runs when the embedder's thread exits. */
 	pthread_setspecific(rcu_key, (void *)1);
+}
+
+_Atomic(vmmu_test_hook_fn) vmmu_test_hook_fn_ptr;
+
+void vmmu_set_test_hook(vmmu_test_hook_fn fn)
+{
+	atomic_store_explicit(&vmmu_test_hook_fn_ptr, fn, memory_order_release);
 }

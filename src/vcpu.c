@@ -9,6 +9,7 @@
 
 #include "hw.h"
 #include "mmu.h"
+#include "test_hook.h"
 #include "tdp/tdp_mmu.h"
 
 extern bool vmmu_membarrier_ok;
@@ -729,9 +730,9 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				shadow_emulated_store(v, a, hvas[i], buf + done + off, (unsigned int)n);
 				continue;
 			}
+			vmmu_test_hook(VMMU_TEST_HOOK_PHYS_STORE, a >> 12);
 			copy_fragment((void *)hvas[i], buf + done + off, n, true);
-			if (memslot_logging(s))
-				vcpu_mark_page_dirty(v, s, a >> 12);
+			shadow_phys_store_done(v, s, a, (unsigned int)n);
 		}
 		vmmu_rcu_read_unlock();
 		done += chunk;

@@ -14,6 +14,7 @@
 #include "../hw.h"
 #include "../mmu.h"
 #include "../vmmu_int.h"
+#include "../test_hook.h"
 #include "../walk.h"
 
 /* Shadow SPTEs carry the guest's protection key where the architecture puts
@@ -400,6 +401,17 @@ static bool rmap_write_protect(struct vmmu_vm *vm, gfn_t gfn, bool keep_mmu_writ
 	return flush;
 }
 
+/*
+ * A store-then-load on each side (a physical store: guest memory, then the
+ * count; a new shadow page: the count, then the guest entry) with this in
+ * between: the two read-modify-writes are ordered, and whichever comes
+ * second sees the other side's store (a Dekker pair without fences).
+ */
+static inline void shadow_track_barrier(struct shadow_vm *sh)
+{
+	atomic_fetch_add_explicit(&sh->track_sync, 1, memory_order_seq_cst);
+}
+
 static bool account_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
 {
 	const struct memslot *s = slot_of(vm, sp->gfn);
@@ -410,16 +422,46 @@ static bool account_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
 	t = &s->shadow->write_track[sp->gfn - s->base_gfn];
 	__atomic_store_n(t, (uint16_t)(*t + 1), __ATOMIC_RELEASE);
 	s->shadow->nr_tracked++;
+	sp->tracked = true;
+	/*
+	 * The count is read without mmu_lock by physical stores, which write
+	 * guest memory first and read the count second (shadow_phys_store_done).
+	 * This barrier pairs with theirs: either that store sees the count and
+	 * zaps what this page makes of the old entry, or the walk re-check of
+	 * the fault that created this page (walk_changed) sees the new entry.
+	 */
+	shadow_track_barrier(vm->shadow);
 	/* Not only on the first page of gfn: the others may all be unsync, and
 	 * then gfn is mapped writable; this new page starts in sync. */
 	return rmap_write_protect(vm, sp->gfn, false);
 }
 
+static bool sp_unlinked(const struct shadow_page *sp)
+{
+	if (sp->parent_ptes.val)
+		return false;
+	for (unsigned int i = 0; i < PT64_ENT_PER_PAGE; i++)
+		if (spte_load(&sp->spt[i]))
+			return false;
+	return true;
+}
+
+/*
+ * The gfn stops being write-tracked on sp's behalf.  Only once nothing of sp
+ * is reachable: a store that reads the count as 0 is a plain copy that no
+ * shadow page hears of, and the hardware must not then find an SPTE made
+ * from the entry it overwrote (issue 16: zap-all dropped the count first,
+ * and a vCPU wrote through the old leaf after its PTE store and INVLPG).
+ */
 static void unaccount_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
 {
 	const struct memslot *s = slot_of(vm, sp->gfn);
 	uint16_t *t;
 
+	sp->tracked = false;
+	if (VM_BUG_ON(vm, !sp_unlinked(sp), "shadow page of gfn %#llx untracked while still linked",
+		      (unsigned long long)sp->gfn))
+		return;
 	if (!s)
 		return;
 	t = &s->shadow->write_track[sp->gfn - s->base_gfn];
@@ -427,6 +469,7 @@ static void unaccount_shadowed(struct vmmu_vm *vm, struct shadow_page *sp)
 		return;
 	__atomic_store_n(t, (uint16_t)(*t - 1), __ATOMIC_RELEASE);
 	s->shadow->nr_tracked--;
+	vmmu_test_hook(VMMU_TEST_HOOK_SHADOW_UNTRACKED, sp->gfn);
 }
 
 static void drop_leaf_rmap(struct vmmu_vm *vm, struct shadow_page *sp, uint64_t *sptep)
@@ -486,14 +529,15 @@ static void prepare_zap(struct vmmu_vm *vm, struct shadow_page *sp, struct cds_l
 	struct shadow_vm *sh = vm->shadow;
 	uint64_t *sptep;
 
-	if (!sp->role.direct && !sp->role.invalid && sp->valid_gen == sh->valid_gen)
-		unaccount_shadowed(vm, sp);
 	for (unsigned int i = 0; i < PT64_ENT_PER_PAGE; i++)
 		zap_spte(vm, sp, &sp->spt[i]);
 	while ((sptep = pte_list_first(&sp->parent_ptes))) {
 		spte_xchg(sptep, 0);
 		pte_list_remove(&sp->parent_ptes, sptep);
 	}
+	/* Last, as KVM's __kvm_mmu_prepare_zap_page: see unaccount_shadowed. */
+	if (sp->tracked)
+		unaccount_shadowed(vm, sp);
 	unsync_del(vm, sp);
 	hash_del(sh, sp);
 	cds_list_del(&sp->link);
@@ -1437,30 +1481,67 @@ static void store_bytes(uintptr_t hva, const void *buf, unsigned int n)
 	}
 }
 
-void shadow_emulated_store(struct vmmu_vcpu *v, uint64_t gpa, uintptr_t hva, const void *buf, unsigned int n)
+/* A store into a shadowed guest table is done: dirty logging and counters. */
+static void pt_store_done(struct vmmu_vcpu *v, uint64_t gpa)
 {
 	struct vmmu_vm *vm = v->vm;
-	const struct memslot *s;
+	const struct memslot *s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
+
+	if (s && memslot_logging(s))
+		vcpu_mark_page_dirty(v, s, gpa >> 12);
+	atomic_fetch_add_explicit(&vm->shadow->pte_writes, 1, memory_order_relaxed);
+	STAT_INC(v->stat.pt_write_emulations);
+}
+
+/*
+ * Zap what shadow pages made of the entries [gpa, gpa + n) held before a
+ * store, whether the store was made under the lock or just before it.
+ * Caller in an RCU read section.
+ */
+static void track_store(struct vmmu_vm *vm, uint64_t gpa, const void *buf, uintptr_t hva, unsigned int n)
+{
 	CDS_LIST_HEAD(invalid);
 	bool flush;
 
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (buf)
+		store_bytes(hva, buf, n);
+	flush = track_write(vm, gpa, n, &invalid);
+	commit_zap(vm, &invalid, flush);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+}
+
+void shadow_emulated_store(struct vmmu_vcpu *v, uint64_t gpa, uintptr_t hva, const void *buf, unsigned int n)
+{
 	/*
 	 * The store and the zaps are one step under mmu_lock: a fault that
 	 * walked the old entry re-checks it under the lock (walk_changed), so it
 	 * either sees the new value or installs before the zap removes it.
 	 */
 	vmmu_rcu_read_lock();
-	pthread_rwlock_wrlock(&vm->mmu_lock);
-	store_bytes(hva, buf, n);
-	flush = track_write(vm, gpa, n, &invalid);
-	commit_zap(vm, &invalid, flush);
-	pthread_rwlock_unlock(&vm->mmu_lock);
+	track_store(v->vm, gpa, buf, hva, n);
 	vmmu_rcu_read_unlock();
-	s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
-	if (s && memslot_logging(s))
+	pt_store_done(v, gpa);
+}
+
+void shadow_phys_store_done(struct vmmu_vcpu *v, const struct memslot *s, uint64_t gpa, unsigned int n)
+{
+	/*
+	 * KVM's emulator order: guest memory first, page tracking second.  The
+	 * store the caller just made and this load of the count pair with the
+	 * count's increment and the walk re-check of account_shadowed(): a
+	 * fault that began shadowing gfn from its old contents either re-reads
+	 * the new entry, or its page is counted here and its SPTE zapped.
+	 * (Checking first and storing second let such a fault install an SPTE
+	 * from the old entry that no invalidation would ever remove.)
+	 */
+	shadow_track_barrier(v->vm->shadow);
+	if (shadow_gfn_write_tracked(s, gpa >> 12)) {
+		track_store(v->vm, gpa, NULL, 0, n);
+		pt_store_done(v, gpa);
+	} else if (memslot_logging(s)) {
 		vcpu_mark_page_dirty(v, s, gpa >> 12);
-	atomic_fetch_add_explicit(&vm->shadow->pte_writes, 1, memory_order_relaxed);
-	STAT_INC(v->stat.pt_write_emulations);
+	}
 }
 
 /* ---- roots ------------------------------------------------------------------------------------ */
@@ -1926,12 +2007,17 @@ void shadow_zap_all(struct vmmu_vm *vm)
 	struct shadow_page *sp, *tmp;
 	CDS_LIST_HEAD(invalid);
 
-	cds_list_for_each_entry_safe(sp, tmp, &sh->active, link)
-		prepare_zap(vm, sp, &invalid);
-	/* Roots still loaded became invalid in prepare_zap; anything created
-	 * from now on is of the new generation. */
+	/*
+	 * KVM's kvm_mmu_zap_all_fast order: every page is obsolete and every
+	 * vCPU told to reload (and waited out of guest mode) before the first
+	 * page is touched, so from here on no vCPU walks the old tables: the
+	 * next entry reloads, which waits for mmu_lock, which this holds until
+	 * the zap is done.  Pages created after it are of the new generation.
+	 */
 	__atomic_store_n(&sh->valid_gen, sh->valid_gen + 1, __ATOMIC_RELEASE);
 	vm_make_all_vcpus_request(vm, VCPU_REQ_MMU_RELOAD);
+	cds_list_for_each_entry_safe(sp, tmp, &sh->active, link)
+		prepare_zap(vm, sp, &invalid);
 	commit_zap(vm, &invalid, true);
 }
 
@@ -1993,6 +2079,47 @@ static bool sp_in_hash(const struct shadow_vm *sh, const struct shadow_page *wan
 		if (sp == want)
 			return true;
 	return false;
+}
+
+/*
+ * S5: a leaf SPTE of a synced indirect page agrees with the guest entry it
+ * was made from: the entry is present and accessed, names the same frame,
+ * and grants at least what the SPTE grants (the rights above the table are
+ * in the page's role).  W also needs the guest's D (a clean page stays
+ * read-only so that the write which dirties it faults), except that with
+ * CR0.WP=0 a supervisor mapping may be writable where the guest entry is
+ * not (the WP=0 conversion, which drops U).  Guest stores to the table are
+ * all seen (write tracking), so a disagreement means a store reached guest
+ * memory without reaching the shadow -- or the host wrote the table behind
+ * the MMU's back, which the audit then reports as well.
+ */
+static int audit_synced_leaf(struct vmmu_vm *vm, const struct shadow_page *sp, unsigned int i, uint64_t spte,
+			     gfn_t gfn, char *why, size_t len)
+{
+	unsigned int size = 8, have, may;
+	bool four = sp->role.has_4_byte_gpte;
+	uint64_t gpte;
+
+	if (guest_read(vm, sp_gpte_gpa(sp, i, &size), size, &gpte) || !(gpte & PT_P) || !(gpte & PT_A))
+		AUDIT_FAIL("synced leaf SPTE %#llx of table gfn %#llx[%u]: the guest entry is %s",
+			   (unsigned long long)spte, (unsigned long long)sp->gfn, i,
+			   !(gpte & PT_P) ? "not present" : "not accessed");
+	if ((four ? (gpte & 0xfffff000ULL) >> 12 : (gpte & GENMASK_ULL(51, 12)) >> 12) != gfn)
+		AUDIT_FAIL("synced leaf SPTE of table gfn %#llx[%u] maps gfn %#llx, the guest entry %#llx",
+			   (unsigned long long)sp->gfn, i, (unsigned long long)gfn, (unsigned long long)gpte);
+	have = spte_rights(spte);
+	may = sp->role.access & (ACC_EXEC | ((gpte & PT_W) ? ACC_WRITE : 0) | ((gpte & PT_U) ? ACC_USER : 0));
+	if (!four && sp->role.efer_nx && (gpte & PT_NX))
+		may &= ~ACC_EXEC;
+	if (!(gpte & PT_D))
+		may &= ~ACC_WRITE;
+	else if (!sp->role.cr0_wp && !(have & ACC_USER))
+		may |= ACC_WRITE;
+	if (have & ~may)
+		AUDIT_FAIL("synced leaf SPTE %#llx of table gfn %#llx[%u] grants %#x, the guest entry %#llx only %#x",
+			   (unsigned long long)spte, (unsigned long long)sp->gfn, i, have, (unsigned long long)gpte,
+			   may);
+	return 0;
 }
 
 /*
@@ -2100,20 +2227,10 @@ int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t 
 				}
 				if ((spte & PT_W) && (s->flags & VMMU_MEM_READONLY))
 					AUDIT_FAIL("gfn %#llx of a read-only slot mapped writable", (unsigned long long)gfn);
-				/* A synced indirect leaf maps what its guest entry says. */
-				if (!sp->role.direct && !sp->unsync) {
-					unsigned int size = 8;
-					uint64_t gpte;
-
-					if (guest_read(vm, sp_gpte_gpa(sp, i, &size), size, &gpte) || !(gpte & PT_P))
-						AUDIT_FAIL("synced leaf SPTE of table gfn %#llx[%u] has no present guest entry",
-							   (unsigned long long)sp->gfn, i);
-					if ((size == 4 ? (gpte & 0xfffff000ULL) >> 12
-						       : (gpte & GENMASK_ULL(51, 12)) >> 12) != gfn)
-						AUDIT_FAIL("synced leaf SPTE of table gfn %#llx[%u] maps gfn %#llx, the guest "
-							   "entry %#llx", (unsigned long long)sp->gfn, i,
-							   (unsigned long long)gfn, (unsigned long long)gpte);
-				}
+				/* A synced indirect leaf is what its guest entry says. */
+				if (!sp->role.direct && !sp->unsync &&
+				    audit_synced_leaf(vm, sp, i, spte, gfn, why, len))
+					return -1;
 			}
 		}
 	}

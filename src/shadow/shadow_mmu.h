@@ -109,6 +109,7 @@ struct shadow_page {
 	gfn_t gfn;
 	union sp_role role;
 	bool unsync;
+	bool tracked;			/* counted in its gfn's write_track (indirect, valid) */
 	uint8_t write_flooding_count;
 	unsigned int root_count;	/* vCPUs (current or previous roots) holding it */
 	uint64_t valid_gen;		/* obsolete when != the VM's shadow generation */
@@ -139,6 +140,10 @@ struct shadow_vm {
 	uint64_t nr_unsync;		/* [mmu_lock:W] */
 	uint64_t max_pages;		/* [const] */
 	uint64_t valid_gen;		/* [mmu_lock:W] bumped by zap-all */
+	/* Orders physical stores against new pages' write tracking: both
+	 * sides do an RMW here between their store and their load
+	 * (shadow_track_barrier), which TSan can follow and a fence it cannot. */
+	_Atomic uint64_t track_sync;
 	_Atomic uint64_t created, zapped, recycled, pte_writes, flooded;
 };
 
@@ -219,6 +224,12 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
  * in guest memory, then shadow pages of the gfn are updated or zapped.
  */
 void shadow_emulated_store(struct vmmu_vcpu *v, uint64_t gpa, uintptr_t hva, const void *buf, unsigned int n);
+/*
+ * After a physical store the caller made itself into guest memory (gfn was
+ * not write-tracked when it looked): if it is now, the shadow pages built
+ * meanwhile hear of the store; dirty logging either way.  RCU read side.
+ */
+void shadow_phys_store_done(struct vmmu_vcpu *v, const struct memslot *s, uint64_t gpa, unsigned int n);
 /* Whether a store to gfn must go through shadow_emulated_store (lockless hint). */
 bool shadow_gfn_write_tracked(const struct memslot *s, gfn_t gfn);
 

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMMU_TEST_HOOK_H
+#define VMMU_TEST_HOOK_H
+/*
+ * Named points inside the MMU where a test can stop one thread while another
+ * acts, to force open a race window deterministically (tests/
+ * test_shadow_race.c).  Nothing outside tests sets the hook: each point
+ * costs one relaxed load on a path that is never hot.  Not part of the API
+ * (hidden in the shared library).
+ */
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "compiler.h"
+
+enum vmmu_test_hook_point {
+	/* A shadow page stopped counting towards its gfn's write tracking
+	 * (prepare_zap); mmu_lock is held for write.  arg: the gfn. */
+	VMMU_TEST_HOOK_SHADOW_UNTRACKED = 1,
+	/* An emulated physical store (VMMU_ACCESS_PHYS under shadow paging)
+	 * is about to write guest memory; no lock held.  arg: the gfn. */
+	VMMU_TEST_HOOK_PHYS_STORE,
+};
+
+typedef void (*vmmu_test_hook_fn)(enum vmmu_test_hook_point point, uint64_t arg);
+
+extern _Atomic(vmmu_test_hook_fn) vmmu_test_hook_fn_ptr;
+
+void vmmu_set_test_hook(vmmu_test_hook_fn fn);
+
+static inline void vmmu_test_hook(enum vmmu_test_hook_point point, uint64_t arg)
+{
+	vmmu_test_hook_fn fn = atomic_load_explicit(&vmmu_test_hook_fn_ptr, memory_order_acquire);
+
+	if (unlikely(fn))
+		fn(point, arg);
+}
+
+#endif /* VMMU_TEST_HOOK_H */
