@@ -11,7 +11,7 @@
 
 #include "guest.h"
 #include "harness.h"
-#include "walk.h"
+#include "mmu/walk.h"
 
 #define SZ_4K 0x1000ULL
 #define SZ_2M 0x200000ULL

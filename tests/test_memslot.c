@@ -9,8 +9,8 @@
 #include <sys/mman.h>
 
 #include "harness.h"
-#include "memslot.h"
-#include "spte.h"
+#include "vm/memslot.h"
+#include "mmu/spte.h"
 
 #define SZ_4K 0x1000ULL
 #define SZ_1M 0x100000ULL

@@ -10,8 +10,8 @@
 
 #include "guest.h"
 #include "harness.h"
-#include "tdp/tdp_mmu.h"
-#include "vmmu_int.h"
+#include "mmu/tdp/tdp_mmu.h"
+#include "vm/vmmu_int.h"
 
 #define MB (1ULL << 20)
 #define POOL_GPA (48 * MB)

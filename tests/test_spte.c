@@ -8,7 +8,7 @@
  * the ones spte.h documents; each check names the rule it guards.
  */
 #include "harness.h"
-#include "spte.h"
+#include "mmu/spte.h"
 
 /* One host page frame past the last one an SPTE can hold (48-bit host PA). */
 #define HOST_PFN_LIMIT (1ULL << (VMMU_HOST_PHYS_BITS - 12))

@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "mmu.h"
-#include "tdp/tdp_mmu.h"
-#include "vmmu_int.h"
+#include "mmu/mmu.h"
+#include "mmu/tdp/tdp_mmu.h"
+#include "vm/vmmu_int.h"
 
 #define MB (1ULL << 20)
 #define GB (1ULL << 30)

@@ -23,7 +23,7 @@
  */
 
 #include "harness.h"
-#include "walk.h"
+#include "mmu/walk.h"
 #include "walk_ref.h"
 #include "walk_test.h"
 

@@ -12,7 +12,7 @@
  */
 #include "harness.h"
 #include "kvm_oracle.h"
-#include "walk.h"
+#include "mmu/walk.h"
 
 #include <time.h>
 

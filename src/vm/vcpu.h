@@ -2,7 +2,7 @@
 #ifndef VMMU_VCPU_H
 #define VMMU_VCPU_H
 
-#include "vmmu_int.h"
+#include "vm/vmmu_int.h"
 
 void vcpu_free(struct vmmu_vcpu *v);
 /* The reset state: flat 32-bit protected mode, paging off. */

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-#include "tdp_mmu.h"
+#include "mmu/tdp/tdp_mmu.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tdp_iter.h"
+#include "mmu/tdp/tdp_iter.h"
 
 static void handle_removed_pt(struct vmmu_vm *vm, uint64_t *pt, bool shared);
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "test_hook.h"
-#include "vmmu_int.h"
+#include "vm/vmmu_int.h"
 
 VMMU_EXPORT const char *vmmu_strerror(int err)
 {

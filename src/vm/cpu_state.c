@@ -7,9 +7,9 @@
  */
 #include <string.h>
 
-#include "hw.h"
-#include "vmmu_int.h"
-#include "vcpu.h"
+#include "cpu/hw.h"
+#include "vm/vmmu_int.h"
+#include "vm/vcpu.h"
 
 #define CR0_KNOWN                                                                                  \
 	(VMMU_CR0_PE | (1ULL << 1) | (1ULL << 2) | (1ULL << 3) | (1ULL << 4) | (1ULL << 5) |        \

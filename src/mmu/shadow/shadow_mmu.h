@@ -25,8 +25,8 @@
 
 #include <urcu/list.h>
 
-#include "../memslot.h"
-#include "../spte.h"
+#include "vm/memslot.h"
+#include "mmu/spte.h"
 
 struct vmmu_vm;
 struct vmmu_vcpu;

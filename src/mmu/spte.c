@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "spte.h"
+#include "mmu/spte.h"
 
 #include <stdio.h>
 

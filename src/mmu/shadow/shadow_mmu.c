@@ -4,18 +4,18 @@
  * the invariants; comments here say why a step is where it is.
  */
 #define _GNU_SOURCE
-#include "shadow_mmu.h"
+#include "mmu/shadow/shadow_mmu.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "../hw.h"
-#include "../mmu.h"
-#include "../vmmu_int.h"
-#include "../test_hook.h"
-#include "../walk.h"
+#include "cpu/hw.h"
+#include "mmu/mmu.h"
+#include "vm/vmmu_int.h"
+#include "test_hook.h"
+#include "mmu/walk.h"
 
 /* Shadow SPTEs carry the guest's protection key where the architecture puts
  * it (bits 62:59), so the hardware applies PKRU to them as it would to a

@@ -20,12 +20,12 @@
 #include <urcu/urcu-memb.h>
 
 #include "compiler.h"
-#include "memslot.h"
-#include "pt_arena.h"
-#include "shadow/shadow_mmu.h"
-#include "spte.h"
+#include "vm/memslot.h"
+#include "mmu/pt_arena.h"
+#include "mmu/shadow/shadow_mmu.h"
+#include "mmu/spte.h"
 #include "vmmu/vmmu.h"
-#include "walk.h"
+#include "mmu/walk.h"
 
 
 

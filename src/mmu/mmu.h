@@ -8,8 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "memslot.h"
-#include "vmmu_int.h"
+#include "vm/memslot.h"
+#include "vm/vmmu_int.h"
 
 /* Page-fault error code bits (SDM 4.7), as KVM builds them from exits. */
 #define PFERR_PRESENT_MASK (1u << 0)

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
-#include "mmu.h"
+#include "mmu/mmu.h"
 
 #include <sys/mman.h>
 
-#include "hw.h"
-#include "tdp/tdp_mmu.h"
+#include "cpu/hw.h"
+#include "mmu/tdp/tdp_mmu.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22

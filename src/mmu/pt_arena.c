@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
-#include "pt_arena.h"
+#include "mmu/pt_arena.h"
 
 #include <string.h>
 #include <sys/mman.h>
 
-#include "vmmu_int.h"
+#include "vm/vmmu_int.h"
 
 static void *reserve(size_t bytes)
 {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "walk.h"
+#include "mmu/walk.h"
 
 #include <string.h>
 

@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tdp/tdp_mmu.h"
-#include "vmmu_int.h"
+#include "mmu/tdp/tdp_mmu.h"
+#include "vm/vmmu_int.h"
 
 /* The slot by id, logging; called with slots_lock held. */
 static int logged_slot(struct vmmu_vm *vm, uint32_t id, const struct memslot **out)

@@ -21,8 +21,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../mmu.h"
-#include "../pt_arena.h"
+#include "mmu/mmu.h"
+#include "mmu/pt_arena.h"
 
 struct tdp_root {
 	struct pt_page *pt;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-#include "hw.h"
+#include "cpu/hw.h"
 
-#include "mmu.h"
-#include "tdp/tdp_iter.h"
-#include "tdp/tdp_mmu.h"
+#include "mmu/mmu.h"
+#include "mmu/tdp/tdp_iter.h"
+#include "mmu/tdp/tdp_mmu.h"
 
 void hw_tlb_flush(struct vmmu_vcpu *v)
 {

@@ -18,7 +18,7 @@
 
 #include <string.h>
 
-#include "vmmu_int.h"
+#include "vm/vmmu_int.h"
 
 enum hw_exit_kind {
 	HW_EXIT_NONE = 0,

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "tdp_iter.h"
+#include "mmu/tdp/tdp_iter.h"
 
 static inline uint64_t round_gfn(uint64_t gfn, int level)
 {

@@ -8,11 +8,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "hw.h"
-#include "mmu.h"
-#include "tdp/tdp_mmu.h"
-#include "vcpu.h"
-#include "vmmu_int.h"
+#include "cpu/hw.h"
+#include "mmu/mmu.h"
+#include "mmu/tdp/tdp_mmu.h"
+#include "vm/vcpu.h"
+#include "vm/vmmu_int.h"
 
 #define DEFAULT_PT_ARENA_BYTES (16ULL << 30)
 

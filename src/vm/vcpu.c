@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
-#include "vcpu.h"
+#include "vm/vcpu.h"
 
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "hw.h"
-#include "mmu.h"
+#include "cpu/hw.h"
+#include "mmu/mmu.h"
 #include "test_hook.h"
-#include "tdp/tdp_mmu.h"
+#include "mmu/tdp/tdp_mmu.h"
 
 extern bool vmmu_membarrier_ok;
 

@@ -13,10 +13,10 @@
  */
 #include <stdatomic.h>
 #include <stdbool.h>
-#include "../compiler.h"
+#include "compiler.h"
 #include <stdint.h>
 
-#include "../spte.h"
+#include "mmu/spte.h"
 
 #define TDP_MAX_LEVEL 5
 
