@@ -262,4 +262,144 @@ void hw_tlb_invlpg_pcid(struct vmmu_vcpu *v, uint64_t gva, uint16_t pcid);
 /* The page-fault error code KVM derives from an exit. */
 uint32_t hw_exit_to_error_code(const struct vmmu_vm *vm, const struct hw_exit *e);
 
+/* ---- linear (guest-paging) translations ------------------------------------ */
+
+static inline uint64_t tlb_linear_key(uint64_t vpn, uint16_t pcid)
+{
+	return (vpn << TLB_KEY_SHIFT) | ((uint64_t)pcid << 1);
+}
+
+static inline bool tlb_linear_entry_ok(struct vmmu_vcpu *v, const struct tlb_entry *e, uint64_t vpn)
+{
+	const struct tlb *t = &v->tlb;
+
+	if ((e->key >> TLB_KEY_SHIFT) != vpn || (e->key & TLB_KEY_PHYS) || e->gen < t->full_gen)
+		return false;
+	/* A global entry serves every PCID; others only their own, and only
+	 * until MOV to CR3 bumps that PCID's generation. */
+	return (e->info & TLBI_GLOBAL) ||
+	       (e->key == tlb_linear_key(vpn, v->pcid) && e->gen == t->pcid_gen[v->pcid]);
+}
+
+static inline bool tlb_linear_lookup(struct vmmu_vcpu *v, uint64_t gva, unsigned int acc, unsigned int walk_access,
+				     uintptr_t *hva)
+{
+	struct tlb *t = &v->tlb;
+	uint64_t vpn = linear_vpn(gva);
+	struct tlb_entry *e = &t->e[tlb_index(vpn, v->pcid)];
+	uintptr_t need = tlb_val_need(acc);
+
+	/* Keys hold 57 bits: a non-canonical address could alias a cached
+	 * canonical one, so it never hits (the walk raises #GP for it). */
+	if (unlikely(!walk_gva_canonical(&v->wcpu, gva)))
+		return false;
+	if (!tlb_linear_entry_ok(v, e, vpn)) {
+		e = &t->e[tlb_index(vpn, 0)];
+		if (!v->pcid || !(e->info & TLBI_GLOBAL) || !tlb_linear_entry_ok(v, e, vpn))
+			return false;
+	}
+	/*
+	 * Rights are checked against the current CPL/WP/SMEP/SMAP/AC/PKRU on
+	 * every use.  A denied access, or a write through an entry whose guest
+	 * D bit was clear, walks again: the walk decides faults and sets D.
+	 */
+	if (walk_permission_fault(v->tlb_cpu, e->info & 0xf, (e->info >> TLBI_PKEY_SHIFT) & 0xf, walk_access))
+		return false;
+	if ((walk_access & WALK_WRITE) && !(e->info & TLBI_GDIRTY))
+		return false;
+	if ((e->val & need) != need)
+		return false;
+	STAT_INC(v->stat.tlb_hits);
+	*hva = (e->val & ~(uintptr_t)0xfff) | (gva & 0xfff);
+	return true;
+}
+
+
+/*
+ * The guest's own load or store.  Aligned accesses of 1, 2, 4 or 8 bytes are
+ * single-copy atomic, as on x86 (SDM 9.1.1): another vCPU walking a page
+ * table never sees half of an entry being written.
+ */
+static inline __attribute__((always_inline)) void copy_fragment(void *hva, void *buf, size_t n, bool write)
+{
+	if (((uintptr_t)hva & (n - 1)) == 0) {
+		switch (n) {
+		case 1:
+			if (write)
+				__atomic_store_n((uint8_t *)hva, *(uint8_t *)buf, __ATOMIC_RELAXED);
+			else
+				*(uint8_t *)buf = __atomic_load_n((uint8_t *)hva, __ATOMIC_RELAXED);
+			return;
+		case 2: {
+			uint16_t x;
+
+			if (write) {
+				memcpy(&x, buf, 2);
+				__atomic_store_n((uint16_t *)hva, x, __ATOMIC_RELAXED);
+			} else {
+				x = __atomic_load_n((uint16_t *)hva, __ATOMIC_RELAXED);
+				memcpy(buf, &x, 2);
+			}
+			return;
+		}
+		case 4: {
+			uint32_t x;
+
+			if (write) {
+				memcpy(&x, buf, 4);
+				__atomic_store_n((uint32_t *)hva, x, __ATOMIC_RELAXED);
+			} else {
+				x = __atomic_load_n((uint32_t *)hva, __ATOMIC_RELAXED);
+				memcpy(buf, &x, 4);
+			}
+			return;
+		}
+		case 8: {
+			uint64_t x;
+
+			if (write) {
+				memcpy(&x, buf, 8);
+				__atomic_store_n((uint64_t *)hva, x, __ATOMIC_RELAXED);
+			} else {
+				x = __atomic_load_n((uint64_t *)hva, __ATOMIC_RELAXED);
+				memcpy(buf, &x, 8);
+			}
+			return;
+		}
+		default:
+			break;
+		}
+	}
+	if (write)
+		memcpy(hva, buf, n);
+	else
+		memcpy(buf, hva, n);
+}
+
+
+enum xlate {
+	XLATE_OK,
+	XLATE_TDP_EXIT,		/* *he: handle it in the MMU and try again */
+	XLATE_GUEST_FAULT,	/* *wr: the guest's own fault, to inject */
+	XLATE_PT_NOT_RAM,	/* a guest page table outside RAM */
+	XLATE_SHADOW_PF,	/* shadow paging: the SPTEs do not allow it (*pf_error) */
+};
+
+/*
+ * Translate one page of an access, in guest mode (the CPU's side of an
+ * access: TLB, then the walk of the tables the MMU loaded).  XLATE_OK with
+ * *hva; otherwise what stopped it, for the exit handler.
+ */
+enum xlate cpu_translate(struct vmmu_vcpu *v, uint64_t addr, unsigned int acc, unsigned int walk_access, bool phys,
+			 uintptr_t *hva, struct hw_exit *he, struct walk_result *wr, bool *pt_access);
+
+/*
+ * The hardware walk of shadow tables for a linear address, in guest mode
+ * (lockless).  Returns true with *hva, *rights (WALK_ACC_*), *pkey and
+ * whether writes may use the translation; false with *pf_error (PFERR_P/
+ * RSVD/W/U/I-D/PK as hardware reports them) when the SPTEs do not allow it.
+ */
+bool shadow_hw_walk(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uintptr_t *hva,
+		    unsigned int *rights, unsigned int *pkey, bool *writable, uint32_t *pf_error);
+
 #endif /* VMMU_HW_H */

@@ -24,6 +24,7 @@ int mmu_load(struct vmmu_vcpu *v)
 	v->root = tdp_mmu_get_root(v->vm);
 	if (!v->root)
 		return VMMU_ENOMEM;
+	v->hw = (struct hw_root){ .table = v->root->pt->spt, .level = v->root->level };
 	v->mmu_ready = true;
 	/* Nothing cached under the previous root may be used under this one. */
 	hw_tlb_flush(v);

@@ -187,6 +187,16 @@ _Static_assert(SPTE_MASKS_DISJOINT(SPTE_HOST_RSVD_MASK, SPTE_BASE_ADDR_MASK) &&
 		       ((NPT_MMIO_RSVD & SPTE_HOST_RSVD_MASK) != 0),
 	       "NPT MMIO must use a bit reserved by the host address width");
 
+/* Shadow SPTEs carry the guest's protection key where the architecture puts
+ * it (bits 62:59), so the hardware applies PKRU to them as it would to a
+ * guest entry.  Those bits are free in present legacy-format SPTEs. */
+#define SPTE_PKEY_SHIFT 59
+#define SPTE_PKEY_MASK (0xfULL << SPTE_PKEY_SHIFT)
+_Static_assert(SPTE_MASKS_DISJOINT(SPTE_PKEY_MASK, SPTE_BASE_ADDR_MASK | SPTE_HOST_RSVD_MASK | SPTE_MMU_PRESENT |
+						       PT_SPTE_HOST_WRITABLE | PT_SPTE_MMU_WRITABLE | PT_NX |
+						       SPTE_TDP_AD_MASK),
+	       "the shadow protection key overlaps SPTE bits in use");
+
 /* ---- the per-VM format -------------------------------------------------- */
 struct spte_fmt {
 	bool ept;

@@ -20,6 +20,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "compiler.h"
+#include "cpu/tlb.h"
 #include "vm/memslot.h"
 #include "mmu/pt_arena.h"
 #include "mmu/shadow/shadow_mmu.h"
@@ -46,66 +47,6 @@ typedef _Atomic uint64_t stat_t;
 #define VCPU_REQ_TLB_FLUSH (1u << 0)
 #define VCPU_REQ_MMU_RELOAD (1u << 1)
 
-/*
- * Per-vCPU TLB: a direct-mapped cache of translations to host pages, indexed
- * by page number.  Two kinds of entry share it:
- *  - physical (gpa -> host page; paging off or VMMU_ACCESS_PHYS; also the
- *    guest page-table accesses of a 2D walk), and
- *  - linear (gva -> host page), tagged with the PCID and carrying the guest
- *    rights of the walk, checked against CPL/WP/SMEP/SMAP/AC/PKRU at every
- *    use, as a CPU does with its TLB (SDM 4.10.2.2).
- * Validity is by generation, so flushes are O(1): an entry is valid when its
- * gen >= full_gen, and a non-global linear entry also when gen equals its
- * PCID's generation (bumped by MOV to CR3).
- */
-#define TLB_ENTRIES 1024
-#define TLB_KEY_SHIFT 13	/* key = page number << 13 | pcid << 1 | phys */
-#define TLB_KEY_PHYS 1ULL
-#define TLB_NR_PCIDS 4096
-struct tlb_entry {
-	uint64_t key;
-	uintptr_t val;		/* host page | TLB_* (the TDP side's rights) */
-	uint32_t gen;
-	uint32_t info;		/* linear entries: TLBI_* (the guest side) */
-};
-/* TLB_* bits in tlb_entry.val: ACC_EXEC/ACC_WRITE/ACC_USER, plus these. */
-#define TLB_READ 8u	/* readable (only EPT can take reads away) */
-#define TLB_DIRTY 16u	/* TDP D was set: writes may use the entry */
-/* tlb_entry.info: WALK_ACC_* in bits 0-3, then: */
-#define TLBI_PKEY_SHIFT 4
-#define TLBI_GLOBAL (1u << 8)
-#define TLBI_GDIRTY (1u << 9)	/* the guest's D was set */
-#define TLBI_SIZE_SHIFT 10	/* log2(guest page size) - 12, for INVLPG of huge pages */
-
-/*
- * Paging-structure caches (SDM 4.10.3): the table reached after level 2 and
- * level 3 entries, so a TLB miss near a recent one reads only the leaf.  Like
- * the TLB they may hold translations the MMU has since changed; they are
- * dropped by the same flushes.
- */
-struct psc_entry {
-	uint64_t tag;		/* gpa >> level shift */
-	uint64_t gen;
-	uint64_t *table;	/* table for the next level down */
-	unsigned int access;	/* permissions ANDed over the entries above */
-};
-
-#define TLB_PSC2_ENTRIES 32
-#define TLB_PSC3_ENTRIES 8
-struct tlb {
-	uint64_t gen;		/* paging-structure caches: bumped by full flushes */
-	uint32_t counter;	/* source of entry generations */
-	uint32_t full_gen;	/* entries older than this are invalid */
-	uint32_t nr_huge;	/* linear entries from huge pages since the last full flush */
-	/* Tables below PDEs (by gpa >> 21) and below PDPTEs (by gpa >> 30),
-	 * direct-mapped: a 2D walk touches guest page tables and data in
-	 * different regions, which one entry per level would thrash between. */
-	struct psc_entry psc2[TLB_PSC2_ENTRIES];
-	struct psc_entry psc3[TLB_PSC3_ENTRIES];
-	struct tlb_entry e[TLB_ENTRIES];
-	uint32_t pcid_gen[TLB_NR_PCIDS];
-};
-
 struct vcpu_stats {
 	stat_t accesses, tlb_hits, tlb_misses, exits, pf_taken, pf_fixed, pf_spurious, pf_retry,
 		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins, pf_fast_fixed,
@@ -130,6 +71,7 @@ struct vmmu_vcpu {
 	_Atomic uint32_t requests;	/* [atomic] VCPU_REQ_* */
 
 	struct tdp_root *root;		/* [vcpu] TDP: ref held while loaded */
+	struct hw_root hw;		/* [vcpu] what the hardware walks (mmu_load sets it) */
 	bool mmu_ready;			/* [vcpu] roots loaded (TDP or shadow) */
 	struct shadow_vcpu sh;		/* [vcpu] shadow paging: roles and roots */
 

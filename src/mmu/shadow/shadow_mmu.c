@@ -17,16 +17,6 @@
 #include "test_hook.h"
 #include "mmu/walk.h"
 
-/* Shadow SPTEs carry the guest's protection key where the architecture puts
- * it (bits 62:59), so the hardware applies PKRU to them as it would to a
- * guest entry.  Those bits are free in present legacy-format SPTEs. */
-#define SPTE_PKEY_SHIFT 59
-#define SPTE_PKEY_MASK (0xfULL << SPTE_PKEY_SHIFT)
-_Static_assert(SPTE_MASKS_DISJOINT(SPTE_PKEY_MASK, SPTE_BASE_ADDR_MASK | SPTE_HOST_RSVD_MASK | SPTE_MMU_PRESENT |
-						       PT_SPTE_HOST_WRITABLE | PT_SPTE_MMU_WRITABLE | PT_NX |
-						       SPTE_TDP_AD_MASK),
-	       "the shadow protection key overlaps SPTE bits in use");
-
 static uint64_t *find_leaf_sptep(uint64_t root_spte, int level, uint64_t gva);
 static uint64_t root_entry(const struct vmmu_vcpu *v, uint64_t gva, int *level);
 
@@ -1601,6 +1591,15 @@ void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too)
 	v->mmu_ready = false;
 }
 
+/* What the hardware walks from now on (KVM's root_hpa / pae_root). */
+static void load_hw_root(struct vmmu_vcpu *v)
+{
+	if (v->sh.pae_root_mode)
+		v->hw = (struct hw_root){ .table = v->sh.pae_root, .level = 3, .pae = true };
+	else
+		v->hw = (struct hw_root){ .table = v->sh.root.sp->spt, .level = v->sh.root_role.level };
+}
+
 int shadow_mmu_load(struct vmmu_vcpu *v)
 {
 	struct vmmu_vm *vm = v->vm;
@@ -1662,6 +1661,7 @@ int shadow_mmu_load(struct vmmu_vcpu *v)
 	}
 	/* A new root may lead to pages that went out of sync meanwhile. */
 	flush |= sync_all_locked(v);
+	load_hw_root(v);
 	v->mmu_ready = true;
 out:
 	commit_zap(vm, &invalid, flush);
@@ -1761,6 +1761,7 @@ void shadow_new_pgd(struct vmmu_vcpu *v, bool noflush)
 			s->prev[i] = s->prev[i - 1];
 		s->prev[0] = s->root;
 		s->root = hit;
+		load_hw_root(v);
 		STAT_INC(v->stat.root_fast_switches);
 		if (!noflush)
 			shadow_sync_roots(v);
@@ -1889,74 +1890,6 @@ bool mmu_update_context(struct vmmu_vcpu *v)
 			v->sh.nr_prev = vm->cfg.shadow_prev_roots;
 		}
 	}
-	return true;
-}
-
-/* ---- the hardware ------------------------------------------------------------------------------- */
-
-/*
- * What the CPU does with shadow tables on a TLB miss: a walk from the root,
- * rights ANDed over the levels, the permission rules with CR0.WP forced on
- * (the host's WP), A and D set by cmpxchg on the leaf only if the access is
- * allowed.  Lockless: runs in guest mode, where tables cannot be freed.
- */
-bool shadow_hw_walk(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uintptr_t *hva,
-		    unsigned int *rights, unsigned int *pkey, bool *writable, uint32_t *pf_error)
-{
-	uint64_t *table, *sptep, spte, need;
-	unsigned int acc;
-	int level;
-	uint32_t ec;
-
-again:
-	acc = WALK_ACC_W | WALK_ACC_U | WALK_ACC_X | WALK_ACC_R;
-	if (v->sh.pae_root_mode) {
-		spte = v->sh.pae_root[(gva >> 30) & 3];
-		if (!(spte & PT_P)) {
-			*pf_error = walk_pf_error_code(&v->hw_wcpu, walk_access, 0);
-			return false;
-		}
-		table = (uint64_t *)(uintptr_t)(spte & SPTE_BASE_ADDR_MASK);
-		level = 2;
-	} else {
-		table = v->sh.root.sp->spt;
-		level = v->sh.root_role.level;
-	}
-	for (;; level--) {
-		sptep = &table[shadow_index(gva, level)];
-		spte = spte_load(sptep);
-		if (!(spte & PT_P)) {
-			*pf_error = walk_pf_error_code(&v->hw_wcpu, walk_access, 0);
-			return false;
-		}
-		if (spte & SPTE_HOST_RSVD_MASK) {
-			*pf_error = walk_pf_error_code(&v->hw_wcpu, walk_access, PFERR_P | PFERR_RSVD);
-			return false;
-		}
-		if (!(spte & PT_W))
-			acc &= ~WALK_ACC_W;
-		if (!(spte & PT_U))
-			acc &= ~WALK_ACC_U;
-		if (spte & PT_NX)
-			acc &= ~WALK_ACC_X;
-		if (level == PG_LEVEL_4K)
-			break;
-		table = (uint64_t *)(uintptr_t)(spte & SPTE_BASE_ADDR_MASK);
-	}
-	*pkey = (unsigned int)((spte & SPTE_PKEY_MASK) >> SPTE_PKEY_SHIFT);
-	ec = walk_permission_fault(&v->hw_wcpu, acc, *pkey, walk_access);
-	if (ec) {
-		*pf_error = walk_pf_error_code(&v->hw_wcpu, walk_access, ec);
-		return false;
-	}
-	need = PT_A | ((walk_access & WALK_WRITE) ? PT_D : 0);
-	if ((spte & need) != need &&
-	    !atomic_compare_exchange_strong_explicit((_Atomic uint64_t *)sptep, &spte, spte | need,
-						     memory_order_acq_rel, memory_order_acquire))
-		goto again;
-	*rights = acc;
-	*writable = acc & WALK_ACC_W;
-	*hva = (uintptr_t)(spte & SPTE_BASE_ADDR_MASK) | (gva & 0xfff);
 	return true;
 }
 

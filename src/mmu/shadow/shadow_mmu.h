@@ -195,15 +195,6 @@ void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva);
 void shadow_sync_roots(struct vmmu_vcpu *v);
 
 /* ---- the data path ------------------------------------------------------------------ */
-/*
- * The hardware walk of the shadow tables for a linear address, in guest mode
- * (RCU-free, lockless).  Returns true with *hva, *rights (WALK_ACC_*),
- * *pkey; false with *pf_error (PFERR_P/RSVD/W/U/I-D/PK as hardware reports
- * them) when the access faults in the shadow.
- */
-bool shadow_hw_walk(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uintptr_t *hva,
-		    unsigned int *rights, unsigned int *pkey, bool *writable, uint32_t *pf_error);
-
 /* Outcome of a shadow page fault, beyond the RET_PF_* code. */
 struct shadow_fault {
 	uint64_t gpa;			/* the guest walk's translation (MMIO, emulation) */

@@ -1,60 +1,10 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * The CPU's walk of EPT/NPT tables (SDM Vol. 3C 29.3, APM 15.25): rights
+ * ANDed over the levels, A/D set by cmpxchg where the CPU sets them, the PML
+ * log, and the exits (EPT violation/misconfiguration, #NPF) it raises.
+ */
 #include "cpu/hw.h"
-
-#include "mmu/mmu.h"
-#include "mmu/tdp/tdp_iter.h"
-#include "mmu/tdp/tdp_mmu.h"
-
-void hw_tlb_flush(struct vmmu_vcpu *v)
-{
-	struct tlb *t = &v->tlb;
-
-	t->gen++;
-	t->full_gen = tlb_next_gen(t);
-	t->nr_huge = 0;
-}
-
-void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid)
-{
-	v->tlb.pcid_gen[pcid] = tlb_next_gen(&v->tlb);
-}
-
-void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva)
-{
-	hw_tlb_invlpg_pcid(v, gva, v->pcid);
-}
-
-void hw_tlb_invlpg_pcid(struct vmmu_vcpu *v, uint64_t gva, uint16_t pcid)
-{
-	struct tlb *t = &v->tlb;
-	uint64_t vpn = linear_vpn(gva);
-	struct tlb_entry *e = &t->e[tlb_index(vpn, pcid)];
-
-	/* SDM 4.10.4.1: the PCID's entries for the page, and global ones
-	 * (INVPCID type 0 may keep those; dropping more is always allowed).
-	 * gen 0 is below every full_gen (which starts at 1). */
-	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
-		e->gen = 0;
-	e = &t->e[tlb_index(vpn, 0)];
-	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
-		e->gen = 0;
-	if (!t->nr_huge)
-		return;
-	/*
-	 * A huge page is cached as 4K fragments at other indexes; INVLPG of
-	 * any address in it must drop them all (SDM 4.10.4.1).
-	 */
-	for (unsigned int i = 0; i < TLB_ENTRIES; i++) {
-		unsigned int shift;
-
-		e = &t->e[i];
-		if (e->key & TLB_KEY_PHYS)
-			continue;
-		shift = (e->info >> TLBI_SIZE_SHIFT) & 0x1f;
-		if (shift && ((e->key >> TLB_KEY_SHIFT) >> shift) == (vpn >> shift))
-			e->gen = 0;
-	}
-}
 
 static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_kind kind, uint64_t gpa,
 		      unsigned int acc, unsigned int eff, int level)
@@ -80,17 +30,17 @@ static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_
 			q |= EPT_VIOLATION_EXECUTABLE;
 		e->qualification = kind == HW_EXIT_EPT_VIOLATION ? q : 0;
 	} else {
-		/* #NPF error code (APM 15.25.6): a page-fault error code. */
-		uint64_t ec = PFERR_USER_MASK;
+		/* #NPF error code (APM 15.25.6): a page-fault error code (SDM 4.7 bits). */
+		uint64_t ec = PFERR_U;
 
 		if (eff)
-			ec |= PFERR_PRESENT_MASK;
+			ec |= PFERR_P;
 		if (acc & ACC_WRITE)
-			ec |= PFERR_WRITE_MASK;
+			ec |= PFERR_W;
 		if (acc & ACC_EXEC)
-			ec |= PFERR_FETCH_MASK;
+			ec |= PFERR_ID;
 		if (kind == HW_EXIT_EPT_MISCONFIG)
-			ec |= PFERR_RSVD_MASK | PFERR_PRESENT_MASK;
+			ec |= PFERR_RSVD | PFERR_P;
 		e->qualification = ec;
 	}
 }
@@ -102,14 +52,14 @@ __hot uint32_t hw_exit_to_error_code(const struct vmmu_vm *vm, const struct hw_e
 	if (!vm->fmt.ept)
 		return (uint32_t)e->qualification;
 	if (e->kind == HW_EXIT_EPT_MISCONFIG)
-		return PFERR_RSVD_MASK | PFERR_PRESENT_MASK;
+		return PFERR_RSVD | PFERR_P;
 	/* Seed 002 patch 3: the write bit, and "present" from the RWX bits. */
 	if (e->qualification & EPT_VIOLATION_ACC_WRITE)
-		ec |= PFERR_WRITE_MASK;
+		ec |= PFERR_W;
 	if (e->qualification & EPT_VIOLATION_ACC_INSTR)
-		ec |= PFERR_FETCH_MASK;
+		ec |= PFERR_ID;
 	if (e->qualification & (7u << EPT_VIOLATION_RWX_SHIFT))
-		ec |= PFERR_PRESENT_MASK;
+		ec |= PFERR_P;
 	return ec;
 }
 
@@ -136,8 +86,8 @@ __hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_
 	struct psc_entry *p2, *p3;
 
 restart:
-	level = v->root->level;
-	table = v->root->pt->spt;
+	level = v->hw.level;
+	table = v->hw.table;
 	eff = HW_ALL;
 	p2 = psc2_entry(tlb, gpa);
 	p3 = psc3_entry(tlb, gpa);
@@ -154,7 +104,7 @@ restart:
 	for (;;) {
 		uint64_t *sptep = &table[spte_index(gfn, level)];
 
-		spte = tdp_read_spte(sptep);
+		spte = atomic_load_explicit((_Atomic uint64_t *)sptep, memory_order_acquire);
 		if (!spte_is_hw_present(f, spte)) {
 			fill_exit(f, e, HW_EXIT_EPT_VIOLATION, gpa, acc, 0, level);
 			return false;
@@ -202,7 +152,7 @@ restart:
 		}
 		if (ad && !(spte & f->accessed) && !set_bits_atomic(sptep, spte, f->accessed))
 			goto restart;
-		table = spte_to_child_pt(spte);
+		table = (uint64_t *)(uintptr_t)(spte_to_pfn(spte) << 12);
 		if (level <= PG_LEVEL_1G) {
 			/* Cache the table below: the next miss nearby starts there. */
 			struct psc_entry *p = level == PG_LEVEL_2M ? p2 : p3;

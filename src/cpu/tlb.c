@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * TLB maintenance: what MOV to CR0/CR3/CR4, INVLPG, INVPCID and remote
+ * flushes do to the cached translations (SDM 4.10.4).
+ */
+#include "cpu/hw.h"
+
+void hw_tlb_flush(struct vmmu_vcpu *v)
+{
+	struct tlb *t = &v->tlb;
+
+	t->gen++;
+	t->full_gen = tlb_next_gen(t);
+	t->nr_huge = 0;
+}
+
+void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid)
+{
+	v->tlb.pcid_gen[pcid] = tlb_next_gen(&v->tlb);
+}
+
+void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva)
+{
+	hw_tlb_invlpg_pcid(v, gva, v->pcid);
+}
+
+void hw_tlb_invlpg_pcid(struct vmmu_vcpu *v, uint64_t gva, uint16_t pcid)
+{
+	struct tlb *t = &v->tlb;
+	uint64_t vpn = linear_vpn(gva);
+	struct tlb_entry *e = &t->e[tlb_index(vpn, pcid)];
+
+	/* SDM 4.10.4.1: the PCID's entries for the page, and global ones
+	 * (INVPCID type 0 may keep those; dropping more is always allowed).
+	 * gen 0 is below every full_gen (which starts at 1). */
+	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
+		e->gen = 0;
+	e = &t->e[tlb_index(vpn, 0)];
+	if (!(e->key & TLB_KEY_PHYS) && (e->key >> TLB_KEY_SHIFT) == vpn)
+		e->gen = 0;
+	if (!t->nr_huge)
+		return;
+	/*
+	 * A huge page is cached as 4K fragments at other indexes; INVLPG of
+	 * any address in it must drop them all (SDM 4.10.4.1).
+	 */
+	for (unsigned int i = 0; i < TLB_ENTRIES; i++) {
+		unsigned int shift;
+
+		e = &t->e[i];
+		if (e->key & TLB_KEY_PHYS)
+			continue;
+		shift = (e->info >> TLBI_SIZE_SHIFT) & 0x1f;
+		if (shift && ((e->key >> TLB_KEY_SHIFT) >> shift) == (vpn >> shift))
+			e->gen = 0;
+	}
+}
+
