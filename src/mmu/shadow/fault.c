@@ -1,0 +1,489 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The shadow page fault: the guest walk (with A/D updates in guest memory),
+ * the walk turned into shadow pages and a leaf SPTE (KVM's FNAME(fetch)), the
+ * MMIO fast path, and the lockless fast page fault under direct roots.
+ */
+#include "mmu/shadow/shadow_int.h"
+
+#include <string.h>
+
+struct swalk {
+	struct vmmu_vcpu *v;
+	int host_error;
+	uint64_t bad_gpa;
+};
+
+static int swalk_read(void *ctx, uint64_t gpa, unsigned int size, uint64_t *val)
+{
+	struct swalk *w = ctx;
+	const struct memslot *s = memslots_find_gfn(vm_memslots(w->v->vm), gpa >> 12);
+
+	/* Wait for a slot being deleted or moved, as a data page's fault does. */
+	if (s && (s->flags & MEMSLOT_INVALID))
+		return WALK_ABORT_RETRY;
+	if (shadow_guest_read(w->v->vm, gpa, size, val))
+		return WALK_ABORT_NOT_RAM;
+	return 0;
+}
+
+/*
+ * A/D updates of guest entries, as the CPU would make them: atomic on guest
+ * memory, and a store to guest memory like any other (dirty logging sees it).
+ * The host must let us write there.
+ */
+static int swalk_cmpxchg(void *ctx, uint64_t gpa, unsigned int size, uint64_t old, uint64_t new_val)
+{
+	struct swalk *w = ctx;
+	struct vmmu_vm *vm = w->v->vm;
+	const struct memslot *s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
+	const struct hostprot_set *hs = atomic_load_explicit(&vm->hostprot, memory_order_acquire);
+	unsigned int prot;
+	uintptr_t hva;
+	bool ok;
+
+	if (!s)
+		return WALK_ABORT_NOT_RAM;
+	if (s->flags & MEMSLOT_INVALID)
+		return WALK_ABORT_RETRY;
+	hva = memslot_gfn_to_hva(s, gpa >> 12);
+	hostprot_uniform(hs, hva, 4096, &prot);
+	if (prot != VMMU_HOST_RW || (s->flags & VMMU_MEM_READONLY) ||
+	    atomic_load_explicit(&vm->released, memory_order_acquire)) {
+		w->host_error = VMMU_EFAULT;
+		w->bad_gpa = gpa;
+		return WALK_ABORT_HOST;
+	}
+	hva += gpa & 0xfff;
+	if (size == 8) {
+		ok = __atomic_compare_exchange_n((uint64_t *)hva, &old, new_val, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE);
+	} else {
+		uint32_t o = (uint32_t)old;
+
+		ok = __atomic_compare_exchange_n((uint32_t *)hva, &o, (uint32_t)new_val, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE);
+	}
+	if (ok && memslot_logging(s))
+		vcpu_mark_page_dirty(w->v, s, gpa >> 12);
+	return ok;
+}
+
+/* Where the guest entry of level gl on gva's walk lives (not the PAE PDPTEs). */
+static uint64_t walk_entry_gpa(const struct walk_cpu *w, const struct walk_result *wr, uint64_t gva, int gl,
+			       unsigned int *size)
+{
+	if (w->mode == WALK_MODE_32) {
+		*size = 4;
+		return wr->table_gpa[gl] + 4 * ((gva >> (12 + 10 * (gl - 1))) & 1023);
+	}
+	*size = 8;
+	return wr->table_gpa[gl] + 8 * ((gva >> (12 + 9 * (gl - 1))) & 511);
+}
+
+static int guest_top_level(const struct walk_cpu *w)
+{
+	switch (w->mode) {
+	case WALK_MODE_32: return 2;
+	case WALK_MODE_PAE: return 2;	/* the PDPTEs are registers, reloaded with CR3 */
+	case WALK_MODE_4LEVEL: return 4;
+	case WALK_MODE_5LEVEL: return 5;
+	default: return 0;
+	}
+}
+
+/*
+ * KVM's FNAME(gpte_changed): the walk ran without mmu_lock; the tables it read
+ * are now write-protected (or their pages unsync, where stale is allowed), so
+ * re-reading them once under the lock tells whether the walk is still true.
+ */
+bool shadow_walk_changed(struct vmmu_vcpu *v, const struct walk_result *wr, uint64_t gva)
+{
+	int top = guest_top_level(&v->wcpu);
+
+	for (int gl = wr->level; gl <= top; gl++) {
+		unsigned int size;
+		uint64_t gpa = walk_entry_gpa(&v->wcpu, wr, gva, gl, &size), now;
+
+		if (shadow_guest_read(v->vm, gpa, size, &now))
+			return true;
+		if ((now ^ wr->pte[gl]) & gpte_cmp_mask() & (size == 4 ? 0xffffffffULL : ~0ULL))
+			return true;
+	}
+	return false;
+}
+
+/* Rights the guest entries above level gl grant (what an indirect page of
+ * level gl inherits in its role). */
+static unsigned int access_above(const struct walk_cpu *w, const struct walk_result *wr, int gl)
+{
+	unsigned int acc = ACC_ALL;
+	int top = guest_top_level(w);
+
+	for (int l = top; l > gl; l--)
+		acc &= gpte_access(w, wr->pte[l], w->mode == WALK_MODE_32);
+	return acc;
+}
+
+/* Would the hardware (CR0.WP forced on) let this access through an SPTE? */
+static bool hw_allows(const struct vmmu_vcpu *v, unsigned int acc, unsigned int pkey, unsigned int walk_access)
+{
+	unsigned int wacc = WALK_ACC_R | ((acc & ACC_WRITE) ? WALK_ACC_W : 0) | ((acc & ACC_USER) ? WALK_ACC_U : 0) |
+			    ((acc & ACC_EXEC) ? WALK_ACC_X : 0);
+
+	return !walk_permission_fault(&v->hw_wcpu, wacc, pkey, walk_access);
+}
+
+struct sfetch {
+	uint64_t gva;
+	unsigned int walk_access;
+	const struct walk_result *wr;
+	struct page_fault *pf;
+	struct shadow_fault *out;
+	struct cds_list_head *invalid;
+	bool flush;
+};
+
+static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch *f)
+{
+	struct vmmu_vm *vm = v->vm;
+	const struct walk_result *wr = f->wr;
+	uint64_t *sptep = &sp->spt[shadow_index(f->gva, PG_LEVEL_4K)];
+	unsigned int i = sptep_index(sptep);
+	gfn_t gfn = wr->gpa >> 12;
+	bool write = f->walk_access & WALK_WRITE;
+	unsigned int acc = walk_acc_to_acc(wr->access);
+	unsigned int pkey = v->wcpu.mode >= WALK_MODE_4LEVEL ? wr->pkey : 0;
+	uint64_t old = spte_load(sptep), spte;
+
+	/* A clean guest page stays read-only, so the write that dirties it
+	 * faults and the walk sets D (KVM's protect_clean_gpte). */
+	if (!wr->dirty && !write)
+		acc &= ~ACC_WRITE;
+	/*
+	 * CR0.WP=0 on hardware that runs with WP=1: a supervisor write to a
+	 * read-only page becomes a writable supervisor mapping (KVM's trick,
+	 * hence cr0_wp/smep_andnot_wp in the role).  With SMAP or protection
+	 * keys a user page must stay a user page (both check user pages even
+	 * for supervisor accesses), so that write is emulated below instead;
+	 * so is one into a direct page, which other mappings of the frame may
+	 * share with a clean guest entry whose D bit the write must not skip.
+	 */
+	if (write && !(acc & ACC_WRITE) && !v->wcpu.wp && !sp->role.direct &&
+	    !((acc & ACC_USER) && (sp->role.smap_andnot_wp || sp->role.pke_andnot_wp))) {
+		acc = (acc | ACC_WRITE) & ~ACC_USER;
+		if (v->wcpu.smep)
+			acc &= ~ACC_EXEC;
+	}
+
+	if (f->pf->is_mmio) {
+		unsigned int macc = acc & (ACC_WRITE | ACC_USER);
+
+		if (is_shadow_present(old))
+			f->flush |= shadow_zap_spte(vm, sp, sptep);
+		if (!sp->role.direct)
+			sp->gfns[i] = gfn;
+		spte_store(sptep, make_mmio_spte(&vm->fmt, gfn, macc, f->pf->mmio_gen));
+		VM_STAT_ADD(vm->stat.mmio_sptes, 1);
+		return RET_PF_EMULATE;
+	}
+
+	if (!f->pf->map_writable)
+		acc &= ~ACC_WRITE;
+	if ((acc & ACC_WRITE) && !shadow_try_unsync(vm, gfn))
+		acc &= ~ACC_WRITE;
+	spte = make_leaf_spte(&vm->fmt, f->pf->pfn, PG_LEVEL_4K, acc, f->pf->map_writable, false) |
+	       ((uint64_t)pkey << SPTE_PKEY_SHIFT);
+
+	if (is_shadow_present(old) &&
+	    ((sp->role.direct ? sp->gfn + i : sp->gfns[i]) != gfn || spte_to_pfn(old) != f->pf->pfn)) {
+		f->flush |= shadow_zap_spte(vm, sp, sptep);
+		old = 0;
+	}
+	if (is_shadow_present(old)) {
+		uint64_t prev = spte_xchg(sptep, spte);
+
+		if ((prev & PT_W) && !(spte & PT_W))
+			f->flush = true;
+	} else {
+		const struct memslot *s = shadow_slot_of(vm, gfn);
+
+		if (VM_BUG_ON(vm, !s, "mapping gfn %#llx that has no memslot", (unsigned long long)gfn))
+			return RET_PF_RETRY;
+		if (!sp->role.direct)
+			sp->gfns[i] = gfn;
+		spte_store(sptep, spte);
+		pte_list_add(&v->sh.desc_cache, &s->shadow->rmap[gfn - s->base_gfn], sptep);
+		s->shadow->nr_rmap++;
+		atomic_fetch_add_explicit(&vm->stat.pages[PG_LEVEL_4K], 1, memory_order_relaxed);
+	}
+	if ((spte & PT_W) && memslot_logging(f->pf->slot))
+		vcpu_mark_page_dirty(v, f->pf->slot, gfn);
+	/*
+	 * What the shadow cannot grant, vmmu does itself: a store to a
+	 * write-protected guest table, or one the guest allows only because of
+	 * CR0.WP=0 (SMAP or a protection key forbids the converted mapping).
+	 */
+	if (write && !hw_allows(v, spte_rights(spte), pkey, f->walk_access)) {
+		f->out->ptwrite = true;
+		f->out->hva = f->pf->hva + (wr->gpa & 0xfff);
+		return RET_PF_EMULATE;
+	}
+	return (old & ~(uint64_t)(PT_A | PT_D)) == (spte & ~(uint64_t)(PT_A | PT_D)) ? RET_PF_SPURIOUS : RET_PF_FIXED;
+}
+
+static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
+{
+	struct vmmu_vm *vm = v->vm;
+	const struct walk_result *wr = f->wr;
+	bool four_byte = v->wcpu.mode == WALK_MODE_32;
+	struct shadow_page *sp;
+	int level;
+
+	if (v->sh.pae_root_mode) {
+		sp = v->sh.pae_sp[(f->gva >> 30) & 3];
+		level = 2;
+	} else {
+		sp = v->sh.root.sp;
+		level = v->sh.root_role.level;
+	}
+	if (!sp) {
+		/* A PDPTE the load saw not present, present now: reload. */
+		atomic_fetch_or(&v->requests, VCPU_REQ_MMU_RELOAD);
+		return RET_PF_RETRY;
+	}
+	for (; level > PG_LEVEL_4K; level--) {
+		uint64_t *sptep = &sp->spt[shadow_index(f->gva, level)];
+		uint64_t spte = spte_load(sptep);
+		bool direct = wr->level >= level;
+		union sp_role role = sp->role;
+		struct shadow_page *child;
+		gfn_t gfn;
+
+		sp->write_flooding_count = 0;
+		role.level = level - 1;
+		role.quadrant = 0;
+		role.direct = direct;
+		if (direct) {
+			gfn = (wr->gpa >> 12) & ~(spte_level_pages(level) - 1);
+			role.access = walk_acc_to_acc(wr->access);
+			/* A clean huge page must not share W with a dirty one: the
+			 * write through it has to fault and set its D bit. */
+			if (!wr->dirty && !(f->walk_access & WALK_WRITE))
+				role.access &= ~ACC_WRITE;
+			role.pkey = v->wcpu.mode >= WALK_MODE_4LEVEL ? wr->pkey : 0;
+		} else {
+			gfn = wr->table_gpa[level - 1] >> 12;
+			role.access = access_above(&v->wcpu, wr, level - 1);
+			if (four_byte && level - 1 == PG_LEVEL_4K)
+				role.quadrant = (f->gva >> 21) & 1;
+		}
+		if (is_shadow_present(spte)) {
+			child = spte_to_child(vm, spte);
+			if (child->gfn == gfn && child->role.word == role.word) {
+				sp = child;
+				continue;
+			}
+			/* The guest changed this entry in a way we missed only if
+			 * the page was unsync; either way, relink. */
+			f->flush |= shadow_zap_spte(vm, sp, sptep);
+		}
+		child = shadow_get_sp(v, gfn, role, &f->flush, f->invalid);
+		if (!child) {
+			f->out->host_error = VMMU_ENOMEM;
+			return RET_PF_FAULT;
+		}
+		spte_store(sptep, make_nonleaf_spte(&vm->fmt, (uintptr_t)child->spt >> 12));
+		pte_list_add(&v->sh.desc_cache, &child->parent_ptes, sptep);
+		sp = child;
+	}
+	sp->write_flooding_count = 0;
+	/* The new write protections must reach every TLB before the walk is
+	 * re-checked: a store through an old writable entry after the check
+	 * would go unseen. */
+	if (f->flush) {
+		vm_flush_remote_tlbs(vm);
+		f->flush = false;
+	}
+	if (v->wcpu.mode != WALK_MODE_NONE && shadow_walk_changed(v, wr, f->gva))
+		return RET_PF_RETRY;
+	return fetch_leaf(v, sp, f);
+}
+
+/*
+ * A reserved-bit fault on an MMIO SPTE of the current generation goes to the
+ * embedder without a guest walk (KVM's handle_mmio_page_fault) when the SPTE's
+ * saved rights prove the access allowed; otherwise the slow path decides.
+ */
+static int mmio_fast(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, struct shadow_fault *out)
+{
+	struct vmmu_vm *vm = v->vm;
+	uint64_t *sptep, spte, root;
+	unsigned int acc, wacc;
+	int level;
+
+	if ((walk_access & WALK_FETCH) || (v->wcpu.pke && v->wcpu.mode >= WALK_MODE_4LEVEL) || !shadow_roots_valid(v))
+		return RET_PF_INVALID;
+	root = shadow_root_entry(v, gva, &level);	/* sets level: not in the same call */
+	sptep = shadow_find_leaf_sptep(root, level, gva);
+	if (!sptep)
+		return RET_PF_INVALID;
+	spte = spte_load(sptep);
+	if (!is_mmio_spte(&vm->fmt, spte) || !mmio_spte_gen_matches(spte, vm_memslots(vm)->generation))
+		return RET_PF_INVALID;
+	acc = get_mmio_spte_access(&vm->fmt, spte);
+	wacc = WALK_ACC_R | WALK_ACC_X | ((acc & ACC_WRITE) ? WALK_ACC_W : 0) | ((acc & ACC_USER) ? WALK_ACC_U : 0);
+	if (walk_permission_fault(&v->wcpu, wacc, 0, walk_access))
+		return RET_PF_INVALID;
+	out->gpa = (get_mmio_spte_gfn(spte) << 12) | (gva & 0xfff);
+	return RET_PF_EMULATE;
+}
+
+/*
+ * The lockless fast page fault on shadow pages (seed 002), only where KVM
+ * allows it: under a direct root (paging off), whose pages all map gfn =
+ * page index.  An indirect page's gfns can change under a lockless writer
+ * (the ABA race of seed 002's locking notes), so a paging guest never comes
+ * here.  Like the TDP path: W back with one cmpxchg when only dirty logging
+ * took it (MMU-writable still set); write tracking clears MMU-writable too.
+ */
+static int shadow_fast_pf(struct vmmu_vcpu *v, uint64_t gva, uint32_t hw_error)
+{
+	struct vmmu_vm *vm = v->vm;
+	int level, ret = RET_PF_INVALID;
+	uint64_t root = shadow_root_entry(v, gva, &level);
+	uint64_t *sptep = shadow_find_leaf_sptep(root, level, gva);
+	uint64_t spte, new_spte = 0;
+
+	if (!sptep)
+		return RET_PF_INVALID;
+	spte = spte_load(sptep);
+	for (int retry = 0; retry < 4; retry++) {
+		const struct memslot *s;
+
+		if (!is_shadow_present(spte) || !is_mmu_writable_spte(&vm->fmt, spte))
+			break;
+		if (spte & PT_W) {
+			new_spte = spte;
+			ret = RET_PF_SPURIOUS;
+			break;
+		}
+		new_spte = spte | PT_W;
+		if (!atomic_compare_exchange_strong_explicit((_Atomic uint64_t *)sptep, &spte, new_spte,
+							     memory_order_acq_rel, memory_order_acquire))
+			continue;
+		/* After the cmpxchg, never before: the harvest that clears the
+		 * bit re-protects first, so the mark cannot be lost. */
+		s = memslots_find_gfn(vm_memslots(vm), gva >> 12);
+		if (s && memslot_logging(s))
+			vcpu_mark_page_dirty(v, s, gva >> 12);
+		ret = RET_PF_FIXED;
+		break;
+	}
+	if (ret != RET_PF_INVALID)
+		mmu_trace_fast_pf(v, gva, hw_error, sptep, spte, new_spte, ret == RET_PF_FIXED);
+	return ret;
+}
+
+int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uint32_t hw_error,
+		      struct shadow_fault *out)
+{
+	struct vmmu_vm *vm = v->vm;
+	struct swalk w = { .v = v };
+	const struct walk_mem_ops ops = { swalk_read, swalk_cmpxchg, &w };
+	struct walk_result wr;
+	struct page_fault pf;
+	CDS_LIST_HEAD(invalid);
+	struct sfetch f;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	STAT_INC(v->stat.pf_taken);
+	if ((hw_error & PFERR_RSVD) && mmio_fast(v, gva, walk_access, out) == RET_PF_EMULATE) {
+		STAT_INC(v->stat.pf_mmio_spte);
+		STAT_INC(v->stat.pf_emulate);
+		return RET_PF_EMULATE;
+	}
+
+	if (v->sh.root_role.direct && !(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && (hw_error & PFERR_P) &&
+	    (walk_access & WALK_WRITE) && !(hw_error & PFERR_RSVD) && shadow_roots_valid(v)) {
+		r = shadow_fast_pf(v, gva, hw_error);
+		if (r == RET_PF_FIXED || r == RET_PF_SPURIOUS) {
+			if (r == RET_PF_FIXED)
+				STAT_INC(v->stat.pf_fast_fixed);
+			else
+				STAT_INC(v->stat.pf_fast_spurious);
+			return mmu_count_pf_result(v, r);
+		}
+		STAT_INC(v->stat.pf_fast_failed);
+	}
+
+	if (v->wcpu.mode == WALK_MODE_NONE) {
+		memset(&wr, 0, sizeof(wr));
+		wr.gpa = gva;
+		wr.level = WALK_MAX_LEVELS;	/* everything is "huge": direct pages */
+		wr.access = WALK_ACC_W | WALK_ACC_U | WALK_ACC_X | WALK_ACC_R;
+		wr.dirty = true;
+	} else {
+		r = walk_gva(&v->wcpu, &ops, gva, walk_access, &wr);
+		if (r == WALK_FAULT || r == WALK_ABORT_NOT_RAM) {
+			out->guest_fault = true;
+			out->vector = r == WALK_FAULT ? wr.vector : WALK_VECTOR_PF;
+			/* A table outside RAM reads as not present (as KVM's walker). */
+			out->error_code = r == WALK_FAULT ? wr.error_code
+							  : walk_pf_error_code(&v->wcpu, walk_access, 0);
+			out->fault_addr = r == WALK_FAULT ? wr.fault_addr : gva;
+			STAT_INC(v->stat.guest_faults);
+			return RET_PF_GUEST_FAULT;
+		}
+		if (r == WALK_ABORT_HOST) {
+			out->host_error = w.host_error;
+			out->gpa = w.bad_gpa;
+			return RET_PF_FAULT;
+		}
+		if (r == WALK_ABORT_RETRY)
+			return mmu_count_pf_result(v, RET_PF_RETRY);
+	}
+	out->gpa = wr.gpa;
+
+	memset(&pf, 0, sizeof(pf));
+	pf.addr = wr.gpa;
+	pf.gfn = wr.gpa >> 12;
+	pf.write = walk_access & WALK_WRITE;
+	pf.exec = walk_access & WALK_FETCH;
+	r = mmu_faultin(v, &pf);
+	if (r == RET_PF_EMULATE) {
+		out->readonly_write = pf.readonly_write;
+		STAT_INC(v->stat.pf_emulate);
+		return r;
+	}
+	if (r == RET_PF_FAULT) {
+		out->host_error = pf.host_error;
+		return r;
+	}
+	if (r != RET_PF_CONTINUE)
+		goto out;
+	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN) || shadow_desc_cache_topup(&v->sh.desc_cache)) {
+		out->host_error = VMMU_ENOMEM;
+		return RET_PF_FAULT;
+	}
+
+	f = (struct sfetch){ .gva = gva, .walk_access = walk_access, .wr = &wr, .pf = &pf, .out = out,
+			     .invalid = &invalid };
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (!pf.is_mmio && mmu_invalidate_retry(vm, &pf)) {
+		r = RET_PF_RETRY;
+	} else if (!shadow_roots_valid(v)) {
+		atomic_fetch_or(&v->requests, VCPU_REQ_MMU_RELOAD);
+		r = RET_PF_RETRY;
+	} else if (!shadow_make_pages_available(vm, &invalid)) {
+		out->host_error = VMMU_ENOMEM;
+		r = RET_PF_FAULT;
+	} else {
+		r = fetch(v, &f);
+	}
+	shadow_commit_zap(vm, &invalid, f.flush);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+out:
+	return mmu_count_pf_result(v, r);
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest page-table entries as the MMU reads them: guest memory outside the
+ * hardware path, and where entry i of a shadow page lives in its guest table
+ * (quadrants of 4-byte tables).
+ */
+#include "mmu/shadow/shadow_int.h"
+
+/* Entries of guest page tables read by the MMU itself (walks, syncs); outside
+ * RAM reads as a failure, which the walk turns into a not-present #PF. */
+int shadow_guest_read(struct vmmu_vm *vm, uint64_t gpa, unsigned int size, uint64_t *val)
+{
+	const struct memslot *s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
+	uintptr_t hva;
+
+	if (!s || (s->flags & MEMSLOT_INVALID))
+		return -1;
+	hva = memslot_gfn_to_hva(s, gpa >> 12) + (gpa & 0xfff);
+	*val = size == 8 ? __atomic_load_n((uint64_t *)hva, __ATOMIC_ACQUIRE)
+			 : __atomic_load_n((uint32_t *)hva, __ATOMIC_ACQUIRE);
+	return 0;
+}
+
+/* Where entry i of sp lives in the guest table (quadrants of 4-byte tables). */
+uint64_t shadow_gpte_gpa(const struct shadow_page *sp, unsigned int i, unsigned int *size)
+{
+	if (!sp->role.has_4_byte_gpte) {
+		*size = 8;
+		return (sp->gfn << 12) + 8ULL * i;
+	}
+	*size = 4;
+	if (sp->role.level == PG_LEVEL_4K)
+		return (sp->gfn << 12) + 4ULL * (i + 512u * sp->role.quadrant);
+	/* A 32-bit PDE maps 4 MiB: two shadow PDEs per guest PDE. */
+	return (sp->gfn << 12) + 4ULL * (i / 2 + 256u * sp->role.quadrant);
+}
