@@ -295,6 +295,61 @@ static uint64_t entry_addr(const struct walk_cpu *cpu, uint64_t pte, int level, 
 	return pte & phys_mask(cpu);
 }
 
+/* ---- one entry, format by format ------------------------------------------ */
+
+static const struct gpte_fmt legacy32_fmt = { 4, PTE_P, PTE_A, PTE_D, 0, 2, false };
+static const struct gpte_fmt pae_fmt = { 8, PTE_P, PTE_A, PTE_D, 0, 2, false };
+static const struct gpte_fmt long4_fmt = { 8, PTE_P, PTE_A, PTE_D, 0xfULL << PTE_PKEY_SHIFT, 4, false };
+static const struct gpte_fmt long5_fmt = { 8, PTE_P, PTE_A, PTE_D, 0xfULL << PTE_PKEY_SHIFT, 5, false };
+/* EPT A/D exist only with EPTP bit 6; without it bits 8 and 9 are ignored. */
+static const struct gpte_fmt ept4_fmt = { 8, EPTE_RWX, 0, 0, 0, 4, true };
+static const struct gpte_fmt ept4_ad_fmt = { 8, EPTE_RWX, EPTE_A, EPTE_D, 0, 4, true };
+static const struct gpte_fmt ept5_fmt = { 8, EPTE_RWX, 0, 0, 0, 5, true };
+static const struct gpte_fmt ept5_ad_fmt = { 8, EPTE_RWX, EPTE_A, EPTE_D, 0, 5, true };
+
+const struct gpte_fmt *gpte_fmt_of(const struct walk_cpu *w)
+{
+	switch (w->mode) {
+	case WALK_MODE_32: return &legacy32_fmt;
+	case WALK_MODE_PAE: return &pae_fmt;
+	case WALK_MODE_5LEVEL: return &long5_fmt;
+	case WALK_MODE_EPT4: return w->ept_ad ? &ept4_ad_fmt : &ept4_fmt;
+	case WALK_MODE_EPT5: return w->ept_ad ? &ept5_ad_fmt : &ept5_fmt;
+	default: return &long4_fmt;
+	}
+}
+
+unsigned int gpte_rights(const struct walk_cpu *w, uint64_t gpte)
+{
+	return modes[w->mode].ept ? ept_rights(gpte) : legacy_rights(w, gpte);
+}
+
+bool gpte_is_leaf(const struct walk_cpu *w, uint64_t gpte, int level)
+{
+	return is_leaf(w, &modes[w->mode], gpte, level);
+}
+
+bool gpte_is_reserved(const struct walk_cpu *w, uint64_t gpte, int level)
+{
+	bool leaf = gpte_is_leaf(w, gpte, level);
+
+	if (modes[w->mode].ept)
+		return ept_misconfig(w, gpte, level, leaf);
+	return gpte & legacy_rsvd(w, gpte, level, leaf);
+}
+
+uint64_t gpte_addr(const struct walk_cpu *w, uint64_t gpte, int level)
+{
+	return entry_addr(w, gpte, level, gpte_is_leaf(w, gpte, level));
+}
+
+uint64_t gpte_entry_gpa(const struct walk_cpu *w, uint64_t table_gpa, uint64_t va, int level)
+{
+	const struct mode_desc *m = &modes[w->mode];
+
+	return table_gpa + level_index(m, va, level) * m->entry_size;
+}
+
 int walk_gva(const struct walk_cpu *cpu, const struct walk_mem_ops *mem, uint64_t gva, unsigned int access,
 	     struct walk_result *res)
 {

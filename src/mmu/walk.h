@@ -156,4 +156,39 @@ static inline bool walk_gva_canonical(const struct walk_cpu *cpu, uint64_t gva)
 /* Bits of the linear address that are translated: 32, 48 or 57. */
 unsigned int walk_va_bits(enum walk_mode mode);
 
+/*
+ * One guest page-table entry, format by format: what the walker and the
+ * shadow MMU's fault and sync code both need to know of an entry, kept in
+ * one place as KVM's paging_tmpl.h keeps its PTTYPEs (32-bit, PAE/4/5-level,
+ * EPT), so that shadowing another format adds a format, not a second MMU.
+ * The rules are those of w's mode (and, for EPT, w->ept_ad); every function
+ * below takes a present entry unless it says otherwise.
+ */
+struct gpte_fmt {
+	unsigned int size;		/* bytes per entry: 4 or 8 */
+	uint64_t present;		/* any of these set: present (P; EPT R, W or X) */
+	uint64_t accessed, dirty;	/* 0 where the format has none (EPT without A/D) */
+	uint64_t pkey;			/* a leaf's protection-key bits (4/5-level), else 0 */
+	int levels;			/* levels walked in memory (PAE: 2; its PDPTEs are registers) */
+	bool ept;
+};
+
+const struct gpte_fmt *gpte_fmt_of(const struct walk_cpu *w);
+
+static inline bool gpte_present(const struct gpte_fmt *f, uint64_t gpte)
+{
+	return gpte & f->present;
+}
+
+/* The rights the entry grants on its own (WALK_ACC_*; rights AND over levels). */
+unsigned int gpte_rights(const struct walk_cpu *w, uint64_t gpte);
+/* Whether the entry maps a page at this level rather than naming a table. */
+bool gpte_is_leaf(const struct walk_cpu *w, uint64_t gpte, int level);
+/* Reserved bits set (legacy: a #PF with RSVD) or, for EPT, a misconfiguration. */
+bool gpte_is_reserved(const struct walk_cpu *w, uint64_t gpte, int level);
+/* What the entry names: the next table, or (a leaf) the first byte of its page. */
+uint64_t gpte_addr(const struct walk_cpu *w, uint64_t gpte, int level);
+/* Where the entry for va at level lives in the table at table_gpa. */
+uint64_t gpte_entry_gpa(const struct walk_cpu *w, uint64_t table_gpa, uint64_t va, int level);
+
 #endif /* VMMU_WALK_H */

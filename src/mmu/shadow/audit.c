@@ -35,22 +35,24 @@ static bool sp_in_hash(const struct shadow_vm *sh, const struct shadow_page *wan
 static int audit_synced_leaf(struct vmmu_vm *vm, const struct shadow_page *sp, unsigned int i, uint64_t spte,
 			     gfn_t gfn, char *why, size_t len)
 {
+	struct walk_cpu w = { .mode = WALK_MODE_4LEVEL, .maxphyaddr = vm->cfg.maxphyaddr };
+	const struct gpte_fmt *f;
 	unsigned int size = 8, have, may;
-	bool four = sp->role.has_4_byte_gpte;
 	uint64_t gpte;
 
-	if (shadow_guest_read(vm, shadow_gpte_gpa(sp, i, &size), size, &gpte) || !(gpte & PT_P) || !(gpte & PT_A))
-		AUDIT_FAIL("synced leaf SPTE %#llx of table gfn %#llx[%u]: the guest entry is %s",
-			   (unsigned long long)spte, (unsigned long long)sp->gfn, i,
-			   !(gpte & PT_P) ? "not present" : "not accessed");
-	if ((four ? (gpte & 0xfffff000ULL) >> 12 : (gpte & GENMASK_ULL(51, 12)) >> 12) != gfn)
+	shadow_sp_walk_cpu(&w, sp, &w);
+	f = gpte_fmt_of(&w);
+	if (shadow_guest_read(vm, shadow_gpte_gpa(sp, i, &size), size, &gpte) || !gpte_present(f, gpte) ||
+	    (f->accessed && !(gpte & f->accessed)))
+		AUDIT_FAIL("synced leaf SPTE %#llx of table gfn %#llx[%u]: the guest entry %#llx is %s",
+			   (unsigned long long)spte, (unsigned long long)sp->gfn, i, (unsigned long long)gpte,
+			   !gpte_present(f, gpte) ? "not present" : "not accessed");
+	if (gpte_gfn(&w, gpte) != gfn)
 		AUDIT_FAIL("synced leaf SPTE of table gfn %#llx[%u] maps gfn %#llx, the guest entry %#llx",
 			   (unsigned long long)sp->gfn, i, (unsigned long long)gfn, (unsigned long long)gpte);
-	have = spte_rights(spte);
-	may = sp->role.access & (ACC_EXEC | ((gpte & PT_W) ? ACC_WRITE : 0) | ((gpte & PT_U) ? ACC_USER : 0));
-	if (!four && sp->role.efer_nx && (gpte & PT_NX))
-		may &= ~ACC_EXEC;
-	if (!(gpte & PT_D))
+	have = spte_access(&vm->fmt, spte);
+	may = sp->role.access & gpte_access(&w, gpte);
+	if (f->dirty && !(gpte & f->dirty))
 		may &= ~ACC_WRITE;
 	else if (!sp->role.cr0_wp && !(have & ACC_USER))
 		may |= ACC_WRITE;
@@ -155,7 +157,7 @@ int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t 
 				if (!spte_writable_bits_legal(&vm->fmt, spte))
 					AUDIT_FAIL("SPTE %#llx of gfn %#llx: W without MMU-writable or host-writable",
 						   (unsigned long long)spte, (unsigned long long)gfn);
-				if ((spte & PT_W) && s->shadow->write_track[gfn - s->base_gfn]) {
+				if (is_writable_pte(&vm->fmt, spte) && s->shadow->write_track[gfn - s->base_gfn]) {
 					struct shadow_page *o;
 
 					for_each_gfn_sp(sh, o, gfn)
@@ -164,7 +166,7 @@ int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t 
 								   "mapped writable", (unsigned long long)gfn,
 								   o->role.level);
 				}
-				if ((spte & PT_W) && (s->flags & VMMU_MEM_READONLY))
+				if (is_writable_pte(&vm->fmt, spte) && (s->flags & VMMU_MEM_READONLY))
 					AUDIT_FAIL("gfn %#llx of a read-only slot mapped writable", (unsigned long long)gfn);
 				/* A synced indirect leaf is what its guest entry says. */
 				if (!sp->role.direct && !sp->unsync &&

@@ -69,29 +69,6 @@ static int swalk_cmpxchg(void *ctx, uint64_t gpa, unsigned int size, uint64_t ol
 	return ok;
 }
 
-/* Where the guest entry of level gl on gva's walk lives (not the PAE PDPTEs). */
-static uint64_t walk_entry_gpa(const struct walk_cpu *w, const struct walk_result *wr, uint64_t gva, int gl,
-			       unsigned int *size)
-{
-	if (w->mode == WALK_MODE_32) {
-		*size = 4;
-		return wr->table_gpa[gl] + 4 * ((gva >> (12 + 10 * (gl - 1))) & 1023);
-	}
-	*size = 8;
-	return wr->table_gpa[gl] + 8 * ((gva >> (12 + 9 * (gl - 1))) & 511);
-}
-
-static int guest_top_level(const struct walk_cpu *w)
-{
-	switch (w->mode) {
-	case WALK_MODE_32: return 2;
-	case WALK_MODE_PAE: return 2;	/* the PDPTEs are registers, reloaded with CR3 */
-	case WALK_MODE_4LEVEL: return 4;
-	case WALK_MODE_5LEVEL: return 5;
-	default: return 0;
-	}
-}
-
 /*
  * KVM's FNAME(gpte_changed): the walk ran without mmu_lock; the tables it read
  * are now write-protected (or their pages unsync, where stale is allowed), so
@@ -99,15 +76,16 @@ static int guest_top_level(const struct walk_cpu *w)
  */
 bool shadow_walk_changed(struct vmmu_vcpu *v, const struct walk_result *wr, uint64_t gva)
 {
-	int top = guest_top_level(&v->wcpu);
+	const struct walk_cpu *w = &v->wcpu;
+	const struct gpte_fmt *f = gpte_fmt_of(w);
 
-	for (int gl = wr->level; gl <= top; gl++) {
-		unsigned int size;
-		uint64_t gpa = walk_entry_gpa(&v->wcpu, wr, gva, gl, &size), now;
+	/* Not the PAE PDPTEs: they are registers, reloaded with CR3. */
+	for (int gl = wr->level; gl <= f->levels; gl++) {
+		uint64_t now;
 
-		if (shadow_guest_read(v->vm, gpa, size, &now))
+		if (shadow_guest_read(v->vm, gpte_entry_gpa(w, wr->table_gpa[gl], gva, gl), f->size, &now))
 			return true;
-		if ((now ^ wr->pte[gl]) & gpte_cmp_mask() & (size == 4 ? 0xffffffffULL : ~0ULL))
+		if ((now ^ wr->pte[gl]) & gpte_cmp_mask(w))
 			return true;
 	}
 	return false;
@@ -118,10 +96,9 @@ bool shadow_walk_changed(struct vmmu_vcpu *v, const struct walk_result *wr, uint
 static unsigned int access_above(const struct walk_cpu *w, const struct walk_result *wr, int gl)
 {
 	unsigned int acc = ACC_ALL;
-	int top = guest_top_level(w);
 
-	for (int l = top; l > gl; l--)
-		acc &= gpte_access(w, wr->pte[l], w->mode == WALK_MODE_32);
+	for (int l = gpte_fmt_of(w)->levels; l > gl; l--)
+		acc &= gpte_access(w, wr->pte[l]);
 	return acc;
 }
 
@@ -154,7 +131,7 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 	bool write = f->walk_access & WALK_WRITE;
 	unsigned int acc = walk_acc_to_acc(wr->access);
 	unsigned int pkey = v->wcpu.mode >= WALK_MODE_4LEVEL ? wr->pkey : 0;
-	uint64_t old = spte_load(sptep), spte;
+	uint64_t old = spte_load(sptep), spte, ad;
 
 	/* A clean guest page stays read-only, so the write that dirties it
 	 * faults and the walk sets D (KVM's protect_clean_gpte). */
@@ -203,7 +180,7 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 	if (is_shadow_present(old)) {
 		uint64_t prev = spte_xchg(sptep, spte);
 
-		if ((prev & PT_W) && !(spte & PT_W))
+		if (is_writable_pte(&vm->fmt, prev) && !is_writable_pte(&vm->fmt, spte))
 			f->flush = true;
 	} else {
 		const struct memslot *s = shadow_slot_of(vm, gfn);
@@ -217,19 +194,20 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 		s->shadow->nr_rmap++;
 		atomic_fetch_add_explicit(&vm->stat.pages[PG_LEVEL_4K], 1, memory_order_relaxed);
 	}
-	if ((spte & PT_W) && memslot_logging(f->pf->slot))
+	if (is_writable_pte(&vm->fmt, spte) && memslot_logging(f->pf->slot))
 		vcpu_mark_page_dirty(v, f->pf->slot, gfn);
 	/*
 	 * What the shadow cannot grant, vmmu does itself: a store to a
 	 * write-protected guest table, or one the guest allows only because of
 	 * CR0.WP=0 (SMAP or a protection key forbids the converted mapping).
 	 */
-	if (write && !hw_allows(v, spte_rights(spte), pkey, f->walk_access)) {
+	if (write && !hw_allows(v, spte_access(&vm->fmt, spte), pkey, f->walk_access)) {
 		f->out->ptwrite = true;
 		f->out->hva = f->pf->hva + (wr->gpa & 0xfff);
 		return RET_PF_EMULATE;
 	}
-	return (old & ~(uint64_t)(PT_A | PT_D)) == (spte & ~(uint64_t)(PT_A | PT_D)) ? RET_PF_SPURIOUS : RET_PF_FIXED;
+	ad = vm->fmt.accessed | vm->fmt.dirty;
+	return (old & ~ad) == (spte & ~ad) ? RET_PF_SPURIOUS : RET_PF_FIXED;
 }
 
 static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
@@ -363,12 +341,12 @@ static int shadow_fast_pf(struct vmmu_vcpu *v, uint64_t gva, uint32_t hw_error)
 
 		if (!is_shadow_present(spte) || !is_mmu_writable_spte(&vm->fmt, spte))
 			break;
-		if (spte & PT_W) {
+		if (is_writable_pte(&vm->fmt, spte)) {
 			new_spte = spte;
 			ret = RET_PF_SPURIOUS;
 			break;
 		}
-		new_spte = spte | PT_W;
+		new_spte = spte | vm->fmt.writable;
 		if (!atomic_compare_exchange_strong_explicit((_Atomic uint64_t *)sptep, &spte, new_spte,
 							     memory_order_acq_rel, memory_order_acquire))
 			continue;

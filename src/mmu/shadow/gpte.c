@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Guest page-table entries as the MMU reads them: guest memory outside the
- * hardware path, and where entry i of a shadow page lives in its guest table
- * (quadrants of 4-byte tables).
+ * hardware path, the format rules an entry of a shadow page is read with,
+ * and where entry i of a shadow page lives in its guest table (quadrants of
+ * 4-byte tables).  What an entry of each format means is walk.h's gpte_*.
  */
 #include "mmu/shadow/shadow_int.h"
 
@@ -33,4 +34,19 @@ uint64_t shadow_gpte_gpa(const struct shadow_page *sp, unsigned int i, unsigned 
 		return (sp->gfn << 12) + 4ULL * (i + 512u * sp->role.quadrant);
 	/* A 32-bit PDE maps 4 MiB: two shadow PDEs per guest PDE. */
 	return (sp->gfn << 12) + 4ULL * (i / 2 + 256u * sp->role.quadrant);
+}
+
+/*
+ * The rules entries of sp are read with: base's (the reading vCPU's guest
+ * walk), with the entry size and NX of sp's role, so that a page built
+ * under another mode is not read with this one's entry size.
+ */
+void shadow_sp_walk_cpu(const struct walk_cpu *base, const struct shadow_page *sp, struct walk_cpu *w)
+{
+	*w = *base;
+	if (sp->role.has_4_byte_gpte)
+		w->mode = WALK_MODE_32;
+	else if (w->mode == WALK_MODE_32 || w->mode == WALK_MODE_NONE)
+		w->mode = WALK_MODE_4LEVEL;
+	w->nxe = sp->role.efer_nx;
 }

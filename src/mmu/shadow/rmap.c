@@ -194,10 +194,10 @@ bool shadow_rmap_write_protect(struct vmmu_vm *vm, gfn_t gfn, bool keep_mmu_writ
 	if (!l)
 		return false;
 	for_each_pte_list(l, &it, sptep) {
-		uint64_t bits = PT_W | (keep_mmu_writable ? 0 : PT_SPTE_MMU_WRITABLE);
+		uint64_t bits = vm->fmt.writable | (keep_mmu_writable ? 0 : vm->fmt.mmu_writable);
 		uint64_t old = spte_clear_bits(sptep, bits);
 
-		flush |= !!(old & PT_W);
+		flush |= is_writable_pte(&vm->fmt, old);
 	}
 	return flush;
 }
@@ -259,11 +259,11 @@ uint64_t shadow_age_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end, bool c
 		bool y = false;
 
 		for_each_pte_list(&s->shadow->rmap[gfn - s->base_gfn], &it, sptep) {
-			if (!(spte_load(sptep) & PT_A))
+			if (!(spte_load(sptep) & vm->fmt.accessed))
 				continue;
 			y = true;
 			if (clear)
-				spte_clear_bits(sptep, PT_A);
+				spte_clear_bits(sptep, vm->fmt.accessed);
 		}
 		young += y;
 	}

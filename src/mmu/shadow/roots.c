@@ -181,7 +181,7 @@ int shadow_mmu_load(struct vmmu_vcpu *v)
 				gfn = pgd_gfn(w);
 				role.quadrant = i;
 			} else {
-				if (!(w->pdptes[i] & PT_P))
+				if (!gpte_present(gpte_fmt_of(w), w->pdptes[i]))
 					continue;
 				gfn = (w->pdptes[i] & GENMASK_ULL(w->maxphyaddr - 1, 12)) >> 12;
 			}
@@ -240,7 +240,7 @@ static bool pae_roots_stale(const struct vmmu_vcpu *v)
 	if (w->mode != WALK_MODE_PAE || !(s->pae_sp[0] || s->pae_sp[1] || s->pae_sp[2] || s->pae_sp[3]))
 		return false;
 	for (int i = 0; i < 4; i++) {
-		bool present = w->pdptes[i] & PT_P;
+		bool present = gpte_present(gpte_fmt_of(w), w->pdptes[i]);
 
 		if (present != (s->pae_sp[i] != NULL) ||
 		    (present && s->pae_sp[i]->gfn != (w->pdptes[i] & GENMASK_ULL(w->maxphyaddr - 1, 12)) >> 12))

@@ -150,50 +150,33 @@ static inline unsigned int walk_acc_to_acc(unsigned int wacc)
 	       ((wacc & WALK_ACC_X) ? ACC_EXEC : 0);
 }
 
-/* The rights one guest entry grants (SDM 4.6): W, U, and X unless XD with NXE. */
-static inline unsigned int gpte_access(const struct walk_cpu *w, uint64_t gpte, bool four_byte)
+/*
+ * Guest entries of a shadow page, in the format of the tables it shadows
+ * (walk.h's gpte_*, shared with the walker): the rights one entry grants,
+ * the bits whose change can change a translation (not A/D), the frame a
+ * PTE names, and whether a PTE has reserved bits (a shadow of such an entry
+ * must not exist: the next fault re-walks and raises the #PF).
+ */
+static inline unsigned int gpte_access(const struct walk_cpu *w, uint64_t gpte)
 {
-	unsigned int a = ACC_EXEC;
-
-	if (gpte & PT_W)
-		a |= ACC_WRITE;
-	if (gpte & PT_U)
-		a |= ACC_USER;
-	if (!four_byte && w->nxe && (gpte & PT_NX))
-		a &= ~ACC_EXEC;
-	return a;
+	return walk_acc_to_acc(gpte_rights(w, gpte));
 }
 
-/* Bits of a guest entry whose change can change a translation (not A/D). */
-static inline uint64_t gpte_cmp_mask(void)
+static inline uint64_t gpte_cmp_mask(const struct walk_cpu *w)
 {
-	return ~(uint64_t)(PT_A | PT_D);
+	const struct gpte_fmt *f = gpte_fmt_of(w);
+
+	return ~(f->accessed | f->dirty) & (f->size == 4 ? 0xffffffffULL : ~0ULL);
 }
 
-static inline gfn_t gpte_gfn(const struct walk_cpu *w, uint64_t gpte, bool four_byte)
+static inline gfn_t gpte_gfn(const struct walk_cpu *w, uint64_t gpte)
 {
-	if (four_byte)
-		return (gpte & 0xfffff000ULL) >> 12;
-	return (gpte & GENMASK_ULL(w->maxphyaddr - 1, 12)) >> 12;
+	return gpte_addr(w, gpte, PG_LEVEL_4K) >> 12;
 }
 
-/* Reserved bits of a 4K guest PTE (SDM tables 4-11, 4-19): a shadow of such
- * an entry must not exist, the next fault re-walks and raises the #PF. */
-static inline bool gpte_pte_reserved(const struct walk_cpu *w, uint64_t gpte, bool four_byte)
+static inline bool gpte_pte_reserved(const struct walk_cpu *w, uint64_t gpte)
 {
-	uint64_t rsvd;
-
-	if (four_byte)
-		return false;
-	rsvd = w->mode == WALK_MODE_PAE ? GENMASK_ULL(62, w->maxphyaddr) : GENMASK_ULL(51, w->maxphyaddr);
-	if (!w->nxe)
-		rsvd |= PT_NX;
-	return gpte & rsvd;
-}
-
-static inline unsigned int spte_rights(uint64_t spte)
-{
-	return ((spte & PT_W) ? ACC_WRITE : 0) | ((spte & PT_U) ? ACC_USER : 0) | ((spte & PT_NX) ? 0 : ACC_EXEC);
+	return gpte_is_reserved(w, gpte, PG_LEVEL_4K);
 }
 
 /* ---- rmap.c ---- */
@@ -218,6 +201,7 @@ bool shadow_account(struct vmmu_vm *vm, struct shadow_page *sp);
 void shadow_unaccount(struct vmmu_vm *vm, struct shadow_page *sp);
 
 /* ---- gpte.c ---- */
+void shadow_sp_walk_cpu(const struct walk_cpu *base, const struct shadow_page *sp, struct walk_cpu *w);
 int shadow_guest_read(struct vmmu_vm *vm, uint64_t gpa, unsigned int size, uint64_t *val);
 uint64_t shadow_gpte_gpa(const struct shadow_page *sp, unsigned int i, unsigned int *size);
 

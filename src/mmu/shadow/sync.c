@@ -26,6 +26,12 @@ static bool resync_page(struct vmmu_vcpu *v, struct shadow_page *sp)
 	struct vmmu_vm *vm = v->vm;
 	bool flush = false;
 
+	const struct spte_fmt *sf = &vm->fmt;
+	const struct gpte_fmt *gf;
+	struct walk_cpu w;
+
+	shadow_sp_walk_cpu(&v->wcpu, sp, &w);
+	gf = gpte_fmt_of(&w);
 	for (unsigned int i = 0; i < PT64_ENT_PER_PAGE; i++) {
 		uint64_t *sptep = &sp->spt[i], spte = spte_load(sptep), gpte;
 		unsigned int size = 8, acc;
@@ -35,17 +41,15 @@ static bool resync_page(struct vmmu_vcpu *v, struct shadow_page *sp)
 			continue;
 		/* Not present, or not accessed: the guest must walk it again (and
 		 * set A), as KVM's prefetch_invalid_gpte says. */
-		if (shadow_guest_read(vm, shadow_gpte_gpa(sp, i, &size), size, &gpte) || !(gpte & PT_P) || !(gpte & PT_A) ||
-		    gpte_pte_reserved(&v->wcpu, gpte, size == 4) || !is_shadow_present(spte)) {
+		if (shadow_guest_read(vm, shadow_gpte_gpa(sp, i, &size), size, &gpte) || !gpte_present(gf, gpte) ||
+		    (gf->accessed && !(gpte & gf->accessed)) || gpte_pte_reserved(&w, gpte) || !is_shadow_present(spte)) {
 			zap = true;
 		} else {
-			acc = sp->role.access & gpte_access(&v->wcpu, gpte, size == 4);
-			if (!(gpte & PT_D))
+			acc = sp->role.access & gpte_access(&w, gpte);
+			if (gf->dirty && !(gpte & gf->dirty))
 				acc &= ~ACC_WRITE;
-			zap = gpte_gfn(&v->wcpu, gpte, size == 4) != sp->gfns[i] ||
-			      (spte_rights(spte) & ~acc) ||
-			      (!sp->role.has_4_byte_gpte && ((spte ^ gpte) & SPTE_PKEY_MASK) &&
-			       v->wcpu.mode >= WALK_MODE_4LEVEL);
+			zap = gpte_gfn(&w, gpte) != sp->gfns[i] || (spte_access(sf, spte) & ~acc) ||
+			      ((spte ^ gpte) & gf->pkey);
 		}
 		if (zap)
 			flush |= shadow_zap_spte(vm, sp, sptep);
