@@ -288,6 +288,11 @@ static inline void vcpu_self_exit(struct vmmu_vcpu *prev)
 	vmmu_self_vcpu = prev;
 }
 void vm_flush_remote_tlbs(struct vmmu_vm *vm);
+/* Remove the mappings of gfns [start, end) and flush; with invalidate, also
+ * move mmu_invalidate_seq (a racing fault retries).  mmu_lock taken here. */
+void vm_zap_gfn_range(struct vmmu_vm *vm, uint64_t start, uint64_t end, bool invalidate);
+/* Every mapping goes (fast zap-all); mmu_lock taken here. */
+void vm_zap_all(struct vmmu_vm *vm);
 
 /* C11 acquire/release rather than liburcu's rcu_dereference/rcu_assign_pointer
  * (volatile accesses), so race detectors see the publication. */
