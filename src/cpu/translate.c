@@ -110,7 +110,7 @@ __hot enum xlate cpu_translate(struct vmmu_vcpu *v, uint64_t addr, unsigned int 
 	if (tlb_linear_lookup(v, addr, acc, walk_access, hva))
 		return XLATE_OK;
 	STAT_INC(v->stat.tlb_misses);
-	if (v->vm->shadow) {
+	if (vm_shadow_paging(v->vm)) {
 		unsigned int rights, pkey;
 		bool writable;
 

@@ -16,7 +16,7 @@
 
 int mmu_load(struct vmmu_vcpu *v)
 {
-	if (v->vm->shadow)
+	if (vm_shadow_paging(v->vm))
 		return shadow_mmu_load(v);
 	if (v->root && !atomic_load_explicit(&v->root->invalid, memory_order_acquire))
 		return 0;
@@ -34,7 +34,7 @@ int mmu_load(struct vmmu_vcpu *v)
 
 void mmu_unload(struct vmmu_vcpu *v)
 {
-	if (v->vm->shadow) {
+	if (vm_shadow_paging(v->vm)) {
 		shadow_mmu_unload(v, true);
 		return;
 	}
@@ -66,25 +66,31 @@ int mmu_count_pf_result(struct vmmu_vcpu *v, int r)
 	return r;
 }
 
+/*
+ * Host-side operations reach every table that can map a gfn: the TDP root
+ * and the shadow pages (shadow paging's, or a TDP VM's shadow EPT/NPT for
+ * nested guests, which map L1 gfns too).  The shadow side costs nothing
+ * while no shadow page maps anything (its loops skip slots without rmaps).
+ */
 bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
 {
-	if (vm->shadow)
-		return shadow_zap_gfn_range(vm, start, end);
-	return vm->root && tdp_mmu_zap_leafs(vm, vm->root, start, end);
+	bool flush = shadow_zap_gfn_range(vm, start, end);
+
+	return (vm->root && tdp_mmu_zap_leafs(vm, vm->root, start, end)) || flush;
 }
 
 bool mmu_log_protect_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
 {
-	if (vm->shadow)
-		return shadow_wrprot_gfn_range(vm, start, end);
-	return vm->root && tdp_mmu_log_protect_range(vm, vm->root, start, end);
+	bool flush = shadow_wrprot_gfn_range(vm, start, end);
+
+	return (vm->root && tdp_mmu_log_protect_range(vm, vm->root, start, end)) || flush;
 }
 
 bool mmu_log_protect_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words)
 {
-	if (vm->shadow)
-		return shadow_wrprot_bitmap(vm, base, bitmap, nr_words);
-	return vm->root && tdp_mmu_log_protect_bitmap(vm, vm->root, base, bitmap, nr_words);
+	bool flush = shadow_wrprot_bitmap(vm, base, bitmap, nr_words);
+
+	return (vm->root && tdp_mmu_log_protect_bitmap(vm, vm->root, base, bitmap, nr_words)) || flush;
 }
 
 __hot static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, const struct memslots *ms, gfn_t gfn)

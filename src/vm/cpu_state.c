@@ -188,7 +188,7 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 	apply_state(v, &s, &w);
 	/* The context (and, for shadow paging, the roots) is rebuilt only when
 	 * the role changed (seed 000): CPL, AC, PKRU or PGE alone keep it. */
-	if (!mmu_update_context(v) && v->vm->shadow) {
+	if (!mmu_update_context(v) && vm_shadow_paging(v->vm)) {
 		if (old.cr3 != s.cr3 || memcmp(old.pdptrs, s.pdptrs, sizeof(s.pdptrs))) {
 			shadow_new_pgd(v, false);
 		} else if (needs_full_flush(&old, &s)) {
@@ -235,7 +235,7 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 	self = vcpu_self_enter(v);
 	apply_state(v, &s, &w);
 	mmu_update_context(v);
-	if (v->vm->shadow)
+	if (vm_shadow_paging(v->vm))
 		shadow_new_pgd(v, noflush);
 	vcpu_self_exit(self);
 	/* PAE reloads the PDPTE registers, which are not tagged: flush all. */
@@ -254,7 +254,7 @@ VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *v, uint64_t gva)
 	if (!walk_gva_canonical(&v->wcpu, gva))
 		return;
 	hw_tlb_invlpg(v, gva);
-	if (v->vm->shadow) {
+	if (vm_shadow_paging(v->vm)) {
 		struct vmmu_vcpu *self = vcpu_self_enter(v);
 
 		shadow_invlpg(v, gva);
@@ -276,21 +276,21 @@ VMMU_EXPORT int vmmu_vcpu_invpcid(vmmu_vcpu *v, unsigned type, uint32_t pcid, ui
 	switch (type) {
 	case VMMU_INVPCID_ADDR:
 		hw_tlb_invlpg_pcid(v, gva, (uint16_t)pcid);
-		if (v->vm->shadow)
+		if (vm_shadow_paging(v->vm))
 			shadow_invlpg(v, gva);
 		break;
 	case VMMU_INVPCID_SINGLE:
 		hw_tlb_flush_pcid(v, (uint16_t)pcid);
 		/* Shadow pages are shared by every PCID: what the guest asks one
 		 * PCID to see, the unsync pages must show (KVM syncs the roots). */
-		if (v->vm->shadow)
+		if (vm_shadow_paging(v->vm))
 			shadow_sync_roots(v);
 		break;
 	default:
 		/* Type 3 keeps globals, type 2 does not; a full flush is right for
 		 * both (the TLB may always drop more). */
 		hw_tlb_flush(v);
-		if (v->vm->shadow)
+		if (vm_shadow_paging(v->vm))
 			shadow_sync_roots(v);
 		break;
 	}

@@ -39,11 +39,8 @@ void vm_zap_all(struct vmmu_vm *vm)
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
-	old = NULL;
-	if (vm->shadow)
-		shadow_zap_all(vm);
-	else
-		old = tdp_mmu_invalidate_root_locked(vm);
+	shadow_zap_all(vm);
+	old = tdp_mmu_invalidate_root_locked(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 	if (old)
@@ -256,14 +253,13 @@ VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn
 	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
 		return VMMU_ERANGE;
 	vmmu_rcu_thread_online();
-	if (vm->shadow) {
+	if (vm_shadow_paging(vm) || __atomic_load_n(&vm->shadow->nr_leaves, __ATOMIC_RELAXED)) {
 		/* Rmaps change under mmu_lock: aging through them takes it. */
 		vmmu_rcu_read_lock();
 		pthread_rwlock_wrlock(&vm->mmu_lock);
-		*young_pages = shadow_age_gfn_range(vm, gfn_start, gfn_end, clear);
+		young = shadow_age_gfn_range(vm, gfn_start, gfn_end, clear);
 		pthread_rwlock_unlock(&vm->mmu_lock);
 		vmmu_rcu_read_unlock();
-		return 0;
 	}
 	vmmu_rcu_read_lock();
 	/* The root pointer changes only under mmu_lock; a root being replaced
@@ -274,7 +270,7 @@ VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn
 		atomic_fetch_add(&root->refcount, 1);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	if (root)
-		young = tdp_mmu_age_range(vm, root, gfn_start, gfn_end, clear);
+		young += tdp_mmu_age_range(vm, root, gfn_start, gfn_end, clear);
 	vmmu_rcu_read_unlock();
 	if (root)
 		tdp_mmu_put_root(vm, root);

@@ -126,7 +126,7 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 			memslot_free_backing(&s);
 			goto out;
 		}
-		if (vm->shadow && (r = shadow_slot_alloc(&s))) {
+		if ((r = shadow_slot_alloc(&s))) {
 			memslot_free_backing(&s);
 			free(s.dirty_bitmap);
 			goto out;
@@ -225,15 +225,13 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		vmmu_synchronize_rcu();
 		free(cur);
 		vm_zap_gfn_range(vm, old->base_gfn, old->base_gfn + old->npages, true);
-		if (vm->shadow) {
-			/* Shadow pages of guest tables in the slot count on its
-			 * write-track array: they go before it does (or moves). */
-			vmmu_rcu_read_lock();
-			pthread_rwlock_wrlock(&vm->mmu_lock);
-			shadow_zap_slot_pages(vm, old->base_gfn, old->base_gfn + old->npages);
-			pthread_rwlock_unlock(&vm->mmu_lock);
-			vmmu_rcu_read_unlock();
-		}
+		/* Shadow pages of guest tables in the slot count on its
+		 * write-track array: they go before it does (or moves). */
+		vmmu_rcu_read_lock();
+		pthread_rwlock_wrlock(&vm->mmu_lock);
+		shadow_zap_slot_pages(vm, old->base_gfn, old->base_gfn + old->npages);
+		pthread_rwlock_unlock(&vm->mmu_lock);
+		vmmu_rcu_read_unlock();
 		publish_memslots(vm, next);
 		vmmu_synchronize_rcu();
 		if (change == MEMSLOT_DELETE) {

@@ -66,7 +66,7 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	v->tlb.full_gen = 1;
 	/* The TLB applies the hardware's rules: under shadow paging those of
 	 * the host CPU (CR0.WP on), which the shadow's roles account for. */
-	v->tlb_cpu = vm->shadow ? &v->hw_wcpu : &v->wcpu;
+	v->tlb_cpu = vm_shadow_paging(vm) ? &v->hw_wcpu : &v->wcpu;
 	vcpu_init_state(v);
 	vm->vcpus[n] = v;
 	/* Published last: requesters iterate only over complete vCPUs. */
@@ -505,7 +505,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	    (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT)))
 		return VMMU_EINVAL;
 	/* Without TDP, paging off is translated by (direct) shadow pages. */
-	phys = (access & VMMU_ACCESS_PHYS) || (v->wcpu.mode == WALK_MODE_NONE && !v->vm->shadow);
+	phys = (access & VMMU_ACCESS_PHYS) || (v->wcpu.mode == WALK_MODE_NONE && !vm_shadow_paging(v->vm));
 	if (access & VMMU_ACCESS_PHYS) {
 		uint64_t limit = 1ULL << v->vm->cfg.maxphyaddr;
 
@@ -529,7 +529,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	/* The common case: paging off, one page, translation one walk away.
 	 * (A TLB hit dirties nothing new, so the dirty ring needs no check --
 	 * except with PML, where the walk itself logs the pages it dirties.) */
-	if (unlikely(v->vm->shadow) && (access & VMMU_ACCESS_PHYS)) {
+	if (unlikely(vm_shadow_paging(v->vm)) && (access & VMMU_ACCESS_PHYS)) {
 		self = vcpu_self_enter(v);
 		r = shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, exit);
 		vcpu_self_exit(self);

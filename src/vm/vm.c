@@ -173,7 +173,9 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		return r;
 	}
 	atomic_init(&vm->memslots, memslots_new_empty());
-	if (!vm->memslots || (cfg->mmu == VMMU_MMU_SHADOW && shadow_vm_init(vm))) {
+	/* Every VM has the shadow MMU: shadow paging uses it for the guest's
+	 * tables, a TDP VM for the EPT/NPT tables of its nested guests. */
+	if (!vm->memslots || shadow_vm_init(vm)) {
 		free(vm->memslots);
 		pt_arena_destroy(&vm->arena);
 		free(vm);
@@ -270,7 +272,7 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
 			r = VMMU_EIO;
 		tables++;
 	}
-	if (vm->shadow && shadow_audit(vm, counts, &tables, why, len))
+	if (!r && shadow_audit(vm, &tables, why, len))
 		r = VMMU_EIO;
 	for (int l = PG_LEVEL_4K; !r && l <= PG_LEVEL_1G; l++) {
 		uint64_t stat = atomic_load(&vm->stat.pages[l]);
@@ -303,14 +305,17 @@ VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx)
 VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->pages_4k = atomic_load(&vm->stat.pages[PG_LEVEL_4K]);
+	/* TDP leaves of the current root plus shadow leaves (shadow paging, or
+	 * the shadow EPT/NPT of nested guests). */
+	out->pages_4k = atomic_load(&vm->stat.pages[PG_LEVEL_4K]) +
+			__atomic_load_n(&vm->shadow->nr_leaves, __ATOMIC_RELAXED);
 	out->pages_2m = atomic_load(&vm->stat.pages[PG_LEVEL_2M]);
 	out->pages_1g = atomic_load(&vm->stat.pages[PG_LEVEL_1G]);
 	out->pt_pages = atomic_load(&vm->stat.pt_pages);
 	out->remote_tlb_flushes = atomic_load(&vm->stat.remote_tlb_flushes);
 	out->zapped_sptes = atomic_load(&vm->stat.zapped_sptes);
 	out->mmio_sptes_installed = atomic_load(&vm->stat.mmio_sptes);
-	if (vm->shadow) {
+	{
 		struct shadow_vm *sh = vm->shadow;
 
 		out->shadow_pages = __atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED);

@@ -351,6 +351,12 @@ static inline struct memslots *vm_memslots(struct vmmu_vm *vm)
 	return atomic_load_explicit(&vm->memslots, memory_order_acquire);
 }
 
+/* The VM shadows its guest's own page tables (no TDP). */
+static inline bool vm_shadow_paging(const struct vmmu_vm *vm)
+{
+	return vm->cfg.mmu == VMMU_MMU_SHADOW;
+}
+
 /* Dirty logging by D bits and the PML buffer rather than write protection. */
 static inline bool vm_pml(const struct vmmu_vm *vm)
 {

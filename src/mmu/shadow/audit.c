@@ -70,7 +70,7 @@ static int audit_synced_leaf(struct vmmu_vm *vm, const struct shadow_page *sp, u
  * tracked gfn is writable unless all its pages are unsync leaves, and a
  * synced leaf maps what the guest entry says.
  */
-int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t *tables, char *why, size_t len)
+int shadow_audit(struct vmmu_vm *vm, uint64_t *tables, char *why, size_t len)
 {
 	struct shadow_vm *sh = vm->shadow;
 	const struct memslots *ms = vm_memslots(vm);
@@ -217,7 +217,9 @@ int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t 
 	if (rmap_entries != leaves)
 		AUDIT_FAIL("%llu rmap entries, %llu leaf SPTEs", (unsigned long long)rmap_entries,
 			   (unsigned long long)leaves);
-	counts[PG_LEVEL_4K] += leaves;
+	if (leaves != sh->nr_leaves)
+		AUDIT_FAIL("%llu shadow leaf SPTEs, %llu counted", (unsigned long long)leaves,
+			   (unsigned long long)sh->nr_leaves);
 	*tables += n;
 	return 0;
 }

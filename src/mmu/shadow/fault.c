@@ -192,7 +192,7 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 		spte_store(sptep, spte);
 		pte_list_add(&v->sh.desc_cache, &s->shadow->rmap[gfn - s->base_gfn], sptep);
 		s->shadow->nr_rmap++;
-		atomic_fetch_add_explicit(&vm->stat.pages[PG_LEVEL_4K], 1, memory_order_relaxed);
+		SH_COUNT_ADD(vm->shadow->nr_leaves, 1);
 	}
 	if (is_writable_pte(&vm->fmt, spte) && memslot_logging(f->pf->slot))
 		vcpu_mark_page_dirty(v, f->pf->slot, gfn);

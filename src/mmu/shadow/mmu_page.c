@@ -74,7 +74,7 @@ static void drop_leaf_rmap(struct vmmu_vm *vm, struct shadow_page *sp, uint64_t 
 	if (!VM_BUG_ON(vm, !s || !pte_list_remove(&s->shadow->rmap[gfn - s->base_gfn], sptep),
 		       "SPTE %p of gfn %#llx missing from its rmap", (void *)sptep, (unsigned long long)gfn))
 		s->shadow->nr_rmap--;
-	atomic_fetch_sub_explicit(&vm->stat.pages[PG_LEVEL_4K], 1, memory_order_relaxed);
+	SH_COUNT_ADD(vm->shadow->nr_leaves, -1);
 }
 
 /* Remove one SPTE from sp; returns whether a TLB flush is needed. */
@@ -253,6 +253,10 @@ void shadow_zap_all(struct vmmu_vm *vm)
 	struct shadow_page *sp, *tmp;
 	CDS_LIST_HEAD(invalid);
 
+	/* Nothing valid exists (a TDP VM that never ran a nested guest): the
+	 * roots vCPUs may still hold are invalid already. */
+	if (!sh->nr_pages)
+		return;
 	/*
 	 * KVM's kvm_mmu_zap_all_fast order: every page is obsolete and every
 	 * vCPU told to reload (and waited out of guest mode) before the first

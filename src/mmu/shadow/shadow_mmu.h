@@ -138,6 +138,7 @@ struct shadow_vm {
 	struct cds_list_head unsync;	/* [mmu_lock:W] */
 	uint64_t nr_pages;		/* [mmu_lock:W] */
 	uint64_t nr_unsync;		/* [mmu_lock:W] */
+	uint64_t nr_leaves;		/* [mmu_lock:W] present 4K leaf SPTEs (read locklessly by stats) */
 	uint64_t max_pages;		/* [const] */
 	uint64_t valid_gen;		/* [mmu_lock:W] bumped by zap-all */
 	/* Orders physical stores against new pages' write tracking: both
@@ -232,6 +233,7 @@ void shadow_zap_all(struct vmmu_vm *vm);
 bool shadow_wrprot_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end);
 bool shadow_wrprot_bitmap(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
 uint64_t shadow_age_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end, bool clear);
-int shadow_audit(struct vmmu_vm *vm, uint64_t counts[PG_LEVEL_1G + 1], uint64_t *tables, char *why, size_t len);
+/* 0, or -1 with the first violation in why; *tables accumulates the pages. */
+int shadow_audit(struct vmmu_vm *vm, uint64_t *tables, char *why, size_t len);
 
 #endif /* VMMU_SHADOW_MMU_H */
