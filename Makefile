@@ -3,12 +3,13 @@ BUILD      ?= build
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 WERROR     ?= 1
 CMAKE_ARGS ?=
+PREFIX     ?= /usr/local
 WOPT        = -DWERROR=$(if $(filter 0,$(WERROR)),OFF,ON)
 # The ASan+UBSan tree is built with clang when it is installed, so `make check`
 # compiles the project with both compilers (the other trees use cc = gcc).
 ASAN_CC    ?= $(shell command -v clang 2>/dev/null || echo cc)
 
-.PHONY: all deps build demo check check-fast san clean
+.PHONY: all deps build demo install check check-fast san clean
 
 all: build
 
@@ -23,6 +24,12 @@ build: deps $(BUILD)/CMakeCache.txt
 
 demo: build
 	./$(BUILD)/vmmu run
+
+# Into any directory, root not needed: the prefix is given at install time
+# (the .pc files are written then), so one build installs anywhere.
+# DESTDIR=... stages the files under another root, as packagers do.
+install: build
+	cmake --install $(BUILD) --prefix $(abspath $(PREFIX))
 
 # Sanitizer trees; their tests are registered in the main tree's ctest.
 san: deps

@@ -1,10 +1,23 @@
 #!/bin/sh
 # Installs what vmmu needs on Debian/Ubuntu when it is missing; a no-op otherwise.
+# Building and `make check`, including tests/install_test.sh (the installed
+# copy built against with pkg-config and CMake, shared and static).
 set -e
 need=""
 command -v cmake >/dev/null 2>&1 || need="$need cmake"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
-command -v cc >/dev/null 2>&1 || need="$need gcc"
+if command -v cc >/dev/null 2>&1; then
+	# gcc only recommends the C library's headers and archives, and
+	# tests/install_test.sh links the examples -static: libc6-dev.
+	t=$(mktemp -d)
+	echo 'int main(void) { return 0; }' >"$t/c.c"
+	cc -static -o "$t/c" "$t/c.c" >/dev/null 2>&1 || need="$need libc6-dev"
+	rm -rf "$t"
+else
+	need="$need gcc libc6-dev"
+fi
+# readelf and nm, for tests/install_test.sh (gcc brings them, clang may not).
+{ command -v readelf && command -v nm; } >/dev/null 2>&1 || need="$need binutils"
 command -v make >/dev/null 2>&1 || need="$need make"
 pkg-config --exists liburcu-memb 2>/dev/null || need="$need liburcu-dev"
 [ -z "$need" ] && exit 0

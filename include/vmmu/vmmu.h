@@ -509,7 +509,34 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len);
 /* Non-zero once an internal invariant broke; the VM then refuses work. */
 VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why);
 
-/* Version string, "MAJOR.MINOR.PATCH". */
+/*
+ * The version lives here and nowhere else: CMake reads these lines for
+ * project(VERSION), the shared library's file name and SONAME, vmmu.pc and
+ * the CMake package's version, and the library returns VMMU_VERSION_STRING
+ * from vmmu_version() as it was compiled.  A program can compare the
+ * VMMU_VERSION_* it was compiled against with vmmu_version() at run time.
+ * MINOR and PATCH stay below 100 so that VMMU_VERSION_NUMBER orders releases.
+ */
+#define VMMU_VERSION_MAJOR 0
+#define VMMU_VERSION_MINOR 1
+#define VMMU_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is 100), for #if. */
+#define VMMU_VERSION_NUMBER (VMMU_VERSION_MAJOR * 10000 + VMMU_VERSION_MINOR * 100 + VMMU_VERSION_PATCH)
+/*
+ * The N of the shared library's SONAME, libvmmu.so.N.  Bumped whenever a
+ * program built against the previous release may misbehave with this one
+ * (a struct layout, constant or function changed or removed), which the
+ * release numbers above do not say: while MAJOR is 0 any MINOR may do it.
+ */
+#define VMMU_ABI_VERSION 0
+#define VMMU_STRINGIFY_(x) #x
+#define VMMU_STRINGIFY(x) VMMU_STRINGIFY_(x)
+/* "MAJOR.MINOR.PATCH" */
+#define VMMU_VERSION_STRING                                                    \
+	VMMU_STRINGIFY(VMMU_VERSION_MAJOR) "." VMMU_STRINGIFY(VMMU_VERSION_MINOR) "." \
+	VMMU_STRINGIFY(VMMU_VERSION_PATCH)
+
+/* The library's VMMU_VERSION_STRING, "MAJOR.MINOR.PATCH". */
 VMMU_EXPORT const char *vmmu_version(void);
 
 #ifdef __cplusplus
