@@ -177,10 +177,10 @@ static inline uint64_t tlb_phys_key(uint64_t gfn)
 static inline uintptr_t tlb_fill_phys(struct vmmu_vcpu *v, uint64_t gfn, uintptr_t hva_page, unsigned int eff,
 				      bool dirty, uintptr_t *val)
 {
-	struct tlb_entry *te = &v->tlb.e[gfn & (TLB_ENTRIES - 1)];
+	struct tlb_entry *te = &v->tlb->e[gfn & (TLB_ENTRIES - 1)];
 
 	te->key = tlb_phys_key(gfn);
-	te->gen = v->tlb.full_gen;
+	te->gen = v->tlb->full_gen;
 	te->info = 0;
 	te->val = hva_page | eff | (dirty ? TLB_DIRTY : 0);
 	*val = te->val;
@@ -210,10 +210,10 @@ static inline bool hw_translate_val(struct vmmu_vcpu *v, uint64_t gpa, unsigned 
 				    uintptr_t *val, struct hw_exit *e)
 {
 	uint64_t gfn = gpa >> 12;
-	struct tlb_entry *te = &v->tlb.e[gfn & (TLB_ENTRIES - 1)];
+	struct tlb_entry *te = &v->tlb->e[gfn & (TLB_ENTRIES - 1)];
 	struct psc_entry *p;
 
-	if (likely(te->key == tlb_phys_key(gfn) && te->gen >= v->tlb.full_gen)) {
+	if (likely(te->key == tlb_phys_key(gfn) && te->gen >= v->tlb->full_gen)) {
 		uintptr_t need = tlb_val_need(acc);
 
 		if (likely((te->val & need) == need)) {
@@ -224,8 +224,8 @@ static inline bool hw_translate_val(struct vmmu_vcpu *v, uint64_t gpa, unsigned 
 		}
 	}
 	STAT_INC(v->stat.tlb_misses);
-	p = psc2_entry(&v->tlb, gpa);
-	if (likely(p->gen == v->tlb.gen && p->tag == gpa >> 21)) {
+	p = psc2_entry(v->tlb, gpa);
+	if (likely(p->gen == v->tlb->gen && p->tag == gpa >> 21)) {
 		const struct spte_fmt *f = &v->vm->fmt;
 		uint64_t spte = atomic_load_explicit((_Atomic uint64_t *)&p->table[gfn & (PT64_ENT_PER_PAGE - 1)],
 						     memory_order_acquire);
@@ -271,7 +271,7 @@ static inline uint64_t tlb_linear_key(uint64_t vpn, uint16_t pcid)
 
 static inline bool tlb_linear_entry_ok(struct vmmu_vcpu *v, const struct tlb_entry *e, uint64_t vpn)
 {
-	const struct tlb *t = &v->tlb;
+	const struct tlb *t = v->tlb;
 
 	if ((e->key >> TLB_KEY_SHIFT) != vpn || (e->key & TLB_KEY_PHYS) || e->gen < t->full_gen)
 		return false;
@@ -284,7 +284,7 @@ static inline bool tlb_linear_entry_ok(struct vmmu_vcpu *v, const struct tlb_ent
 static inline bool tlb_linear_lookup(struct vmmu_vcpu *v, uint64_t gva, unsigned int acc, unsigned int walk_access,
 				     uintptr_t *hva)
 {
-	struct tlb *t = &v->tlb;
+	struct tlb *t = v->tlb;
 	uint64_t vpn = linear_vpn(gva);
 	struct tlb_entry *e = &t->e[tlb_index(vpn, v->pcid)];
 	uintptr_t need = tlb_val_need(acc);

@@ -76,7 +76,7 @@ __hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;
-	struct tlb *tlb = &v->tlb;
+	struct tlb *tlb = v->tlb;
 	uint64_t gfn = gpa >> 12;
 	bool ad = f->ad_enabled;
 	unsigned int eff;

@@ -7,7 +7,7 @@
 
 void hw_tlb_flush(struct vmmu_vcpu *v)
 {
-	struct tlb *t = &v->tlb;
+	struct tlb *t = v->tlb;
 
 	t->gen++;
 	t->full_gen = tlb_next_gen(t);
@@ -16,7 +16,7 @@ void hw_tlb_flush(struct vmmu_vcpu *v)
 
 void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid)
 {
-	v->tlb.pcid_gen[pcid] = tlb_next_gen(&v->tlb);
+	v->tlb->pcid_gen[pcid] = tlb_next_gen(v->tlb);
 }
 
 void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva)
@@ -26,7 +26,7 @@ void hw_tlb_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 
 void hw_tlb_invlpg_pcid(struct vmmu_vcpu *v, uint64_t gva, uint16_t pcid)
 {
-	struct tlb *t = &v->tlb;
+	struct tlb *t = v->tlb;
 	uint64_t vpn = linear_vpn(gva);
 	struct tlb_entry *e = &t->e[tlb_index(vpn, pcid)];
 

@@ -11,7 +11,7 @@
 static void tlb_fill_linear(struct vmmu_vcpu *v, uint64_t gva, const struct walk_result *res, uintptr_t hva,
 			    uintptr_t tdp_val)
 {
-	struct tlb *t = &v->tlb;
+	struct tlb *t = v->tlb;
 	uint64_t vpn = linear_vpn(gva);
 	bool global = res->global && v->pge;
 	struct tlb_entry *e = &t->e[tlb_index(vpn, global ? 0 : v->pcid)];
@@ -38,7 +38,7 @@ static void tlb_fill_linear(struct vmmu_vcpu *v, uint64_t gva, const struct walk
 static void tlb_fill_shadow(struct vmmu_vcpu *v, uint64_t gva, uintptr_t hva, unsigned int rights, unsigned int pkey,
 			    bool writable)
 {
-	struct tlb *t = &v->tlb;
+	struct tlb *t = v->tlb;
 	uint64_t vpn = linear_vpn(gva);
 	struct tlb_entry *e = &t->e[tlb_index(vpn, v->pcid)];
 

@@ -61,9 +61,12 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	if (vm_pml(vm))
 		v->pml.size = vm->cfg.pml_entries ? vm->cfg.pml_entries : PML_MAX_ENTRIES;
 	/* Generation 0 marks never-filled and invalidated entries. */
-	v->tlb.gen = 1;
-	v->tlb.counter = 1;
-	v->tlb.full_gen = 1;
+	for (int i = 0; i < 2; i++) {
+		v->tlbs[i].gen = 1;
+		v->tlbs[i].counter = 1;
+		v->tlbs[i].full_gen = 1;
+	}
+	v->tlb = &v->tlbs[0];
 	/* The TLB applies the hardware's rules: under shadow paging those of
 	 * the host CPU (CR0.WP on), which the shadow's roles account for. */
 	v->tlb_cpu = vm_shadow_paging(vm) ? &v->hw_wcpu : &v->wcpu;

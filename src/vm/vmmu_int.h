@@ -113,7 +113,14 @@ struct vmmu_vcpu {
 		uint64_t gfn[PML_MAX_ENTRIES];	/* [vcpu] */
 	} pml;
 
-	struct tlb tlb;			/* [vcpu] last: the big array after the hot fields */
+	/*
+	 * The TLB in use: tlbs[0] while the vCPU runs its own (L1) code,
+	 * tlbs[1] while it runs a nested guest (L2), whose translations are
+	 * tagged apart by VPID/ASID and EPTP as on hardware; both survive the
+	 * switches between the two levels.  [vcpu]
+	 */
+	struct tlb *tlb;
+	struct tlb tlbs[2];		/* [vcpu] last: the big arrays after the hot fields */
 };
 
 struct vm_stats {
