@@ -514,7 +514,7 @@ static int set_opt(enum cmd cmd, struct cli_opts *o, const char *opt, enum opt_i
 /*
  * Parses argv[2..]: options anywhere, as "--opt value" or "--opt=value", and
  * at most one positional (the scenario or benchmark). Returns 0, a usage
- * exit status, or -1 when --help was printed.
+ * exit status, or -1 for --help (which the caller prints, with the lists).
  */
 static int parse_opts(enum cmd cmd, int argc, char **argv, struct cli_opts *o, const char **name)
 {
@@ -536,10 +536,8 @@ static int parse_opts(enum cmd cmd, int argc, char **argv, struct cli_opts *o, c
 			only_positional = true;
 			continue;
 		}
-		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
-			print_help(stdout);
+		if (!strcmp(arg, "-h") || !strcmp(arg, "--help"))
 			return -1;
-		}
 
 		eq = strchr(arg, '=');
 		len = eq ? (size_t)(eq - arg) : strlen(arg);
@@ -616,8 +614,10 @@ int main(int argc, char **argv)
 
 	opts_init(&o);
 	rc = parse_opts(cmd, argc, argv, &o, &name);
-	if (rc < 0)
-		return CLI_EXIT_OK;	/* --help was printed */
+	if (rc < 0) {
+		print_help(stdout);
+		return CLI_EXIT_OK;
+	}
 	if (rc)
 		return rc;
 
