@@ -59,7 +59,24 @@ struct cli_opts {
 	uint32_t maxphyaddr;
 };
 
-/* main.c */
+/* cli.c: the command line */
+enum cli_cmd {
+	CLI_CMD_RUN,
+	CLI_CMD_BENCH,
+};
+
+void cli_opts_init(struct cli_opts *o);
+/*
+ * Parses argv[2..]: options anywhere, as "--opt value" or "--opt=value", and
+ * at most one positional (the scenario or benchmark, in *name). Returns 0, a
+ * usage exit status, or -1 for --help.
+ */
+int cli_parse_opts(enum cli_cmd cmd, int argc, char **argv, struct cli_opts *o, const char **name);
+/* Checks that need all options at once; 0 or a usage exit status. */
+int cli_check_opts(const struct cli_opts *o);
+void cli_print_usage(FILE *f);
+void cli_print_options(FILE *f);
+/* Says what was wrong and how to use the tool; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_set_error(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
