@@ -28,7 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "env.h"
+#include "registry.h"
 
 #define FASTPF_TARGET_SPEEDUP		5.0
 #define DIRTYLOG_ITERATIONS		3u

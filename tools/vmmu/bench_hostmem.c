@@ -33,7 +33,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "cli.h"
+#include "env.h"
+#include "registry.h"
 
 #define ZAP_TARGET_DELETE_NS_PER_PAGE	10.0
 #define NOTIFIER_SECONDS		0.5

@@ -28,7 +28,8 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "cli.h"
+#include "env.h"
+#include "registry.h"
 #include "guest.h"
 
 #define SB_PAGE			CLI_PAGE_SIZE

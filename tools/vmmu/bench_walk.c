@@ -19,7 +19,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "cli.h"
+#include "env.h"
+#include "registry.h"
 #include "guest.h"
 
 #define WALK_GVA_BASE UINT64_C(0xffff800000000000)

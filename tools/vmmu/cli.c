@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <inttypes.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -51,6 +52,52 @@ void cli_set_error(char *err, size_t len, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, len, fmt, ap);
 	va_end(ap);
+}
+
+void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit *exit)
+{
+	if (rc < 0) {
+		snprintf(buf, len, "error %d (%s)", rc, vmmu_strerror(rc));
+		return;
+	}
+	if (rc != VMMU_EXIT) {
+		snprintf(buf, len, "unexpected return value %d", rc);
+		return;
+	}
+	switch (exit->reason) {
+	case VMMU_EXIT_MMIO:
+		snprintf(buf, len, "MMIO exit (%s of %u bytes at gpa 0x%" PRIx64 "%s)",
+			 exit->u.mmio.is_write ? "write" : "read", exit->u.mmio.len,
+			 exit->u.mmio.gpa,
+			 exit->u.mmio.readonly_slot ? ", read-only slot" : "");
+		break;
+	case VMMU_EXIT_MEMORY_FAULT:
+		snprintf(buf, len,
+			 "memory fault exit (gpa 0x%" PRIx64 ", size 0x%" PRIx64 ": %s)",
+			 exit->u.memory_fault.gpa, exit->u.memory_fault.size,
+			 vmmu_strerror(exit->u.memory_fault.error));
+		break;
+	case VMMU_EXIT_INTERNAL_ERROR:
+		snprintf(buf, len, "internal error exit (%s)",
+			 vmmu_strerror(exit->u.internal.error));
+		break;
+	case VMMU_EXIT_GUEST_FAULT:
+		if (exit->u.guest_fault.vector == 14)
+			snprintf(buf, len, "guest #PF (error code 0x%x, CR2 0x%" PRIx64 ")",
+				 exit->u.guest_fault.error_code, exit->u.guest_fault.addr);
+		else
+			snprintf(buf, len, "guest fault, vector %u", exit->u.guest_fault.vector);
+		break;
+	case VMMU_EXIT_DIRTY_RING_FULL:
+		snprintf(buf, len, "dirty ring full exit");
+		break;
+	case VMMU_EXIT_NONE:
+		snprintf(buf, len, "exit without a reason");
+		break;
+	default:
+		snprintf(buf, len, "exit with unknown reason %u", exit->reason);
+		break;
+	}
 }
 
 const char *cli_tdp_name(uint32_t tdp_format)
@@ -154,6 +201,33 @@ double cli_median(const double *v, unsigned n)
 	m = n & 1 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
 	free(tmp);
 	return m;
+}
+
+void cli_print_size(FILE *f, uint64_t bytes)
+{
+	if (!(bytes % CLI_SIZE_1G))
+		fprintf(f, "%" PRIu64 " GiB", bytes / CLI_SIZE_1G);
+	else if (!(bytes % (UINT64_C(1) << 20)))
+		fprintf(f, "%" PRIu64 " MiB", bytes >> 20);
+	else if (!(bytes % 1024))
+		fprintf(f, "%" PRIu64 " KiB", bytes >> 10);
+	else
+		fprintf(f, "%" PRIu64 " bytes", bytes);
+}
+
+void cli_print_config_line(FILE *f, const struct cli_opts *o)
+{
+	fprintf(f, "config       ");
+	if (o->mmu == VMMU_MMU_SHADOW)
+		fprintf(f, "shadow paging");
+	else if (o->tdp_levels)
+		fprintf(f, "tdp %s %u-level", cli_tdp_name(o->tdp_format), o->tdp_levels);
+	else
+		fprintf(f, "tdp %s", cli_tdp_name(o->tdp_format));
+	fprintf(f, ", host page %s, backing %s, A/D %s, hugepages %s, seed 0x%" PRIx64 "\n",
+		cli_host_page_name(o->host_page), cli_backing_name(o->backing),
+		o->vm_flags & VMMU_VM_AD_DISABLED ? "off" : "on",
+		o->vm_flags & VMMU_VM_NO_HUGEPAGES ? "off" : "on", o->seed);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -307,6 +381,17 @@ void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
 	report_bool(r, "ad", !(o->vm_flags & VMMU_VM_AD_DISABLED));
 	report_bool(r, "hugepages", !(o->vm_flags & VMMU_VM_NO_HUGEPAGES));
 	report_u64(r, "seed", o->seed);
+}
+
+/* The vCPU counters every scenario reports. */
+void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs)
+{
+	report_u64(r, "pf_taken", vs->pf_taken);
+	report_u64(r, "pf_fixed", vs->pf_fixed);
+	report_u64(r, "pf_spurious", vs->pf_spurious);
+	report_u64(r, "pf_retry", vs->pf_retry);
+	report_u64(r, "tlb_misses", vs->tlb_misses);
+	report_u64(r, "exits", vs->exits);
 }
 
 /* ------------------------------------------------------------------------ */

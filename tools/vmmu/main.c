@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "registry.h"
 
 static void print_help(FILE *f)
 {

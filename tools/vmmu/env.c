@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The environment scenarios and benchmarks run in: a VM with one memslot
+ * of guest RAM and its vCPUs, and the host-side checks of what the guest
+ * wrote there.  The vCPU threads that drive it are in crew.c.
+ */
+#define _GNU_SOURCE
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/mman.h>
+
+#include "env.h"
+
+int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
+	       uint64_t mem_bytes)
+{
+	struct vmmu_vm_config cfg;
+	struct vmmu_memslot slot;
+	unsigned i;
+	int rc;
+
+	memset(env, 0, sizeof(*env));
+	env->mem_bytes = mem_bytes;
+
+	vmmu_vm_config_init(&cfg);
+	cfg.mmu = o->mmu;
+	cfg.tdp_format = o->tdp_format;
+	cfg.flags |= o->vm_flags;
+	cfg.max_vcpus = nr_vcpus;
+	if (o->tdp_levels)
+		cfg.tdp_levels = o->tdp_levels;
+	if (o->maxphyaddr)
+		cfg.maxphyaddr = o->maxphyaddr;
+
+	env->failed_call = "vmmu_vm_create";
+	rc = vmmu_vm_create(&cfg, &env->vm);
+	if (rc)
+		goto fail;
+
+	memset(&slot, 0, sizeof(slot));
+	slot.slot = 0;
+	slot.gpa = 0;
+	slot.size = mem_bytes;
+	slot.hva = NULL;
+	if (o->embedder_mem) {
+		/* As a VMM would: anonymous memory of the requested page size,
+		 * aligned so huge pages line up with the guest's. */
+		size_t align = o->host_page > CLI_PAGE_SIZE ? o->host_page : CLI_PAGE_SIZE;
+		uint8_t *p;
+
+		env->failed_call = "mmap of the guest RAM";
+		env->own_len = mem_bytes + align;
+		p = mmap(NULL, env->own_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+			 0);
+		if (p == MAP_FAILED) {
+			env->own_len = 0;
+			rc = VMMU_ENOMEM;
+			goto fail;
+		}
+		env->own_mem = p;
+		p = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+		(void)madvise(p, mem_bytes, align > CLI_PAGE_SIZE ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+		slot.hva = p;
+	}
+	slot.host_page_size = o->host_page;
+	slot.backing = o->backing;
+	env->failed_call = "vmmu_set_memslot";
+	rc = vmmu_set_memslot(env->vm, &slot);
+	if (rc)
+		goto fail;
+
+	env->failed_call = "vCPU allocation";
+	env->vcpus = calloc(nr_vcpus, sizeof(*env->vcpus));
+	if (!env->vcpus) {
+		rc = VMMU_ENOMEM;
+		goto fail;
+	}
+	env->failed_call = "vmmu_vcpu_create";
+	for (i = 0; i < nr_vcpus; i++) {
+		rc = vmmu_vcpu_create(env->vm, i, &env->vcpus[i]);
+		if (rc)
+			goto fail;
+		env->nr_vcpus++;
+	}
+	env->failed_call = NULL;
+	return 0;
+
+fail:
+	/* keep the name of the failed call for the caller's message */
+	{
+		const char *what = env->failed_call;
+
+		env_destroy(env);
+		env->failed_call = what;
+	}
+	return rc;
+}
+
+void env_destroy(struct vm_env *env)
+{
+	/* the VM owns its vCPUs */
+	if (env->vm)
+		vmmu_vm_destroy(env->vm);
+	if (env->own_mem)
+		munmap(env->own_mem, env->own_len);
+	free(env->vcpus);
+	memset(env, 0, sizeof(*env));
+}
+
+int env_check_bugged(struct vm_env *env, char *err, size_t err_len)
+{
+	const char *why = NULL;
+
+	if (!vmmu_vm_bugged(env->vm, &why))
+		return 0;
+	if (!why)
+		why = "(no reason given)";
+	fprintf(stderr, "vmmu: the VM is bugged: %s\n", why);
+	cli_set_error(err, err_len, "the VM is bugged: %s", why);
+	return -1;
+}
+
+void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum)
+{
+	unsigned i;
+
+	memset(sum, 0, sizeof(*sum));
+	for (i = 0; i < env->nr_vcpus; i++) {
+		struct vmmu_vcpu_stats s;
+
+		vmmu_vcpu_get_stats(env->vcpus[i], &s);
+		sum->accesses += s.accesses;
+		sum->tlb_hits += s.tlb_hits;
+		sum->tlb_misses += s.tlb_misses;
+		sum->exits += s.exits;
+		sum->pf_taken += s.pf_taken;
+		sum->pf_fixed += s.pf_fixed;
+		sum->pf_spurious += s.pf_spurious;
+		sum->pf_retry += s.pf_retry;
+		sum->pf_emulate += s.pf_emulate;
+		sum->pf_mmio_spte += s.pf_mmio_spte;
+		sum->tlb_flushes += s.tlb_flushes;
+		sum->mmu_reloads += s.mmu_reloads;
+		sum->host_faultins += s.host_faultins;
+		sum->pf_fast_fixed += s.pf_fast_fixed;
+		sum->pf_fast_spurious += s.pf_fast_spurious;
+		sum->pf_fast_failed += s.pf_fast_failed;
+		sum->mmu_ctx_rebuilds += s.mmu_ctx_rebuilds;
+		sum->root_fast_switches += s.root_fast_switches;
+		sum->root_slow_switches += s.root_slow_switches;
+		sum->guest_faults += s.guest_faults;
+		sum->pt_write_emulations += s.pt_write_emulations;
+		sum->unsync_syncs += s.unsync_syncs;
+	}
+}
+
+/* What a verify phase's outcome means for the report: false when it failed. */
+bool env_verify_result(int rc, uint64_t bad, char *error, size_t len)
+{
+	if (rc)
+		cli_set_error(error, len, "verify: vmmu_gpa_to_hva: %s", vmmu_strerror(rc));
+	else if (bad)
+		cli_set_error(error, len, "verify: host view differs from what the guest wrote in %" PRIu64 " pages",
+			      bad);
+	return !rc && !bad;
+}
+
+/* The host's view of one guest page: does it hold the token the guest wrote?
+ * Mismatches are counted in *bad (the first few printed). */
+int env_verify_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad)
+{
+	uint64_t want = cli_token(gpa, seed), got;
+	void *hva;
+	int rc = vmmu_gpa_to_hva(vm, gpa, &hva);
+
+	if (rc) {
+		fprintf(stderr, "vmmu: vmmu_gpa_to_hva(0x%" PRIx64 "): %s\n", gpa, vmmu_strerror(rc));
+		return rc;
+	}
+	got = *(volatile uint64_t *)hva;
+	if (got != want) {
+		if (*bad < ENV_MAX_MISMATCH_REPORTS)
+			fprintf(stderr,
+				"vmmu: verify: gpa 0x%" PRIx64 ": host sees 0x%016" PRIx64 ", guest wrote 0x%016" PRIx64
+				"\n", gpa, got, want);
+		(*bad)++;
+	}
+	return 0;
+}
+
+/*
+ * The host view through vmmu_gpa_to_hva() must hold what the guest wrote:
+ * this catches SPTEs pointing at the wrong host page, which a guest-side
+ * read-back through the same wrong SPTE would miss.
+ */
+int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches)
+{
+	uint64_t gpa, bad = 0;
+
+	for (gpa = 0; gpa < env->mem_bytes; gpa += CLI_PAGE_SIZE) {
+		int rc = env_verify_token(env->vm, gpa, seed, &bad);
+
+		if (rc) {
+			*mismatches = bad;
+			return rc;
+		}
+	}
+	if (bad > ENV_MAX_MISMATCH_REPORTS)
+		fprintf(stderr, "vmmu: verify: %" PRIu64 " mismatches in all\n", bad);
+	*mismatches = bad;
+	return 0;
+}
+
+/*
+ * Populates every host page behind the slot before the guest runs, with a
+ * value unlike the token so that the guest's later writes are still checked.
+ */
+int env_prepopulate(struct vm_env *env, uint64_t seed)
+{
+	uint8_t *base;
+	uint64_t off;
+	void *hva;
+	int rc;
+
+	rc = vmmu_memslot_hva(env->vm, 0, &hva);
+	if (rc) {
+		fprintf(stderr, "vmmu: vmmu_memslot_hva(0): %s\n", vmmu_strerror(rc));
+		return rc;
+	}
+	base = hva;
+	for (off = 0; off < env->mem_bytes; off += CLI_PAGE_SIZE)
+		*(volatile uint64_t *)(base + off) = ~cli_token(off, seed);
+	return 0;
+}

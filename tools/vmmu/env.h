@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The environment the tool's scenarios and benchmarks run in: the VM, its
+ * memslots and the vCPU thread crew (env.c, crew.c).
+ */
+#ifndef VMMU_TOOL_ENV_H
+#define VMMU_TOOL_ENV_H
+
+#include <pthread.h>
+
+#include "cli.h"
+
+/* Enough to see a pattern in bad data without flooding the terminal. */
+#define ENV_MAX_MISMATCH_REPORTS 8
+
+/* env.c: a VM with one memslot of guest RAM and its vCPUs */
+struct vm_env {
+	vmmu_vm *vm;
+	vmmu_vcpu **vcpus;
+	unsigned nr_vcpus;
+	uint64_t mem_bytes;
+	const char *failed_call;	/* which vmmu call failed in env_create() */
+	void *own_mem;			/* --embedder-mem: the tool's mapping */
+	size_t own_len;
+};
+
+int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
+	       uint64_t mem_bytes);
+void env_destroy(struct vm_env *env);
+int env_check_bugged(struct vm_env *env, char *err, size_t err_len);
+void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum);
+int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches);
+int env_prepopulate(struct vm_env *env, uint64_t seed);
+int env_verify_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad);
+bool env_verify_result(int rc, uint64_t bad, char *error, size_t len);
+
+/*
+ * crew.c: a crew is one thread per vCPU (or per host partition), kept alive across
+ * phases so that each vCPU stays on the same thread, released together by a
+ * barrier for every phase.
+ */
+enum crew_op {
+	CREW_OP_EXIT,
+	CREW_OP_VCPU_WRITE,	/* first touch through vmmu_vcpu_access()   */
+	CREW_OP_VCPU_RETOUCH,	/* read + verify + write through the vCPU   */
+	CREW_OP_HOST_WRITE,	/* the same, straight through host pointers */
+	CREW_OP_HOST_RETOUCH,
+	CREW_OP_CALL,		/* crew->call(worker): a scenario's own phase */
+};
+
+struct crew;
+
+struct crew_worker {
+	pthread_t thread;
+	struct crew *crew;
+	unsigned idx;
+	vmmu_vcpu *vcpu;
+	uint64_t begin, end;	/* gpa range [begin, end) of this worker */
+	void *ctx;		/* CREW_OP_CALL: the scenario's per-worker state */
+
+	/* results of the last phase */
+	uint64_t t_start, t_end;
+	uint64_t mismatches;
+	uint64_t bad_gpa, bad_expected, bad_got;	/* first mismatch */
+	int err;		/* 0, VMMU_EXIT or a negative VMMU_E* */
+	uint64_t err_gpa;
+	bool err_is_write;
+	const char *err_call;	/* set when a call other than an access failed */
+	struct vmmu_exit exit;
+};
+
+struct crew {
+	unsigned n;
+	struct crew_worker *w;
+	pthread_barrier_t start, done;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int state;		/* 0 starting, 1 running, -1 aborted */
+	enum crew_op op;
+	uint8_t *host_base;	/* for the host ops: gpa 0 of the mapping */
+	uint64_t seed;
+	void (*call)(struct crew_worker *w);	/* CREW_OP_CALL */
+	const char *addr_name;	/* "gpa", or "gva" once guest paging is on */
+};
+
+struct phase_result {
+	uint64_t ns;		/* first barrier release to last thread done */
+	uint64_t pages;
+	uint64_t mismatches;
+	unsigned failed;	/* workers that stopped on an error */
+	char error[200];	/* the first failure, for the report; "" if none */
+};
+
+int crew_start(struct crew *c, unsigned n, vmmu_vcpu **vcpus, uint8_t *host_base,
+	       uint64_t mem_bytes, uint64_t seed);
+int crew_run(struct crew *c, enum crew_op op, const char *phase, struct phase_result *res);
+int crew_run_call(struct crew *c, void (*call)(struct crew_worker *w), const char *phase,
+		  struct phase_result *res);
+void crew_stop(struct crew *c);
+/* What a worker's own phase (CREW_OP_CALL) records when it goes wrong. */
+void crew_worker_fail(struct crew_worker *w, int rc, uint64_t gpa, bool is_write,
+		      const struct vmmu_exit *exit);
+void crew_worker_mismatch(struct crew_worker *w, uint64_t gpa, uint64_t want, uint64_t got);
+
+#endif /* VMMU_TOOL_ENV_H */
