@@ -335,7 +335,7 @@ int bench_fastpf(const struct cli_opts *o)
 	owned.embedder_mem = false;
 	if (!fastpf_measure(&vmm, nr_vcpus, mem, reps, VMMU_VM_NO_FAST_PF, "slow", &e, err, sizeof(err)) ||
 	    !fastpf_measure(&owned, nr_vcpus, mem, reps, VMMU_VM_NO_FAST_PF, "slow", &w, err, sizeof(err)))
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	/*
 	 * Dirty logging by write protection (fast page fault on) against PML:
 	 * ns per page re-dirtied after a harvest.  PML needs TDP with A/D, so
@@ -343,7 +343,7 @@ int bench_fastpf(const struct cli_opts *o)
 	 */
 	if (o->mmu == VMMU_MMU_TDP && !(o->vm_flags & VMMU_VM_AD_DISABLED)) {
 		if (!fastpf_measure(&vmm, nr_vcpus, mem, reps, VMMU_VM_PML, "pml", &p, err, sizeof(err)))
-			return bench_finish(&r, o, false, err);
+			return report_finish(&r, o, false, err);
 		report_bool(&r, "pml_supported", true);
 		report_f(&r, "wrprot_ns_per_page", 1, p.fast);
 		report_f(&r, "pml_ns_per_page", 1, p.slow);
@@ -375,7 +375,7 @@ int bench_fastpf(const struct cli_opts *o)
 	report_f(&r, "seed_speedup", 3, 532473698.0 / 195864447.0);
 	report_f(&r, "target_speedup", 1, FASTPF_TARGET_SPEEDUP);
 	report_bool(&r, "meets_speedup", m_slow / m_fast >= FASTPF_TARGET_SPEEDUP);
-	return bench_finish(&r, o, true, err);
+	return report_finish(&r, o, true, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -482,7 +482,7 @@ int bench_dirtylog(const struct cli_opts *o)
 	if (!bm || !populate) {
 		free(bm);
 		free(populate);
-		return bench_finish(&r, o, false, "out of memory");
+		return report_finish(&r, o, false, "out of memory");
 	}
 	enable = populate + n_run;
 	disable = enable + n_run;
@@ -517,7 +517,7 @@ int bench_dirtylog(const struct cli_opts *o)
 	free(bm);
 	if (!ok) {
 		free(populate);
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	}
 
 	m_get = cli_median(get, i_get);
@@ -535,5 +535,5 @@ int bench_dirtylog(const struct cli_opts *o)
 	report_bool(&r, "meets_get_clear", m_get + m_clear <= DIRTYLOG_TARGET_GET_CLEAR);
 	report_bool(&r, "meets_default_get", m_dget <= DIRTYLOG_TARGET_GET_CLEAR);
 	free(populate);
-	return bench_finish(&r, o, true, err);
+	return report_finish(&r, o, true, err);
 }

@@ -190,11 +190,11 @@ int bench_zap(const struct cli_opts *o)
 		return cli_usage_error("bench zap: at most %u vCPUs", NOTIFIER_MAX_VCPUS);
 	if (o->backing != VMMU_BACKING_ANON) {
 		cli_set_error(err, sizeof(err), "bench zap uses caller (anonymous) memory; drop --backing");
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	}
 	if (hm_mem_map(&hmem, o, mem)) {
 		cli_set_error(err, sizeof(err), "mmap of %" PRIu64 " bytes failed", mem);
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	}
 	if (hm_vm_create(&h, o, nr_vcpus, err, sizeof(err)))
 		goto out;
@@ -284,7 +284,7 @@ out:
 	}
 	hm_vm_destroy(&h);
 	hm_mem_unmap(&hmem);
-	return bench_finish(&r, o, ok, err);
+	return report_finish(&r, o, ok, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -385,12 +385,12 @@ int bench_notifier(const struct cli_opts *o)
 		return cli_usage_error("bench notifier: at most %u vCPUs", NOTIFIER_MAX_VCPUS);
 	if (o->backing != VMMU_BACKING_ANON) {
 		cli_set_error(err, sizeof(err), "bench notifier uses caller (anonymous) memory; drop --backing");
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	}
 	memset(t, 0, sizeof(t));
 	if (hm_mem_map(&hmem, o, mem)) {
 		cli_set_error(err, sizeof(err), "mmap of %" PRIu64 " bytes failed", mem);
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	}
 	if (hm_vm_create(&h, o, nr_vcpus, err, sizeof(err)))
 		goto out;
@@ -493,5 +493,5 @@ out:
 	for (unsigned int i = 0; i < nr_vcpus && i < NOTIFIER_MAX_VCPUS; i++)
 		free(t[i].shadow);
 	hm_mem_unmap(&hmem);
-	return bench_finish(&r, o, ok, err);
+	return report_finish(&r, o, ok, err);
 }

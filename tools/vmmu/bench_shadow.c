@@ -352,7 +352,7 @@ int bench_cr3switch(const struct cli_opts *o)
 out:
 	for (unsigned int k = 0; k < CS_NR_CONFS; k++)
 		cs_vm_destroy(&c[k]);
-	return bench_finish(&r, o, ok, err);
+	return report_finish(&r, o, ok, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -767,5 +767,5 @@ int bench_ptwrite(const struct cli_opts *o)
 	ok = true;
 out:
 	pw_vm_destroy(&p);
-	return bench_finish(&r, o, ok, err);
+	return report_finish(&r, o, ok, err);
 }

@@ -206,7 +206,7 @@ int bench_walk(const struct cli_opts *o)
 	report_u64(&r, "pages", pages);
 	if (pages < 4 * WALK_HIT_PAGES) {
 		cli_set_error(err, sizeof(err), "--mem too small for a working set beyond the TLB");
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	}
 	order = make_order(pages, seed);
 	hbuf = mmap(NULL, pages * CLI_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -286,5 +286,5 @@ out:
 	if (hbuf != MAP_FAILED)
 		munmap(hbuf, pages * CLI_PAGE_SIZE);
 	walk_vm_destroy(&w);
-	return bench_finish(&r, o, ok, err);
+	return report_finish(&r, o, ok, err);
 }

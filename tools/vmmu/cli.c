@@ -180,6 +180,11 @@ int cli_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+unsigned cli_reps(const struct cli_opts *o)
+{
+	return o->reps_set ? o->reps : CLI_DEFAULT_REPS;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -392,6 +397,18 @@ void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs)
 	report_u64(r, "pf_retry", vs->pf_retry);
 	report_u64(r, "tlb_misses", vs->tlb_misses);
 	report_u64(r, "exits", vs->exits);
+}
+
+int report_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err)
+{
+	if (!ok)
+		report_str(r, "error", err[0] ? err : "a check failed (see stderr)");
+	report_bool(r, "ok", ok);
+	if (o->json)
+		report_print_json(r, stdout);
+	else
+		report_print_text(r, stdout);
+	return ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
 
 /* ------------------------------------------------------------------------ */

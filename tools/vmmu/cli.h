@@ -86,6 +86,8 @@ const char *cli_backing_name(uint32_t backing);
 int cli_parse_size(const char *s, uint64_t *out);
 int cli_parse_u64(const char *s, int base, uint64_t *out);
 double cli_median(const double *v, unsigned n);
+/* Repetitions of a benchmark: --reps, or the default. */
+unsigned cli_reps(const struct cli_opts *o);
 
 /* A small generator whose state the caller keeps (one per thread). */
 static inline uint64_t cli_xorshift(uint64_t *s)
@@ -152,6 +154,8 @@ void report_print_text(const struct report *r, FILE *f);
 void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
 		   uint64_t mem_bytes);
 
+/* Adds "ok" (and "error"), prints the report; the exit status to return. */
+int report_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
 void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs);
 
 /* Units of the text reports. */

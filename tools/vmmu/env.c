@@ -234,3 +234,70 @@ int env_prepopulate(struct vm_env *env, uint64_t seed)
 		*(volatile uint64_t *)(base + off) = ~cli_token(off, seed);
 	return 0;
 }
+
+/*
+ * One fresh VM: first touch (and retouch when asked), then the host-side
+ * check of every token. With prepopulate, the host has touched every page
+ * before the guest does, so the guest's faults find their host pages.
+ */
+int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_bytes,
+		    bool prepopulate, bool retouch, struct pass_result *pr, char *err,
+		    size_t err_len)
+{
+	struct phase_result res;
+	struct vm_env env;
+	struct crew crew;
+	uint64_t bad = 0;
+	int rc, failed = 0;
+
+	memset(pr, 0, sizeof(*pr));
+	rc = env_create(&env, o, nr_vcpus, mem_bytes);
+	if (rc) {
+		cli_set_error(err, err_len, "%s: %s", env.failed_call, vmmu_strerror(rc));
+		fprintf(stderr, "vmmu: %s: %s\n", env.failed_call, vmmu_strerror(rc));
+		return -1;
+	}
+	if (prepopulate && env_prepopulate(&env, o->seed)) {
+		cli_set_error(err, err_len, "vmmu_memslot_hva failed");
+		failed = 1;
+		goto out;
+	}
+	if (crew_start(&crew, env.nr_vcpus, env.vcpus, NULL, mem_bytes, o->seed)) {
+		cli_set_error(err, err_len, "cannot start the vCPU threads");
+		failed = 1;
+		goto out;
+	}
+	if (crew_run(&crew, CREW_OP_VCPU_WRITE, "first_touch", &res)) {
+		cli_set_error(err, err_len, "%s", res.error);
+		failed = 1;
+	} else {
+		pr->pages = res.pages;
+		pr->first_touch_ns = res.ns;
+		pr->first_touch_ns_pp = res.pages ? (double)res.ns / res.pages : 0.0;
+		if (retouch) {
+			if (crew_run(&crew, CREW_OP_VCPU_RETOUCH, "retouch", &res)) {
+				cli_set_error(err, err_len, "%s", res.error);
+				failed = 1;
+			}
+			pr->retouch_ns_pp = res.pages ? (double)res.ns / res.pages : 0.0;
+		}
+	}
+	crew_stop(&crew);
+	if (failed)
+		goto out;
+	rc = env_verify_tokens(&env, o->seed, &bad);
+	if (rc) {
+		cli_set_error(err, err_len, "verify: vmmu_gpa_to_hva: %s", vmmu_strerror(rc));
+		failed = 1;
+	} else if (bad) {
+		cli_set_error(err, err_len,
+			      "verify: host view differs from what the guest wrote in %" PRIu64
+			      " pages", bad);
+		failed = 1;
+	}
+out:
+	if (env_check_bugged(&env, err, err_len))
+		failed = 1;
+	env_destroy(&env);
+	return failed ? -1 : 0;
+}

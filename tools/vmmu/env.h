@@ -31,6 +31,17 @@ int env_check_bugged(struct vm_env *env, char *err, size_t err_len);
 void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum);
 int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches);
 int env_prepopulate(struct vm_env *env, uint64_t seed);
+/* What a first-touch (and retouch) pass measured, per page and in all. */
+struct pass_result {
+	double first_touch_ns_pp;
+	double retouch_ns_pp;
+	uint64_t first_touch_ns;
+	uint64_t pages;
+};
+
+int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_bytes,
+		    bool prepopulate, bool retouch, struct pass_result *pr, char *err,
+		    size_t err_len);
 int env_verify_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad);
 bool env_verify_result(int rc, uint64_t bad, char *error, size_t len);
 

@@ -14,10 +14,11 @@ bool scenario_takes_guest(const char *name);
 void scenario_list(FILE *f, bool json);
 int scenario_run(const char *name, const struct cli_opts *o);
 
-/* bench.c: `vmmu bench` */
+/* registry.c: `vmmu bench` */
 bool bench_exists(const char *name);
-/* Adds "ok" (and "error"), prints the report; the exit status to return. */
-int bench_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
+/* bench_demand.c, bench_vcpus.c */
+int bench_demand(const struct cli_opts *o);
+int bench_vcpus(const struct cli_opts *o);
 /* bench_walk.c */
 int bench_walk(const struct cli_opts *o);
 /* bench_dirty.c */
