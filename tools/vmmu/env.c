@@ -301,3 +301,94 @@ out:
 	env_destroy(&env);
 	return failed ? -1 : 0;
 }
+
+/* A flags-only change of the slot env_create() made: logging on or off. */
+int env_set_logging(struct vm_env *env, const struct cli_opts *o, bool on)
+{
+	struct vmmu_memslot s;
+
+	memset(&s, 0, sizeof(s));
+	s.slot = 0;
+	s.flags = on ? VMMU_MEM_LOG_DIRTY_PAGES : 0;
+	s.gpa = 0;
+	s.size = env->mem_bytes;
+	s.host_page_size = o->host_page;
+	s.backing = o->backing;
+	/* A slot over the embedder's memory restates its hva, as in KVM. */
+	if (env->own_mem) {
+		int rc = vmmu_memslot_hva(env->vm, 0, &s.hva);
+
+		if (rc)
+			return rc;
+	}
+	return vmmu_set_memslot(env->vm, &s);
+}
+
+/* Pages of [0, pages) the harvest did not report; the first one in *first. */
+static uint64_t bitmap_missing(const uint64_t *bm, uint64_t pages, uint64_t *first)
+{
+	uint64_t missing = 0;
+
+	for (uint64_t w = 0; w < (pages + 63) / 64; w++) {
+		uint64_t want = (pages - w * 64 >= 64) ? ~UINT64_C(0) : (UINT64_C(1) << (pages % 64)) - 1;
+		uint64_t lack = want & ~bm[w];
+
+		if (lack && !missing)
+			*first = w * 64 + (uint64_t)__builtin_ctzll(lack);
+		missing += (uint64_t)__builtin_popcountll(lack);
+	}
+	return missing;
+}
+
+/* Harvest the whole slot and require every page in the report. */
+int env_harvest_all(struct vm_env *env, uint64_t *bm, bool clear, const char *what, uint64_t *get_ns,
+		    uint64_t *clear_ns, char *err, size_t err_len)
+{
+	uint64_t pages = env->mem_bytes / CLI_PAGE_SIZE, first = 0, missing, t0;
+	int rc;
+
+	t0 = cli_now_ns();
+	rc = vmmu_get_dirty_log(env->vm, 0, bm);
+	if (get_ns)
+		*get_ns = cli_now_ns() - t0;
+	if (rc) {
+		cli_set_error(err, err_len, "%s: vmmu_get_dirty_log: %s", what, vmmu_strerror(rc));
+		return -1;
+	}
+	missing = bitmap_missing(bm, pages, &first);
+	if (missing) {
+		cli_set_error(err, err_len,
+			      "%s: the harvest after writing every page missed %" PRIu64 " of them (first gpa 0x%" PRIx64
+			      ")", what, missing, first * CLI_PAGE_SIZE);
+		fprintf(stderr, "vmmu: %s\n", err);
+		return -1;
+	}
+	if (!clear)
+		return 0;
+	t0 = cli_now_ns();
+	rc = vmmu_clear_dirty_log(env->vm, 0, 0, (uint32_t)pages, bm);
+	if (clear_ns)
+		*clear_ns = cli_now_ns() - t0;
+	if (rc) {
+		cli_set_error(err, err_len, "%s: vmmu_clear_dirty_log: %s", what, vmmu_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char *err, size_t err_len)
+{
+	uint64_t bad = 0;
+	int rc = env_verify_tokens(env, seed, &bad);
+
+	if (rc) {
+		cli_set_error(err, err_len, "%s: verify: vmmu_gpa_to_hva: %s", what, vmmu_strerror(rc));
+		return -1;
+	}
+	if (bad) {
+		cli_set_error(err, err_len, "%s: guest memory differs from what the vCPUs wrote in %" PRIu64 " pages",
+			      what, bad);
+		return -1;
+	}
+	return 0;
+}

@@ -42,6 +42,11 @@ struct pass_result {
 int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_bytes,
 		    bool prepopulate, bool retouch, struct pass_result *pr, char *err,
 		    size_t err_len);
+/* Dirty logging of the env's slot: switched on or off, harvested, checked. */
+int env_set_logging(struct vm_env *env, const struct cli_opts *o, bool on);
+int env_harvest_all(struct vm_env *env, uint64_t *bm, bool clear, const char *what, uint64_t *get_ns,
+		    uint64_t *clear_ns, char *err, size_t err_len);
+int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char *err, size_t err_len);
 int env_verify_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad);
 bool env_verify_result(int rc, uint64_t bad, char *error, size_t len);
 

@@ -21,7 +21,7 @@ int bench_demand(const struct cli_opts *o);
 int bench_vcpus(const struct cli_opts *o);
 /* bench_walk.c */
 int bench_walk(const struct cli_opts *o);
-/* bench_dirty.c */
+/* bench_fastpf.c, bench_dirtylog.c */
 int bench_fastpf(const struct cli_opts *o);
 int bench_dirtylog(const struct cli_opts *o);
 /* bench_hostmem.c */
