@@ -392,3 +392,59 @@ int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char 
 	}
 	return 0;
 }
+
+int env_mem_map(struct env_mem *m, const struct cli_opts *o, uint64_t size)
+{
+	uint64_t align = o->host_page > CLI_PAGE_SIZE ? o->host_page : CLI_PAGE_SIZE;
+
+	m->raw_len = size + align;
+	m->raw = mmap(NULL, m->raw_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->raw == MAP_FAILED) {
+		m->raw = NULL;
+		return -1;
+	}
+	m->base = (uint8_t *)(((uintptr_t)m->raw + align - 1) & ~(uintptr_t)(align - 1));
+	/* THP only when the slot says its host pages are huge */
+	(void)madvise(m->base, size, o->host_page > CLI_PAGE_SIZE ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	return 0;
+}
+
+void env_mem_unmap(struct env_mem *m)
+{
+	if (m->raw)
+		munmap(m->raw, m->raw_len);
+	m->raw = NULL;
+}
+
+int bare_vm_create(struct bare_vm *h, const struct cli_opts *o, unsigned int nr_vcpus, char *err, size_t len)
+{
+	struct vmmu_vm_config cfg;
+	int rc;
+
+	memset(h, 0, sizeof(*h));
+	vmmu_vm_config_init(&cfg);
+	cfg.mmu = o->mmu;
+	cfg.tdp_format = o->tdp_format;
+	cfg.flags = o->vm_flags;
+	cfg.max_vcpus = nr_vcpus;
+	rc = vmmu_vm_create(&cfg, &h->vm);
+	for (; !rc && h->n < nr_vcpus; h->n++)
+		rc = vmmu_vcpu_create(h->vm, h->n, &h->vcpus[h->n]);
+	if (rc)
+		cli_set_error(err, len, "VM setup: %s", vmmu_strerror(rc));
+	return rc;
+}
+
+void bare_vm_destroy(struct bare_vm *h)
+{
+	if (h->vm)
+		vmmu_vm_destroy(h->vm);
+	h->vm = NULL;
+}
+
+int bare_vm_set_slot(struct bare_vm *h, const struct cli_opts *o, uint8_t *hva, uint64_t size)
+{
+	struct vmmu_memslot s = { .slot = 0, .gpa = 0, .size = size, .hva = hva, .host_page_size = o->host_page };
+
+	return vmmu_set_memslot(h->vm, &s);
+}

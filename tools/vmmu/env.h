@@ -50,6 +50,31 @@ int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char 
 int env_verify_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad);
 bool env_verify_result(int rc, uint64_t bad, char *error, size_t len);
 
+/* Caller memory, aligned to the host page it declares, so that huge host
+ * pages allow huge mappings. */
+struct env_mem {
+	void *raw;
+	size_t raw_len;
+	uint8_t *base;
+};
+
+int env_mem_map(struct env_mem *m, const struct cli_opts *o, uint64_t size);
+void env_mem_unmap(struct env_mem *m);
+
+#define BARE_VM_MAX_VCPUS	16u
+
+/* A VM with its vCPUs and no slot yet. */
+struct bare_vm {
+	vmmu_vm *vm;
+	vmmu_vcpu *vcpus[BARE_VM_MAX_VCPUS];
+	unsigned int n;
+};
+
+int bare_vm_create(struct bare_vm *h, const struct cli_opts *o, unsigned int nr_vcpus, char *err, size_t len);
+void bare_vm_destroy(struct bare_vm *h);
+/* Slot 0 over caller memory at hva, with the host page size o asks for. */
+int bare_vm_set_slot(struct bare_vm *h, const struct cli_opts *o, uint8_t *hva, uint64_t size);
+
 /*
  * crew.c: a crew is one thread per vCPU (or per host partition), kept alive across
  * phases so that each vCPU stays on the same thread, released together by a

@@ -24,7 +24,7 @@ int bench_walk(const struct cli_opts *o);
 /* bench_fastpf.c, bench_dirtylog.c */
 int bench_fastpf(const struct cli_opts *o);
 int bench_dirtylog(const struct cli_opts *o);
-/* bench_hostmem.c */
+/* bench_zap.c, bench_notifier.c */
 int bench_zap(const struct cli_opts *o);
 int bench_notifier(const struct cli_opts *o);
 /* bench_shadow.c */
