@@ -100,6 +100,17 @@ void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit 
 	}
 }
 
+/* A failed guest access, in words; false so callers can return it. */
+bool cli_access_failed(char *err, size_t err_len, const char *what, uint64_t gva, int r,
+		       const struct vmmu_exit *exit)
+{
+	char why[160];
+
+	cli_describe_failure(why, sizeof(why), r, exit);
+	cli_set_error(err, err_len, "%s at gva 0x%" PRIx64 ": %s", what, gva, why);
+	return false;
+}
+
 const char *cli_tdp_name(uint32_t tdp_format)
 {
 	return tdp_format == VMMU_TDP_NPT ? "npt" : "ept";

@@ -118,6 +118,12 @@ static inline uint64_t cli_token(uint64_t gpa, uint64_t seed)
 	return gpa ^ 0x5a5a5a5a5a5a5a5aull ^ seed;
 }
 
+/* Tokens are never 0, so a read of a zeroed page cannot pass for one. */
+static inline uint64_t cli_token_nz(uint64_t gpa, uint64_t seed)
+{
+	return cli_token(gpa, seed) | 1;
+}
+
 /*
  * Reports are collected first and printed at the end, so that --json can
  * guarantee a single object on stdout whatever happened on the way.
@@ -174,5 +180,8 @@ void cli_print_config_line(FILE *f, const struct cli_opts *o);
 
 /* A failed vmmu call or access in words (rc: a VMMU_E* or VMMU_EXIT). */
 void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit *exit);
+/* A failed guest access at gva, in words, into err; false so callers can return it. */
+bool cli_access_failed(char *err, size_t err_len, const char *what, uint64_t gva, int r,
+		       const struct vmmu_exit *exit);
 
 #endif /* VMMU_TOOL_CLI_H */

@@ -448,3 +448,59 @@ int bare_vm_set_slot(struct bare_vm *h, const struct cli_opts *o, uint8_t *hva, 
 
 	return vmmu_set_memslot(h->vm, &s);
 }
+
+
+/*
+ * A one-vCPU shadow-paging VM over a vmmu-allocated slot at gpa 0.  Shadow
+ * paging may be missing from this build: say so in words, since that is the
+ * likely reason and "operation not supported" alone would not tell which one.
+ */
+int shadow_vm_create(uint32_t prev_roots, uint64_t slot_bytes, vmmu_vm **vm, vmmu_vcpu **vcpu,
+		     uint8_t **ram, char *err, size_t err_len)
+{
+	struct vmmu_memslot s = { .slot = 0, .gpa = 0, .size = slot_bytes };
+	struct vmmu_vm_config cfg;
+	int r;
+
+	*vm = NULL;
+	vmmu_vm_config_init(&cfg);
+	cfg.mmu = VMMU_MMU_SHADOW;
+	cfg.shadow_prev_roots = prev_roots;
+	cfg.max_vcpus = 1;
+	r = vmmu_vm_create(&cfg, vm);
+	if (r == VMMU_ENOTSUP) {
+		cli_set_error(err, err_len, "shadow paging (VMMU_MMU_SHADOW) is not supported by this vmmu: "
+			      "vmmu_vm_create: %s", vmmu_strerror(r));
+		return -1;
+	}
+	if (r) {
+		*vm = NULL;
+		cli_set_error(err, err_len, "vmmu_vm_create (shadow, %u previous roots): %s", prev_roots,
+			      vmmu_strerror(r));
+		return -1;
+	}
+	if ((r = vmmu_set_memslot(*vm, &s)) || (r = vmmu_vcpu_create(*vm, 0, vcpu)) ||
+	    (r = vmmu_memslot_hva(*vm, 0, (void **)ram))) {
+		cli_set_error(err, err_len, "shadow VM setup: %s", vmmu_strerror(r));
+		return -1;
+	}
+	return 0;
+}
+
+/* The VM must not have flagged itself bugged, and its audit must pass. */
+bool env_vm_healthy(vmmu_vm *vm, char *err, size_t err_len)
+{
+	const char *why = NULL;
+	char audit[200] = "";
+
+	if (vmmu_vm_bugged(vm, &why)) {
+		cli_set_error(err, err_len, "the VM is bugged: %s", why ? why : "?");
+		return false;
+	}
+	/* Only a broken invariant fails: an audit this build lacks is not one. */
+	if (vmmu_audit(vm, audit, sizeof(audit)) == VMMU_EIO) {
+		cli_set_error(err, err_len, "vmmu_audit: %s", audit);
+		return false;
+	}
+	return true;
+}

@@ -75,6 +75,11 @@ void bare_vm_destroy(struct bare_vm *h);
 /* Slot 0 over caller memory at hva, with the host page size o asks for. */
 int bare_vm_set_slot(struct bare_vm *h, const struct cli_opts *o, uint8_t *hva, uint64_t size);
 
+/* A one-vCPU shadow-paging VM over a vmmu-allocated slot at gpa 0 (ram: its hva). */
+int shadow_vm_create(uint32_t prev_roots, uint64_t slot_bytes, vmmu_vm **vm, vmmu_vcpu **vcpu,
+		     uint8_t **ram, char *err, size_t err_len);
+bool env_vm_healthy(vmmu_vm *vm, char *err, size_t err_len);
+
 /*
  * crew.c: a crew is one thread per vCPU (or per host partition), kept alive across
  * phases so that each vCPU stays on the same thread, released together by a

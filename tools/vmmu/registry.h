@@ -27,7 +27,7 @@ int bench_dirtylog(const struct cli_opts *o);
 /* bench_zap.c, bench_notifier.c */
 int bench_zap(const struct cli_opts *o);
 int bench_notifier(const struct cli_opts *o);
-/* bench_shadow.c */
+/* bench_cr3switch.c, bench_ptwrite.c */
 int bench_cr3switch(const struct cli_opts *o);
 int bench_ptwrite(const struct cli_opts *o);
 void bench_list(FILE *f, bool json);
