@@ -192,7 +192,7 @@ static bool cs_timed(struct cs_vm *c, double *ns, char *err, size_t err_len)
 	return true;
 }
 
-int bench_cr3switch(const struct cli_opts *o)
+static int bench_cr3switch_run(const struct cli_opts *o)
 {
 	static double ns[CS_NR_CONFS][CLI_MAX_REPS];
 	unsigned int reps = cli_reps(o);
@@ -259,3 +259,9 @@ out:
 		cs_vm_destroy(&c[k]);
 	return report_finish(&r, o, ok, err);
 }
+
+const struct tool_entry bench_cr3switch = {
+	.name = "cr3switch",
+	.desc = "shadow paging: ns per PCID CR3 switch + read over 1..6 address spaces",
+	.run = bench_cr3switch_run,
+};

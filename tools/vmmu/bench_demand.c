@@ -153,7 +153,7 @@ enum demand_variant {
 	DV_COUNT,
 };
 
-int bench_demand(const struct cli_opts *o)
+static int bench_demand_run(const struct cli_opts *o)
 {
 	/* one vCPU by default: the overhead ratios compare per-page latencies */
 	unsigned nr_vcpus = o->vcpus_set ? o->vcpus : 1;
@@ -249,3 +249,9 @@ int bench_demand(const struct cli_opts *o)
 	report_bool(&r, "meets_fault", m_fault <= TARGET_FAULT_NS);
 	return report_finish(&r, o, true, err);
 }
+
+const struct tool_entry bench_demand = {
+	.name = "demand",
+	.desc = "ns per page of first touch and retouch vs plain host memory",
+	.run = bench_demand_run,
+};

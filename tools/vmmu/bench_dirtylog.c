@@ -101,7 +101,7 @@ out:
 	return ok ? 0 : -1;
 }
 
-int bench_dirtylog(const struct cli_opts *o)
+static int bench_dirtylog_run(const struct cli_opts *o)
 {
 	unsigned int nr_vcpus = o->vcpus_set ? o->vcpus : CLI_DEFAULT_VCPUS;
 	unsigned int reps = cli_reps(o), n_it = reps * DIRTYLOG_ITERATIONS, n_run = 2 * reps;
@@ -181,3 +181,9 @@ int bench_dirtylog(const struct cli_opts *o)
 	free(populate);
 	return report_finish(&r, o, true, err);
 }
+
+const struct tool_entry bench_dirtylog = {
+	.name = "dirtylog",
+	.desc = "ms per GiB to enable, harvest (get, clear) and disable dirty logging",
+	.run = bench_dirtylog_run,
+};

@@ -193,7 +193,7 @@ static bool fastpf_measure(const struct cli_opts *o, unsigned int nr_vcpus, uint
 	return ok;
 }
 
-int bench_fastpf(const struct cli_opts *o)
+static int bench_fastpf_run(const struct cli_opts *o)
 {
 	/* One vCPU by default, as in the seed's test: a per-fault latency. */
 	unsigned int nr_vcpus = o->vcpus_set ? o->vcpus : 1;
@@ -264,3 +264,9 @@ int bench_fastpf(const struct cli_opts *o)
 	report_bool(&r, "meets_speedup", m_slow / m_fast >= FASTPF_TARGET_SPEEDUP);
 	return report_finish(&r, o, true, err);
 }
+
+const struct tool_entry bench_fastpf = {
+	.name = "fastpf",
+	.desc = "ns per dirty-logging write fault with and without the fast page fault",
+	.run = bench_fastpf_run,
+};

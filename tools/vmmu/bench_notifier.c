@@ -92,7 +92,7 @@ static uint64_t nt_storm(vmmu_vm *vm, uint8_t *base, uint64_t pages, uint64_t *s
 	return n;
 }
 
-int bench_notifier(const struct cli_opts *o)
+static int bench_notifier_run(const struct cli_opts *o)
 {
 	unsigned int reps = cli_reps(o), nr_vcpus = o->vcpus_set ? o->vcpus : 2;
 	uint64_t mem = o->mem_bytes, pages = mem / CLI_PAGE_SIZE, seed = o->seed | 1;
@@ -225,3 +225,9 @@ out:
 	env_mem_unmap(&hmem);
 	return report_finish(&r, o, ok, err);
 }
+
+const struct tool_entry bench_notifier = {
+	.name = "notifier",
+	.desc = "invalidate begin/end ranges per second while vCPUs fault and write",
+	.run = bench_notifier_run,
+};

@@ -344,7 +344,7 @@ static double pw_clock_ns(void)
 	return cli_median(v, 9);
 }
 
-int bench_ptwrite(const struct cli_opts *o)
+static int bench_ptwrite_run(const struct cli_opts *o)
 {
 	static double em[CLI_MAX_REPS], em_cycle[CLI_MAX_REPS];
 	static double un[CLI_MAX_REPS], un_first[CLI_MAX_REPS], un_cycle[CLI_MAX_REPS];
@@ -434,3 +434,9 @@ out:
 	pw_vm_destroy(&p);
 	return report_finish(&r, o, ok, err);
 }
+
+const struct tool_entry bench_ptwrite = {
+	.name = "ptwrite",
+	.desc = "shadow paging: ns per guest page-table store, emulated vs unsync",
+	.run = bench_ptwrite_run,
+};

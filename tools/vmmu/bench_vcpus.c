@@ -10,7 +10,7 @@
 
 #define TARGET_SCALING			1.7
 
-int bench_vcpus(const struct cli_opts *o)
+static int bench_vcpus_run(const struct cli_opts *o)
 {
 	unsigned reps = cli_reps(o), rep, k;
 	uint64_t mem = o->mem_bytes, pages = mem / CLI_PAGE_SIZE;
@@ -65,3 +65,9 @@ int bench_vcpus(const struct cli_opts *o)
 	report_bool(&r, "meets_scaling", m_two / m_one >= TARGET_SCALING);
 	return report_finish(&r, o, true, err);
 }
+
+const struct tool_entry bench_vcpus = {
+	.name = "vcpus",
+	.desc = "first-touch pages/s of 1 vCPU vs 2 vCPUs on disjoint halves",
+	.run = bench_vcpus_run,
+};

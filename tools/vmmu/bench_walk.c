@@ -19,9 +19,9 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "env.h"
-#include "registry.h"
+#include "cli.h"
 #include "guest.h"
+#include "registry.h"
 
 #define WALK_GVA_BASE UINT64_C(0xffff800000000000)
 #define WALK_POOL_SIZE (UINT64_C(16) << 20)
@@ -185,7 +185,7 @@ static bool check_against_lookup(struct walk_vm *w, uint64_t seed, char *err, si
 	return true;
 }
 
-int bench_walk(const struct cli_opts *o)
+static int bench_walk_run(const struct cli_opts *o)
 {
 	uint64_t set_bytes = o->mem_bytes < WALK_DEFAULT_SET ? o->mem_bytes : WALK_DEFAULT_SET;
 	uint64_t pages = set_bytes / CLI_PAGE_SIZE, seed = o->seed ^ 0x77a1c;
@@ -288,3 +288,9 @@ out:
 	walk_vm_destroy(&w);
 	return report_finish(&r, o, ok, err);
 }
+
+const struct tool_entry bench_walk = {
+	.name = "walk",
+	.desc = "ns per guest translation: TLB hit and full 2D walk vs a host access",
+	.run = bench_walk_run,
+};

@@ -70,7 +70,7 @@ static int zap_check_refault(struct bare_vm *h, struct crew *crew, uint64_t mem,
 	return 0;
 }
 
-int bench_zap(const struct cli_opts *o)
+static int bench_zap_run(const struct cli_opts *o)
 {
 	unsigned int reps = cli_reps(o), nr_vcpus = o->vcpus_set ? o->vcpus : 2;
 	uint64_t mem = o->mem_bytes, pages = mem / CLI_PAGE_SIZE, gfn_space;
@@ -190,3 +190,9 @@ out:
 	env_mem_unmap(&hmem);
 	return report_finish(&r, o, ok, err);
 }
+
+const struct tool_entry bench_zap = {
+	.name = "zap",
+	.desc = "ns per page of a populated memslot's delete; zap-all fast vs gfn-range",
+	.run = bench_zap_run,
+};

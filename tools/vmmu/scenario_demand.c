@@ -66,7 +66,7 @@ static void demand_print_text(const struct cli_opts *o, const struct demand_phas
  * it, then the host checks every page: the basic promise of the MMU, under
  * parallel faults when there are several vCPUs.
  */
-int scenario_demand(const struct cli_opts *o)
+static int scenario_demand_run(const struct cli_opts *o)
 {
 	struct demand_phase ph[3] = {
 		{ .name = "first_touch" },
@@ -204,3 +204,9 @@ report:
 	report_print_json(&r, stdout);
 	return ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
+
+const struct tool_entry scenario_demand = {
+	.name = "demand",
+	.desc = "vCPUs fault in disjoint parts of RAM, then reread and verify them",
+	.run = scenario_demand_run,
+};

@@ -551,7 +551,7 @@ static void pg_print_text(const struct cli_opts *o, const struct pg_scen *s, con
  * spaces; the host then checks every frame.  Every read is checked against
  * the frame the guest's tables say, under either MMU.
  */
-int scenario_paging(const struct cli_opts *o)
+static int scenario_paging_run(const struct cli_opts *o)
 {
 	struct pg_phase ph[PG_NR_STEPS];
 	struct cli_opts eo = *o;
@@ -751,3 +751,10 @@ report:
 	free(s.v);
 	return ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
+
+const struct tool_entry scenario_paging = {
+	.name = "paging",
+	.desc = "the same with guest paging on: touch through gvas, remap, switch CR3",
+	.run = scenario_paging_run,
+	.guest_paging = true,
+};
