@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * The environment scenarios and benchmarks run in: a VM with one memslot
- * of guest RAM and its vCPUs, and the host-side checks of what the guest
- * wrote there.  The vCPU threads that drive it are in crew.c.
+ * of guest RAM and its vCPUs, the host-side checks of what the guest wrote
+ * there, dirty logging of that slot, the first-touch pass, and the VMs some
+ * benchmarks set up otherwise.  The vCPU threads that drive them are in
+ * crew.c.
  */
 #define _GNU_SOURCE
 #include <inttypes.h>
@@ -12,6 +14,35 @@
 #include <sys/mman.h>
 
 #include "env.h"
+
+/* ------------------------------------------------------------------------ */
+/* Memory the tool maps itself                                               */
+
+int env_mem_map(struct env_mem *m, const struct cli_opts *o, uint64_t size)
+{
+	uint64_t align = o->host_page > CLI_PAGE_SIZE ? o->host_page : CLI_PAGE_SIZE;
+
+	m->raw_len = size + align;
+	m->raw = mmap(NULL, m->raw_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->raw == MAP_FAILED) {
+		m->raw = NULL;
+		return -1;
+	}
+	m->base = (uint8_t *)(((uintptr_t)m->raw + align - 1) & ~(uintptr_t)(align - 1));
+	/* THP only when the slot says its host pages are huge */
+	(void)madvise(m->base, size, o->host_page > CLI_PAGE_SIZE ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	return 0;
+}
+
+void env_mem_unmap(struct env_mem *m)
+{
+	if (m->raw)
+		munmap(m->raw, m->raw_len);
+	m->raw = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The VM environment                                                        */
 
 int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
 	       uint64_t mem_bytes)
@@ -156,6 +187,31 @@ void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum)
 	}
 }
 
+/*
+ * Populates every host page behind the slot before the guest runs, with a
+ * value unlike the token so that the guest's later writes are still checked.
+ */
+int env_prepopulate(struct vm_env *env, uint64_t seed)
+{
+	uint8_t *base;
+	uint64_t off;
+	void *hva;
+	int rc;
+
+	rc = vmmu_memslot_hva(env->vm, 0, &hva);
+	if (rc) {
+		fprintf(stderr, "vmmu: vmmu_memslot_hva(0): %s\n", vmmu_strerror(rc));
+		return rc;
+	}
+	base = hva;
+	for (off = 0; off < env->mem_bytes; off += CLI_PAGE_SIZE)
+		*(volatile uint64_t *)(base + off) = ~cli_token(off, seed);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host-side checks of what the guest wrote                                  */
+
 /* What a verify phase's outcome means for the report: false when it failed. */
 bool env_verify_result(int rc, uint64_t bad, char *error, size_t len)
 {
@@ -213,94 +269,25 @@ int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches)
 	return 0;
 }
 
-/*
- * Populates every host page behind the slot before the guest runs, with a
- * value unlike the token so that the guest's later writes are still checked.
- */
-int env_prepopulate(struct vm_env *env, uint64_t seed)
+int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char *err, size_t err_len)
 {
-	uint8_t *base;
-	uint64_t off;
-	void *hva;
-	int rc;
+	uint64_t bad = 0;
+	int rc = env_verify_tokens(env, seed, &bad);
 
-	rc = vmmu_memslot_hva(env->vm, 0, &hva);
 	if (rc) {
-		fprintf(stderr, "vmmu: vmmu_memslot_hva(0): %s\n", vmmu_strerror(rc));
-		return rc;
+		cli_set_error(err, err_len, "%s: verify: vmmu_gpa_to_hva: %s", what, vmmu_strerror(rc));
+		return -1;
 	}
-	base = hva;
-	for (off = 0; off < env->mem_bytes; off += CLI_PAGE_SIZE)
-		*(volatile uint64_t *)(base + off) = ~cli_token(off, seed);
+	if (bad) {
+		cli_set_error(err, err_len, "%s: guest memory differs from what the vCPUs wrote in %" PRIu64 " pages",
+			      what, bad);
+		return -1;
+	}
 	return 0;
 }
 
-/*
- * One fresh VM: first touch (and retouch when asked), then the host-side
- * check of every token. With prepopulate, the host has touched every page
- * before the guest does, so the guest's faults find their host pages.
- */
-int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_bytes,
-		    bool prepopulate, bool retouch, struct pass_result *pr, char *err,
-		    size_t err_len)
-{
-	struct phase_result res;
-	struct vm_env env;
-	struct crew crew;
-	uint64_t bad = 0;
-	int rc, failed = 0;
-
-	memset(pr, 0, sizeof(*pr));
-	rc = env_create(&env, o, nr_vcpus, mem_bytes);
-	if (rc) {
-		cli_set_error(err, err_len, "%s: %s", env.failed_call, vmmu_strerror(rc));
-		fprintf(stderr, "vmmu: %s: %s\n", env.failed_call, vmmu_strerror(rc));
-		return -1;
-	}
-	if (prepopulate && env_prepopulate(&env, o->seed)) {
-		cli_set_error(err, err_len, "vmmu_memslot_hva failed");
-		failed = 1;
-		goto out;
-	}
-	if (crew_start(&crew, env.nr_vcpus, env.vcpus, NULL, mem_bytes, o->seed)) {
-		cli_set_error(err, err_len, "cannot start the vCPU threads");
-		failed = 1;
-		goto out;
-	}
-	if (crew_run(&crew, CREW_OP_VCPU_WRITE, "first_touch", &res)) {
-		cli_set_error(err, err_len, "%s", res.error);
-		failed = 1;
-	} else {
-		pr->pages = res.pages;
-		pr->first_touch_ns = res.ns;
-		pr->first_touch_ns_pp = res.pages ? (double)res.ns / res.pages : 0.0;
-		if (retouch) {
-			if (crew_run(&crew, CREW_OP_VCPU_RETOUCH, "retouch", &res)) {
-				cli_set_error(err, err_len, "%s", res.error);
-				failed = 1;
-			}
-			pr->retouch_ns_pp = res.pages ? (double)res.ns / res.pages : 0.0;
-		}
-	}
-	crew_stop(&crew);
-	if (failed)
-		goto out;
-	rc = env_verify_tokens(&env, o->seed, &bad);
-	if (rc) {
-		cli_set_error(err, err_len, "verify: vmmu_gpa_to_hva: %s", vmmu_strerror(rc));
-		failed = 1;
-	} else if (bad) {
-		cli_set_error(err, err_len,
-			      "verify: host view differs from what the guest wrote in %" PRIu64
-			      " pages", bad);
-		failed = 1;
-	}
-out:
-	if (env_check_bugged(&env, err, err_len))
-		failed = 1;
-	env_destroy(&env);
-	return failed ? -1 : 0;
-}
+/* ------------------------------------------------------------------------ */
+/* Dirty logging of the slot                                                 */
 
 /* A flags-only change of the slot env_create() made: logging on or off. */
 int env_set_logging(struct vm_env *env, const struct cli_opts *o, bool on)
@@ -376,45 +363,78 @@ int env_harvest_all(struct vm_env *env, uint64_t *bm, bool clear, const char *wh
 	return 0;
 }
 
-int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char *err, size_t err_len)
+/* ------------------------------------------------------------------------ */
+/* Passes                                                                    */
+
+/*
+ * One fresh VM: first touch (and retouch when asked), then the host-side
+ * check of every token. With prepopulate, the host has touched every page
+ * before the guest does, so the guest's faults find their host pages.
+ */
+int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_bytes,
+		    bool prepopulate, bool retouch, struct pass_result *pr, char *err,
+		    size_t err_len)
 {
+	struct phase_result res;
+	struct vm_env env;
+	struct crew crew;
 	uint64_t bad = 0;
-	int rc = env_verify_tokens(env, seed, &bad);
+	int rc, failed = 0;
 
+	memset(pr, 0, sizeof(*pr));
+	rc = env_create(&env, o, nr_vcpus, mem_bytes);
 	if (rc) {
-		cli_set_error(err, err_len, "%s: verify: vmmu_gpa_to_hva: %s", what, vmmu_strerror(rc));
+		cli_set_error(err, err_len, "%s: %s", env.failed_call, vmmu_strerror(rc));
+		fprintf(stderr, "vmmu: %s: %s\n", env.failed_call, vmmu_strerror(rc));
 		return -1;
 	}
-	if (bad) {
-		cli_set_error(err, err_len, "%s: guest memory differs from what the vCPUs wrote in %" PRIu64 " pages",
-			      what, bad);
-		return -1;
+	if (prepopulate && env_prepopulate(&env, o->seed)) {
+		cli_set_error(err, err_len, "vmmu_memslot_hva failed");
+		failed = 1;
+		goto out;
 	}
-	return 0;
-}
-
-int env_mem_map(struct env_mem *m, const struct cli_opts *o, uint64_t size)
-{
-	uint64_t align = o->host_page > CLI_PAGE_SIZE ? o->host_page : CLI_PAGE_SIZE;
-
-	m->raw_len = size + align;
-	m->raw = mmap(NULL, m->raw_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m->raw == MAP_FAILED) {
-		m->raw = NULL;
-		return -1;
+	if (crew_start(&crew, env.nr_vcpus, env.vcpus, NULL, mem_bytes, o->seed)) {
+		cli_set_error(err, err_len, "cannot start the vCPU threads");
+		failed = 1;
+		goto out;
 	}
-	m->base = (uint8_t *)(((uintptr_t)m->raw + align - 1) & ~(uintptr_t)(align - 1));
-	/* THP only when the slot says its host pages are huge */
-	(void)madvise(m->base, size, o->host_page > CLI_PAGE_SIZE ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-	return 0;
+	if (crew_run(&crew, CREW_OP_VCPU_WRITE, "first_touch", &res)) {
+		cli_set_error(err, err_len, "%s", res.error);
+		failed = 1;
+	} else {
+		pr->pages = res.pages;
+		pr->first_touch_ns = res.ns;
+		pr->first_touch_ns_pp = res.pages ? (double)res.ns / res.pages : 0.0;
+		if (retouch) {
+			if (crew_run(&crew, CREW_OP_VCPU_RETOUCH, "retouch", &res)) {
+				cli_set_error(err, err_len, "%s", res.error);
+				failed = 1;
+			}
+			pr->retouch_ns_pp = res.pages ? (double)res.ns / res.pages : 0.0;
+		}
+	}
+	crew_stop(&crew);
+	if (failed)
+		goto out;
+	rc = env_verify_tokens(&env, o->seed, &bad);
+	if (rc) {
+		cli_set_error(err, err_len, "verify: vmmu_gpa_to_hva: %s", vmmu_strerror(rc));
+		failed = 1;
+	} else if (bad) {
+		cli_set_error(err, err_len,
+			      "verify: host view differs from what the guest wrote in %" PRIu64
+			      " pages", bad);
+		failed = 1;
+	}
+out:
+	if (env_check_bugged(&env, err, err_len))
+		failed = 1;
+	env_destroy(&env);
+	return failed ? -1 : 0;
 }
 
-void env_mem_unmap(struct env_mem *m)
-{
-	if (m->raw)
-		munmap(m->raw, m->raw_len);
-	m->raw = NULL;
-}
+/* ------------------------------------------------------------------------ */
+/* VMs of their own: no slot yet, or shadow paging                           */
 
 int bare_vm_create(struct bare_vm *h, const struct cli_opts *o, unsigned int nr_vcpus, char *err, size_t len)
 {
@@ -448,7 +468,6 @@ int bare_vm_set_slot(struct bare_vm *h, const struct cli_opts *o, uint8_t *hva, 
 
 	return vmmu_set_memslot(h->vm, &s);
 }
-
 
 /*
  * A one-vCPU shadow-paging VM over a vmmu-allocated slot at gpa 0.  Shadow

@@ -13,7 +13,23 @@
 /* Enough to see a pattern in bad data without flooding the terminal. */
 #define ENV_MAX_MISMATCH_REPORTS 8
 
-/* env.c: a VM with one memslot of guest RAM and its vCPUs */
+/* ------------------------------------------------------------------------ */
+/* env.c: memory the tool maps itself                                        */
+
+/* Caller memory, aligned to the host page it declares, so that huge host
+ * pages allow huge mappings. */
+struct env_mem {
+	void *raw;
+	size_t raw_len;
+	uint8_t *base;
+};
+
+int env_mem_map(struct env_mem *m, const struct cli_opts *o, uint64_t size);
+void env_mem_unmap(struct env_mem *m);
+
+/* ------------------------------------------------------------------------ */
+/* env.c: a VM with one memslot of guest RAM and its vCPUs                   */
+
 struct vm_env {
 	vmmu_vm *vm;
 	vmmu_vcpu **vcpus;
@@ -29,8 +45,19 @@ int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
 void env_destroy(struct vm_env *env);
 int env_check_bugged(struct vm_env *env, char *err, size_t err_len);
 void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum);
-int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches);
 int env_prepopulate(struct vm_env *env, uint64_t seed);
+
+/* Host-side checks of what the guest wrote. */
+bool env_verify_result(int rc, uint64_t bad, char *error, size_t len);
+int env_verify_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad);
+int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches);
+int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char *err, size_t err_len);
+
+/* Dirty logging of the env's slot: switched on or off, harvested. */
+int env_set_logging(struct vm_env *env, const struct cli_opts *o, bool on);
+int env_harvest_all(struct vm_env *env, uint64_t *bm, bool clear, const char *what, uint64_t *get_ns,
+		    uint64_t *clear_ns, char *err, size_t err_len);
+
 /* What a first-touch (and retouch) pass measured, per page and in all. */
 struct pass_result {
 	double first_touch_ns_pp;
@@ -42,24 +69,9 @@ struct pass_result {
 int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_bytes,
 		    bool prepopulate, bool retouch, struct pass_result *pr, char *err,
 		    size_t err_len);
-/* Dirty logging of the env's slot: switched on or off, harvested, checked. */
-int env_set_logging(struct vm_env *env, const struct cli_opts *o, bool on);
-int env_harvest_all(struct vm_env *env, uint64_t *bm, bool clear, const char *what, uint64_t *get_ns,
-		    uint64_t *clear_ns, char *err, size_t err_len);
-int env_verify_memory(struct vm_env *env, uint64_t seed, const char *what, char *err, size_t err_len);
-int env_verify_token(vmmu_vm *vm, uint64_t gpa, uint64_t seed, uint64_t *bad);
-bool env_verify_result(int rc, uint64_t bad, char *error, size_t len);
 
-/* Caller memory, aligned to the host page it declares, so that huge host
- * pages allow huge mappings. */
-struct env_mem {
-	void *raw;
-	size_t raw_len;
-	uint8_t *base;
-};
-
-int env_mem_map(struct env_mem *m, const struct cli_opts *o, uint64_t size);
-void env_mem_unmap(struct env_mem *m);
+/* ------------------------------------------------------------------------ */
+/* env.c: VMs of their own, for benchmarks that set them up otherwise        */
 
 #define BARE_VM_MAX_VCPUS	16u
 
@@ -80,8 +92,11 @@ int shadow_vm_create(uint32_t prev_roots, uint64_t slot_bytes, vmmu_vm **vm, vmm
 		     uint8_t **ram, char *err, size_t err_len);
 bool env_vm_healthy(vmmu_vm *vm, char *err, size_t err_len);
 
+/* ------------------------------------------------------------------------ */
+/* crew.c: the vCPU crew                                                     */
+
 /*
- * crew.c: a crew is one thread per vCPU (or per host partition), kept alive across
+ * A crew is one thread per vCPU (or per host partition), kept alive across
  * phases so that each vCPU stays on the same thread, released together by a
  * barrier for every phase.
  */
