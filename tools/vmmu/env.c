@@ -78,22 +78,12 @@ int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
 	if (o->embedder_mem) {
 		/* As a VMM would: anonymous memory of the requested page size,
 		 * aligned so huge pages line up with the guest's. */
-		size_t align = o->host_page > CLI_PAGE_SIZE ? o->host_page : CLI_PAGE_SIZE;
-		uint8_t *p;
-
 		env->failed_call = "mmap of the guest RAM";
-		env->own_len = mem_bytes + align;
-		p = mmap(NULL, env->own_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-			 0);
-		if (p == MAP_FAILED) {
-			env->own_len = 0;
+		if (env_mem_map(&env->own, o, mem_bytes)) {
 			rc = VMMU_ENOMEM;
 			goto fail;
 		}
-		env->own_mem = p;
-		p = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-		(void)madvise(p, mem_bytes, align > CLI_PAGE_SIZE ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-		slot.hva = p;
+		slot.hva = env->own.base;
 	}
 	slot.host_page_size = o->host_page;
 	slot.backing = o->backing;
@@ -134,8 +124,7 @@ void env_destroy(struct vm_env *env)
 	/* the VM owns its vCPUs */
 	if (env->vm)
 		vmmu_vm_destroy(env->vm);
-	if (env->own_mem)
-		munmap(env->own_mem, env->own_len);
+	env_mem_unmap(&env->own);
 	free(env->vcpus);
 	memset(env, 0, sizeof(*env));
 }
@@ -302,7 +291,7 @@ int env_set_logging(struct vm_env *env, const struct cli_opts *o, bool on)
 	s.host_page_size = o->host_page;
 	s.backing = o->backing;
 	/* A slot over the embedder's memory restates its hva, as in KVM. */
-	if (env->own_mem) {
+	if (env->own.raw) {
 		int rc = vmmu_memslot_hva(env->vm, 0, &s.hva);
 
 		if (rc)

@@ -36,8 +36,7 @@ struct vm_env {
 	unsigned nr_vcpus;
 	uint64_t mem_bytes;
 	const char *failed_call;	/* which vmmu call failed in env_create() */
-	void *own_mem;			/* --embedder-mem: the tool's mapping */
-	size_t own_len;
+	struct env_mem own;		/* --embedder-mem: the tool's mapping */
 };
 
 int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
