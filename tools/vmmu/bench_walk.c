@@ -31,7 +31,7 @@
 
 static uint64_t walk_token(uint64_t page, uint64_t seed)
 {
-	return cli_token(page << 12, seed) | 1;
+	return cli_token_nz(page << 12, seed);
 }
 
 /* A random permutation of [0, n): every page once, in an order no
@@ -189,7 +189,7 @@ static int bench_walk_run(const struct cli_opts *o)
 {
 	uint64_t set_bytes = o->mem_bytes < WALK_DEFAULT_SET ? o->mem_bytes : WALK_DEFAULT_SET;
 	uint64_t pages = set_bytes / CLI_PAGE_SIZE, seed = o->seed ^ 0x77a1c;
-	unsigned reps = o->reps_set ? o->reps : CLI_DEFAULT_REPS;
+	unsigned reps = cli_reps(o);
 	double hit[CLI_MAX_REPS], walk[CLI_MAX_REPS], host[CLI_MAX_REPS], host_tp[CLI_MAX_REPS];
 	uint32_t *order = NULL, hit_order[WALK_HIT_PAGES];
 	uint8_t *hbuf = MAP_FAILED;

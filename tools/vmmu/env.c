@@ -406,15 +406,8 @@ int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_by
 	if (failed)
 		goto out;
 	rc = env_verify_tokens(&env, o->seed, &bad);
-	if (rc) {
-		cli_set_error(err, err_len, "verify: vmmu_gpa_to_hva: %s", vmmu_strerror(rc));
+	if (!env_verify_result(rc, bad, err, err_len))
 		failed = 1;
-	} else if (bad) {
-		cli_set_error(err, err_len,
-			      "verify: host view differs from what the guest wrote in %" PRIu64
-			      " pages", bad);
-		failed = 1;
-	}
 out:
 	if (env_check_bugged(&env, err, err_len))
 		failed = 1;
