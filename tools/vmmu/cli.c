@@ -42,6 +42,9 @@ void cli_print_usage(FILE *f)
 	fputs(usage_synopsis, f);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Errors and failures in words                                              */
+
 /* Keeps the first error: later ones are usually its consequences. */
 void cli_set_error(char *err, size_t len, const char *fmt, ...)
 {
@@ -110,6 +113,9 @@ bool cli_access_failed(char *err, size_t err_len, const char *what, uint64_t gva
 	cli_set_error(err, err_len, "%s at gva 0x%" PRIx64 ": %s", what, gva, why);
 	return false;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Names, numbers and units                                                  */
 
 const char *cli_tdp_name(uint32_t tdp_format)
 {

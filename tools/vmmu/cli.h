@@ -59,7 +59,9 @@ struct cli_opts {
 	uint32_t maxphyaddr;
 };
 
-/* cli.c: the command line */
+/* ------------------------------------------------------------------------ */
+/* The command line                                                          */
+
 enum cli_cmd {
 	CLI_CMD_RUN,
 	CLI_CMD_BENCH,
@@ -76,10 +78,21 @@ int cli_parse_opts(enum cli_cmd cmd, int argc, char **argv, struct cli_opts *o, 
 int cli_check_opts(const struct cli_opts *o);
 void cli_print_usage(FILE *f);
 void cli_print_options(FILE *f);
+
 /* Says what was wrong and how to use the tool; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_set_error(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* A failed vmmu call or access in words (rc: a VMMU_E* or VMMU_EXIT). */
+void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit *exit);
+/* A failed guest access at gva, in words, into err; false so callers can return it. */
+bool cli_access_failed(char *err, size_t err_len, const char *what, uint64_t gva, int r,
+		       const struct vmmu_exit *exit);
+
+/* ------------------------------------------------------------------------ */
+/* Names, numbers and units                                                  */
+
 const char *cli_tdp_name(uint32_t tdp_format);
 const char *cli_host_page_name(uint64_t host_page);
 const char *cli_backing_name(uint32_t backing);
@@ -124,6 +137,23 @@ static inline uint64_t cli_token_nz(uint64_t gpa, uint64_t seed)
 	return cli_token(gpa, seed) | 1;
 }
 
+/* Units of the text reports. */
+static inline double cli_ms_of(uint64_t ns)
+{
+	return ns / 1e6;
+}
+
+static inline double cli_per_page(uint64_t ns, uint64_t pages)
+{
+	return pages ? (double)ns / pages : 0.0;
+}
+
+void cli_print_size(FILE *f, uint64_t bytes);
+void cli_print_config_line(FILE *f, const struct cli_opts *o);
+
+/* ------------------------------------------------------------------------ */
+/* Reports                                                                   */
+
 /*
  * Reports are collected first and printed at the end, so that --json can
  * guarantee a single object on stdout whatever happened on the way.
@@ -163,25 +193,5 @@ void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
 /* Adds "ok" (and "error"), prints the report; the exit status to return. */
 int report_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
 void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs);
-
-/* Units of the text reports. */
-static inline double cli_ms_of(uint64_t ns)
-{
-	return ns / 1e6;
-}
-
-static inline double cli_per_page(uint64_t ns, uint64_t pages)
-{
-	return pages ? (double)ns / pages : 0.0;
-}
-
-void cli_print_size(FILE *f, uint64_t bytes);
-void cli_print_config_line(FILE *f, const struct cli_opts *o);
-
-/* A failed vmmu call or access in words (rc: a VMMU_E* or VMMU_EXIT). */
-void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit *exit);
-/* A failed guest access at gva, in words, into err; false so callers can return it. */
-bool cli_access_failed(char *err, size_t err_len, const char *what, uint64_t gva, int r,
-		       const struct vmmu_exit *exit);
 
 #endif /* VMMU_TOOL_CLI_H */
