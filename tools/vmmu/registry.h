@@ -4,9 +4,10 @@
  *
  * Each one is a file of its own (scenario_NAME.c, bench_NAME.c) whose only
  * global symbol is its entry, and one line in the lists below, which also
- * give the order of `vmmu run list`, `vmmu bench list` and --help.  A
- * scenario or benchmark builds on env.h and cli.h, never on another one or
- * on the registry: what two of them share goes down into env.c or cli.c.
+ * give the order of `vmmu run list`, `vmmu bench list` and --help (the
+ * build takes every .c file of tools/vmmu).  A scenario or benchmark builds
+ * on env.h and cli.h, never on another one or on the registry: what two of
+ * them share goes down into env.c or cli.c.
  *
  * The contract (../shared/DESIGN.md): run() checks its own results and
  * returns CLI_EXIT_OK, CLI_EXIT_FAIL when a check failed, or CLI_EXIT_USAGE
@@ -32,7 +33,8 @@ struct tool_entry {
 /* The first scenario is the default of `vmmu run`. */
 #define TOOL_SCENARIOS(X)		\
 	X(scenario_demand)		\
-	X(scenario_paging)
+	X(scenario_paging)		\
+	/* a new one goes above, so it is one line */
 
 #define TOOL_BENCHES(X)			\
 	X(bench_demand)			\
@@ -43,7 +45,8 @@ struct tool_entry {
 	X(bench_zap)			\
 	X(bench_notifier)		\
 	X(bench_cr3switch)		\
-	X(bench_ptwrite)
+	X(bench_ptwrite)		\
+	/* a new one goes above, so it is one line */
 
 #define TOOL_DECLARE_ENTRY(entry) extern const struct tool_entry entry;
 TOOL_SCENARIOS(TOOL_DECLARE_ENTRY)
