@@ -2,10 +2,9 @@
 #ifndef VMMU_TEST_SHADOW_TEST_H
 #define VMMU_TEST_SHADOW_TEST_H
 /*
- * What the shadow-paging tests (VMMU_SHADOW_TESTS in CMakeLists.txt)
- * share: the guest-physical layout, host-side access to guest memory,
- * shadow VMs, and the fixture of the deterministic tests with its EXPECT_*
- * checks.
+ * What the files of the test_shadow binary share: the guest-physical
+ * layout, host-side access to guest memory, shadow VMs, and the fixture of
+ * the deterministic tests with its EXPECT_* checks.
  *
  * Shadow paging, tested through the public API only, so that every test
  * that makes sense without shadow paging runs on the TDP variants too (the

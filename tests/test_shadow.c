@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The model-based random tests of shadow paging (the engine: shadow_model.c),
- * on every MMU variant:
+ * The shadow-paging tests: one binary, one file per concept of the shadow
+ * MMU (test_shadow_roles.c, test_shadow_prev_roots.c,
+ * test_shadow_write_track.c, test_shadow_mmio.c, test_shadow_cap.c).  This
+ * one holds the model-based random tests (the engine: shadow_model.c), on
+ * every MMU variant:
  *
  *  - model_random: several guest address spaces (own pools, one paging mode
  *    per run, every mode the variant allows) are changed at random by guest

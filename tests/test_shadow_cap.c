@@ -60,8 +60,3 @@ TEST(shadow_page_cap)
 		guest_pt_destroy(pt[k]);
 	fix_destroy(&f);
 }
-
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv);
-}

@@ -72,8 +72,3 @@ TEST(mmio_generation)
 		mmio_gen_one(var, 2);	/* 32-bit */
 	}
 }
-
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv);
-}

@@ -98,8 +98,3 @@ TEST(prev_roots)
 	pr_case(0, 3, true, GUEST_MODE_4LEVEL, "prev_roots");
 	pr_case(VMMU_MAX_PREV_ROOTS, 8, false, GUEST_MODE_4LEVEL, "prev_roots");
 }
-
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv);
-}

@@ -166,8 +166,3 @@ TEST(role_reuse)
 		fix_destroy(&f);
 	}
 }
-
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv);
-}

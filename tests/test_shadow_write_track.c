@@ -353,8 +353,3 @@ TEST(dirty_bit_shared_huge_frame)
 		fix_destroy(&f);
 	}
 }
-
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv);
-}
