@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "guest.h"
+#include "registry.h"
 
 #define WALK_GVA_BASE UINT64_C(0xffff800000000000)
 #define WALK_POOL_SIZE (UINT64_C(16) << 20)
@@ -30,7 +31,7 @@
 
 static uint64_t walk_token(uint64_t page, uint64_t seed)
 {
-	return cli_token(page << 12, seed) | 1;
+	return cli_token_nz(page << 12, seed);
 }
 
 /* A random permutation of [0, n): every page once, in an order no
@@ -184,11 +185,11 @@ static bool check_against_lookup(struct walk_vm *w, uint64_t seed, char *err, si
 	return true;
 }
 
-int bench_walk(const struct cli_opts *o)
+static int bench_walk_run(const struct cli_opts *o)
 {
 	uint64_t set_bytes = o->mem_bytes < WALK_DEFAULT_SET ? o->mem_bytes : WALK_DEFAULT_SET;
 	uint64_t pages = set_bytes / CLI_PAGE_SIZE, seed = o->seed ^ 0x77a1c;
-	unsigned reps = o->reps_set ? o->reps : CLI_DEFAULT_REPS;
+	unsigned reps = cli_reps(o);
 	double hit[CLI_MAX_REPS], walk[CLI_MAX_REPS], host[CLI_MAX_REPS], host_tp[CLI_MAX_REPS];
 	uint32_t *order = NULL, hit_order[WALK_HIT_PAGES];
 	uint8_t *hbuf = MAP_FAILED;
@@ -205,7 +206,7 @@ int bench_walk(const struct cli_opts *o)
 	report_u64(&r, "pages", pages);
 	if (pages < 4 * WALK_HIT_PAGES) {
 		cli_set_error(err, sizeof(err), "--mem too small for a working set beyond the TLB");
-		return bench_finish(&r, o, false, err);
+		return report_finish(&r, o, false, err);
 	}
 	order = make_order(pages, seed);
 	hbuf = mmap(NULL, pages * CLI_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -285,5 +286,11 @@ out:
 	if (hbuf != MAP_FAILED)
 		munmap(hbuf, pages * CLI_PAGE_SIZE);
 	walk_vm_destroy(&w);
-	return bench_finish(&r, o, ok, err);
+	return report_finish(&r, o, ok, err);
 }
+
+const struct tool_entry bench_walk = {
+	.name = "walk",
+	.desc = "ns per guest translation: TLB hit and full 2D walk vs a host access",
+	.run = bench_walk_run,
+};

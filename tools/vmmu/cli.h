@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Shared declarations of the vmmu command-line tool: options, the report
- * writer (JSON or aligned text), timing, and the vCPU thread crew that both
- * `vmmu run` and `vmmu bench` use. The tool codes only against the public
- * header <vmmu/vmmu.h>.
+ * The bottom layer of the vmmu command-line tool (cli.c): options, units,
+ * medians, timing, the wording of failures and the report writer (JSON or
+ * aligned text).  It knows nothing of the scenarios and benchmarks above
+ * it.  The tool codes only against the public header <vmmu/vmmu.h> (and
+ * guest/guest.h).
  */
 #ifndef VMMU_TOOL_CLI_H
 #define VMMU_TOOL_CLI_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,16 +59,48 @@ struct cli_opts {
 	uint32_t maxphyaddr;
 };
 
-/* main.c */
+/* ------------------------------------------------------------------------ */
+/* The command line                                                          */
+
+enum cli_cmd {
+	CLI_CMD_RUN,
+	CLI_CMD_BENCH,
+};
+
+void cli_opts_init(struct cli_opts *o);
+/*
+ * Parses argv[2..]: options anywhere, as "--opt value" or "--opt=value", and
+ * at most one positional (the scenario or benchmark, in *name). Returns 0, a
+ * usage exit status, or -1 for --help.
+ */
+int cli_parse_opts(enum cli_cmd cmd, int argc, char **argv, struct cli_opts *o, const char **name);
+/* Checks that need all options at once; 0 or a usage exit status. */
+int cli_check_opts(const struct cli_opts *o);
+void cli_print_usage(FILE *f);
+void cli_print_options(FILE *f);
+
+/* Says what was wrong and how to use the tool; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_set_error(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* A failed vmmu call or access in words (rc: a VMMU_E* or VMMU_EXIT). */
+void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit *exit);
+/* A failed guest access at gva, in words, into err; false so callers can return it. */
+bool cli_access_failed(char *err, size_t err_len, const char *what, uint64_t gva, int r,
+		       const struct vmmu_exit *exit);
+
+/* ------------------------------------------------------------------------ */
+/* Names, numbers and units                                                  */
+
 const char *cli_tdp_name(uint32_t tdp_format);
 const char *cli_host_page_name(uint64_t host_page);
 const char *cli_backing_name(uint32_t backing);
 int cli_parse_size(const char *s, uint64_t *out);
 int cli_parse_u64(const char *s, int base, uint64_t *out);
 double cli_median(const double *v, unsigned n);
+/* Repetitions of a benchmark: --reps, or the default. */
+unsigned cli_reps(const struct cli_opts *o);
 
 /* A small generator whose state the caller keeps (one per thread). */
 static inline uint64_t cli_xorshift(uint64_t *s)
@@ -98,6 +130,29 @@ static inline uint64_t cli_token(uint64_t gpa, uint64_t seed)
 {
 	return gpa ^ 0x5a5a5a5a5a5a5a5aull ^ seed;
 }
+
+/* Tokens are never 0, so a read of a zeroed page cannot pass for one. */
+static inline uint64_t cli_token_nz(uint64_t gpa, uint64_t seed)
+{
+	return cli_token(gpa, seed) | 1;
+}
+
+/* Units of the text reports. */
+static inline double cli_ms_of(uint64_t ns)
+{
+	return ns / 1e6;
+}
+
+static inline double cli_per_page(uint64_t ns, uint64_t pages)
+{
+	return pages ? (double)ns / pages : 0.0;
+}
+
+void cli_print_size(FILE *f, uint64_t bytes);
+void cli_print_config_line(FILE *f, const struct cli_opts *o);
+
+/* ------------------------------------------------------------------------ */
+/* Reports                                                                   */
 
 /*
  * Reports are collected first and printed at the end, so that --json can
@@ -135,114 +190,8 @@ void report_print_text(const struct report *r, FILE *f);
 void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
 		   uint64_t mem_bytes);
 
-/* scenario.c: a VM with one memslot of guest RAM and its vCPUs */
-struct vm_env {
-	vmmu_vm *vm;
-	vmmu_vcpu **vcpus;
-	unsigned nr_vcpus;
-	uint64_t mem_bytes;
-	const char *failed_call;	/* which vmmu call failed in env_create() */
-	void *own_mem;			/* --embedder-mem: the tool's mapping */
-	size_t own_len;
-};
-
-int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
-	       uint64_t mem_bytes);
-void env_destroy(struct vm_env *env);
-int env_check_bugged(struct vm_env *env, char *err, size_t err_len);
-void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum);
-int env_verify_tokens(struct vm_env *env, uint64_t seed, uint64_t *mismatches);
-int env_prepopulate(struct vm_env *env, uint64_t seed);
-
-/*
- * A crew is one thread per vCPU (or per host partition), kept alive across
- * phases so that each vCPU stays on the same thread, released together by a
- * barrier for every phase.
- */
-enum crew_op {
-	CREW_OP_EXIT,
-	CREW_OP_VCPU_WRITE,	/* first touch through vmmu_vcpu_access()   */
-	CREW_OP_VCPU_RETOUCH,	/* read + verify + write through the vCPU   */
-	CREW_OP_HOST_WRITE,	/* the same, straight through host pointers */
-	CREW_OP_HOST_RETOUCH,
-	CREW_OP_CALL,		/* crew->call(worker): a scenario's own phase */
-};
-
-struct crew;
-
-struct crew_worker {
-	pthread_t thread;
-	struct crew *crew;
-	unsigned idx;
-	vmmu_vcpu *vcpu;
-	uint64_t begin, end;	/* gpa range [begin, end) of this worker */
-	void *ctx;		/* CREW_OP_CALL: the scenario's per-worker state */
-
-	/* results of the last phase */
-	uint64_t t_start, t_end;
-	uint64_t mismatches;
-	uint64_t bad_gpa, bad_expected, bad_got;	/* first mismatch */
-	int err;		/* 0, VMMU_EXIT or a negative VMMU_E* */
-	uint64_t err_gpa;
-	bool err_is_write;
-	const char *err_call;	/* set when a call other than an access failed */
-	struct vmmu_exit exit;
-};
-
-struct crew {
-	unsigned n;
-	struct crew_worker *w;
-	pthread_barrier_t start, done;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int state;		/* 0 starting, 1 running, -1 aborted */
-	enum crew_op op;
-	uint8_t *host_base;	/* for the host ops: gpa 0 of the mapping */
-	uint64_t seed;
-	void (*call)(struct crew_worker *w);	/* CREW_OP_CALL */
-	const char *addr_name;	/* "gpa", or "gva" once guest paging is on */
-};
-
-struct phase_result {
-	uint64_t ns;		/* first barrier release to last thread done */
-	uint64_t pages;
-	uint64_t mismatches;
-	unsigned failed;	/* workers that stopped on an error */
-	char error[200];	/* the first failure, for the report; "" if none */
-};
-
-int crew_start(struct crew *c, unsigned n, vmmu_vcpu **vcpus, uint8_t *host_base,
-	       uint64_t mem_bytes, uint64_t seed);
-int crew_run(struct crew *c, enum crew_op op, const char *phase, struct phase_result *res);
-int crew_run_call(struct crew *c, void (*call)(struct crew_worker *w), const char *phase,
-		  struct phase_result *res);
-void crew_stop(struct crew *c);
-
-void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit *exit);
-
-/* scenario.c: `vmmu run` */
-const char *scenario_default(void);
-bool scenario_exists(const char *name);
-bool scenario_takes_guest(const char *name);
-void scenario_list(FILE *f, bool json);
-int scenario_run(const char *name, const struct cli_opts *o);
-
-/* bench.c: `vmmu bench` */
-bool bench_exists(const char *name);
 /* Adds "ok" (and "error"), prints the report; the exit status to return. */
-int bench_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
-/* bench_walk.c */
-int bench_walk(const struct cli_opts *o);
-/* bench_dirty.c */
-int bench_fastpf(const struct cli_opts *o);
-int bench_dirtylog(const struct cli_opts *o);
-/* bench_hostmem.c */
-int bench_zap(const struct cli_opts *o);
-int bench_notifier(const struct cli_opts *o);
-/* bench_shadow.c */
-int bench_cr3switch(const struct cli_opts *o);
-int bench_ptwrite(const struct cli_opts *o);
-void bench_list(FILE *f, bool json);
-int bench_run(const char *name, const struct cli_opts *o);
+int report_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
+void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs);
 
 #endif /* VMMU_TOOL_CLI_H */

@@ -1,69 +1,28 @@
 // SPDX-License-Identifier: MIT
 /*
- * vmmu: command-line driver for the vmmu library. Argument parsing, the
- * report writer and small helpers live here; the work is in scenario.c and
- * bench.c.
+ * vmmu: command-line driver for the vmmu library.  This file only parses
+ * the command line (cli.c) and dispatches to the scenario or benchmark
+ * the registry names.
  */
-#define _GNU_SOURCE
-#include <ctype.h>
 #include <errno.h>
-#include <math.h>
-#include <stdarg.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "guest.h"
-
-static const char usage_synopsis[] =
-	"Usage: vmmu run [SCENARIO] [OPTIONS]\n"
-	"       vmmu run list\n"
-	"       vmmu bench NAME [OPTIONS]\n"
-	"       vmmu bench list\n"
-	"       vmmu --help | --version\n";
+#include "registry.h"
 
 static void print_help(FILE *f)
 {
 	fputs("vmmu - drive the vmmu x86 MMU library from the command line\n\n", f);
-	fputs(usage_synopsis, f);
+	cli_print_usage(f);
 	fputs("\n"
 	      "Commands:\n"
 	      "  run [SCENARIO]       run a scenario (default: demand) and check its results\n"
 	      "  run list             list the scenarios\n"
 	      "  bench NAME           run a benchmark, report the median of each number\n"
 	      "  bench list           list the benchmarks\n"
-	      "\n"
-	      "Options (run and bench):\n"
-	      "  --vcpus N            vCPUs, one thread each, 1..256 (default 2;\n"
-	      "                       bench demand: 1, bench vcpus: always 1 and 2)\n"
-	      "  --mem SIZE           guest RAM: bytes, or with a suffix K, M or G\n"
-	      "                       (powers of 1024; default 1G, at most 3G)\n"
-	      "  --mmu tdp|shadow     two-dimensional paging or shadow paging (default tdp)\n"
-	      "  --tdp ept|npt        TDP page-table format (default ept)\n"
-	      "  --host-page 4k|2m|1g host page size behind guest RAM; bounds the\n"
-	      "                       mapping level (default 4k)\n"
-	      "  --backing anon|hugetlb\n"
-	      "                       memory vmmu allocates for guest RAM (default anon;\n"
-	      "                       anon with --host-page 2m means transparent huge pages,\n"
-	      "                       hugetlb needs huge pages reserved on the host)\n"
-	      "  --no-ad              no accessed/dirty bits in SPTEs (VMMU_VM_AD_DISABLED)\n"
-	      "  --embedder-mem       the tool maps guest RAM and hands vmmu the hva, as a VMM\n"
-	      "                       does (vmmu then faults it in through the kernel)\n"
-	      "  --no-huge            map guest RAM at 4K only (VMMU_VM_NO_HUGEPAGES)\n"
-	      "  --seed N             mixed into the data written to guest pages (default 0)\n"
-	      "  --guest 32|pae|4level|5level\n"
-	      "                       run paging only: the guest's paging mode (default 4level;\n"
-	      "                       5level makes the VM 5-level TDP with MAXPHYADDR 52)\n"
-	      "  --reps N             bench only: repetitions, 1..1000 (default 5)\n"
-	      "  --json               print exactly one JSON object on stdout instead of\n"
-	      "                       the human report\n"
-	      "  -h, --help           this text\n"
-	      "\n"
-	      "Options take their value as the next argument or after '='.\n"
-	      "Except in 'run paging', guest paging is off, so guest addresses are physical\n"
-	      "addresses below 4 GiB.\n"
-	      "\n"
-	      "Scenarios:\n", f);
+	      "\n", f);
+	cli_print_options(f);
+	fputs("\nScenarios:\n", f);
 	scenario_list(f, false);
 	fputs("\nBenchmarks:\n", f);
 	bench_list(f, false);
@@ -73,524 +32,11 @@ static void print_help(FILE *f)
 	      "fail on them.\n", f);
 }
 
-int cli_usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("vmmu: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	fputs(usage_synopsis, stderr);
-	fputs("Try 'vmmu --help' for more information.\n", stderr);
-	return CLI_EXIT_USAGE;
-}
-
-/* Keeps the first error: later ones are usually its consequences. */
-void cli_set_error(char *err, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err[0])
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, len, fmt, ap);
-	va_end(ap);
-}
-
-const char *cli_tdp_name(uint32_t tdp_format)
-{
-	return tdp_format == VMMU_TDP_NPT ? "npt" : "ept";
-}
-
-const char *cli_host_page_name(uint64_t host_page)
-{
-	switch (host_page) {
-	case CLI_SIZE_1G:
-		return "1g";
-	case CLI_SIZE_2M:
-		return "2m";
-	default:
-		return "4k";
-	}
-}
-
-const char *cli_backing_name(uint32_t backing)
-{
-	return backing == VMMU_BACKING_HUGETLB ? "hugetlb" : "anon";
-}
-
-/*
- * strtoull() alone accepts leading blanks and a minus sign (which wraps), so
- * the first character must be a digit and the whole string must be consumed.
- */
-int cli_parse_u64(const char *s, int base, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (!s || !isdigit((unsigned char)s[0]))
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, base);
-	if (errno || end == s || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-int cli_parse_size(const char *s, uint64_t *out)
-{
-	unsigned long long v;
-	unsigned shift = 0;
-	char *end;
-
-	if (!s || !isdigit((unsigned char)s[0]))
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	switch (*end) {
-	case 'k': case 'K':
-		shift = 10;
-		break;
-	case 'm': case 'M':
-		shift = 20;
-		break;
-	case 'g': case 'G':
-		shift = 30;
-		break;
-	case '\0':
-		break;
-	default:
-		return -1;
-	}
-	if (shift) {
-		end++;
-		/* "1G", "1GB" and "1GiB" all mean 2^30 bytes */
-		if (!strcmp(end, "B") || !strcmp(end, "iB"))
-			end += strlen(end);
-	}
-	if (*end || v == 0 || v > (UINT64_MAX >> shift))
-		return -1;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-double cli_median(const double *v, unsigned n)
-{
-	double *tmp, m;
-
-	if (!n)
-		return NAN;
-	tmp = malloc(n * sizeof(*tmp));
-	if (!tmp)
-		return NAN;
-	memcpy(tmp, v, n * sizeof(*tmp));
-	qsort(tmp, n, sizeof(*tmp), cmp_double);
-	m = n & 1 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
-	free(tmp);
-	return m;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Reports                                                                   */
-
-void report_init(struct report *r)
-{
-	r->n = 0;
-}
-
-static struct report_item *report_add(struct report *r, const char *key, enum report_kind kind)
-{
-	struct report_item *it;
-	unsigned i;
-
-	/* a key set twice keeps its first position, so a late error can amend */
-	for (i = 0; i < r->n; i++) {
-		if (!strcmp(r->items[i].key, key)) {
-			r->items[i].kind = kind;
-			return &r->items[i];
-		}
-	}
-	if (r->n == REPORT_MAX_ITEMS) {
-		/* a programming error in the tool, not a runtime condition */
-		fprintf(stderr, "vmmu: internal error: report full, dropping '%s'\n", key);
-		abort();
-	}
-	it = &r->items[r->n++];
-	it->key = key;
-	it->kind = kind;
-	return it;
-}
-
-void report_str(struct report *r, const char *key, const char *val)
-{
-	struct report_item *it = report_add(r, key, REPORT_STR);
-
-	snprintf(it->val, sizeof(it->val), "%s", val);
-}
-
-void report_u64(struct report *r, const char *key, uint64_t val)
-{
-	struct report_item *it = report_add(r, key, REPORT_NUM);
-
-	snprintf(it->val, sizeof(it->val), "%llu", (unsigned long long)val);
-}
-
-void report_f(struct report *r, const char *key, int prec, double val)
-{
-	struct report_item *it;
-
-	/* JSON has no NaN or infinity */
-	if (!isfinite(val)) {
-		report_null(r, key);
-		return;
-	}
-	it = report_add(r, key, REPORT_NUM);
-	snprintf(it->val, sizeof(it->val), "%.*f", prec, val);
-}
-
-void report_bool(struct report *r, const char *key, bool val)
-{
-	struct report_item *it = report_add(r, key, REPORT_BOOL);
-
-	snprintf(it->val, sizeof(it->val), "%s", val ? "true" : "false");
-}
-
-void report_null(struct report *r, const char *key)
-{
-	struct report_item *it = report_add(r, key, REPORT_NULL);
-
-	snprintf(it->val, sizeof(it->val), "null");
-}
-
-static void json_string(FILE *f, const char *s)
-{
-	const unsigned char *p;
-
-	fputc('"', f);
-	for (p = (const unsigned char *)s; *p; p++) {
-		switch (*p) {
-		case '"':
-			fputs("\\\"", f);
-			break;
-		case '\\':
-			fputs("\\\\", f);
-			break;
-		case '\n':
-			fputs("\\n", f);
-			break;
-		case '\t':
-			fputs("\\t", f);
-			break;
-		default:
-			if (*p < 0x20)
-				fprintf(f, "\\u%04x", *p);
-			else
-				fputc(*p, f);
-		}
-	}
-	fputc('"', f);
-}
-
-void report_print_json(const struct report *r, FILE *f)
-{
-	unsigned i;
-
-	fputc('{', f);
-	for (i = 0; i < r->n; i++) {
-		const struct report_item *it = &r->items[i];
-
-		fputs(i ? ", " : "", f);
-		json_string(f, it->key);
-		fputs(": ", f);
-		if (it->kind == REPORT_STR)
-			json_string(f, it->val);
-		else
-			fputs(it->val, f);
-	}
-	fputs("}\n", f);
-}
-
-void report_print_text(const struct report *r, FILE *f)
-{
-	size_t width = 0;
-	unsigned i;
-
-	for (i = 0; i < r->n; i++) {
-		size_t l = strlen(r->items[i].key);
-
-		if (l > width)
-			width = l;
-	}
-	for (i = 0; i < r->n; i++) {
-		const struct report_item *it = &r->items[i];
-
-		fprintf(f, "%-*s  %s\n", (int)width, it->key,
-			it->kind == REPORT_NULL ? "-" : it->val);
-	}
-}
-
-void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
-		   uint64_t mem_bytes)
-{
-	report_u64(r, "vcpus", vcpus);
-	report_u64(r, "mem_bytes", mem_bytes);
-	report_str(r, "mmu", o->mmu == VMMU_MMU_SHADOW ? "shadow" : "tdp");
-	report_str(r, "tdp", cli_tdp_name(o->tdp_format));
-	report_str(r, "host_page", cli_host_page_name(o->host_page));
-	report_str(r, "backing", cli_backing_name(o->backing));
-	report_bool(r, "ad", !(o->vm_flags & VMMU_VM_AD_DISABLED));
-	report_bool(r, "hugepages", !(o->vm_flags & VMMU_VM_NO_HUGEPAGES));
-	report_u64(r, "seed", o->seed);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Argument parsing                                                          */
-
-enum cmd {
-	CMD_RUN,
-	CMD_BENCH,
-};
-
-static void opts_init(struct cli_opts *o)
-{
-	memset(o, 0, sizeof(*o));
-	o->vcpus = CLI_DEFAULT_VCPUS;
-	o->mem_bytes = CLI_DEFAULT_MEM;
-	o->tdp_format = VMMU_TDP_EPT;
-	o->host_page = CLI_PAGE_SIZE;
-	o->backing = VMMU_BACKING_ANON;
-	o->reps = CLI_DEFAULT_REPS;
-	o->guest_mode = GUEST_MODE_4LEVEL;
-}
-
-enum opt_id {
-	OPT_VCPUS,
-	OPT_MEM,
-	OPT_MMU,
-	OPT_TDP,
-	OPT_HOST_PAGE,
-	OPT_BACKING,
-	OPT_NO_AD,
-	OPT_NO_HUGE,
-	OPT_EMBEDDER_MEM,
-	OPT_SEED,
-	OPT_REPS,
-	OPT_GUEST,
-	OPT_JSON,
-};
-
-static const struct {
-	const char *name;
-	enum opt_id id;
-	bool has_value;
-} options[] = {
-	{ "--vcpus", OPT_VCPUS, true },
-	{ "--mem", OPT_MEM, true },
-	{ "--mmu", OPT_MMU, true },
-	{ "--tdp", OPT_TDP, true },
-	{ "--host-page", OPT_HOST_PAGE, true },
-	{ "--backing", OPT_BACKING, true },
-	{ "--no-ad", OPT_NO_AD, false },
-	{ "--no-huge", OPT_NO_HUGE, false },
-	{ "--embedder-mem", OPT_EMBEDDER_MEM, false },
-	{ "--seed", OPT_SEED, true },
-	{ "--reps", OPT_REPS, true },
-	{ "--guest", OPT_GUEST, true },
-	{ "--json", OPT_JSON, false },
-};
-
-#define NR_OPTIONS (sizeof(options) / sizeof(options[0]))
-
-/* Applies one option; val is NULL for the options without a value. */
-static int set_opt(enum cmd cmd, struct cli_opts *o, const char *opt, enum opt_id id,
-		   const char *val)
-{
-	uint64_t v;
-
-	switch (id) {
-	case OPT_VCPUS:
-		if (cli_parse_u64(val, 10, &v) || v < 1 || v > VMMU_MAX_VCPUS)
-			return cli_usage_error("bad %s '%s': want 1..%d", opt, val, VMMU_MAX_VCPUS);
-		o->vcpus = (unsigned)v;
-		o->vcpus_set = true;
-		break;
-	case OPT_MEM:
-		if (cli_parse_size(val, &v))
-			return cli_usage_error("bad %s '%s': want a size such as 512M or 1G", opt,
-					       val);
-		o->mem_bytes = v;
-		break;
-	case OPT_MMU:
-		if (!strcmp(val, "tdp"))
-			o->mmu = VMMU_MMU_TDP;
-		else if (!strcmp(val, "shadow"))
-			o->mmu = VMMU_MMU_SHADOW;
-		else
-			return cli_usage_error("bad %s '%s': want tdp or shadow", opt, val);
-		break;
-	case OPT_TDP:
-		if (!strcmp(val, "ept"))
-			o->tdp_format = VMMU_TDP_EPT;
-		else if (!strcmp(val, "npt"))
-			o->tdp_format = VMMU_TDP_NPT;
-		else
-			return cli_usage_error("bad %s '%s': want ept or npt", opt, val);
-		break;
-	case OPT_HOST_PAGE:
-		if (!strcasecmp(val, "4k"))
-			o->host_page = CLI_PAGE_SIZE;
-		else if (!strcasecmp(val, "2m"))
-			o->host_page = CLI_SIZE_2M;
-		else if (!strcasecmp(val, "1g"))
-			o->host_page = CLI_SIZE_1G;
-		else
-			return cli_usage_error("bad %s '%s': want 4k, 2m or 1g", opt, val);
-		break;
-	case OPT_BACKING:
-		if (!strcmp(val, "anon"))
-			o->backing = VMMU_BACKING_ANON;
-		else if (!strcmp(val, "hugetlb"))
-			o->backing = VMMU_BACKING_HUGETLB;
-		else
-			return cli_usage_error("bad %s '%s': want anon or hugetlb", opt, val);
-		break;
-	case OPT_NO_AD:
-		o->vm_flags |= VMMU_VM_AD_DISABLED;
-		break;
-	case OPT_NO_HUGE:
-		o->vm_flags |= VMMU_VM_NO_HUGEPAGES;
-		break;
-	case OPT_EMBEDDER_MEM:
-		o->embedder_mem = true;
-		break;
-	case OPT_SEED:
-		/* base 0: seeds are often easier to read in hex */
-		if (cli_parse_u64(val, 0, &v))
-			return cli_usage_error("bad %s '%s': want a 64-bit unsigned", opt, val);
-		o->seed = v;
-		break;
-	case OPT_REPS:
-		if (cmd != CMD_BENCH)
-			return cli_usage_error("%s applies to 'vmmu bench' only", opt);
-		if (cli_parse_u64(val, 10, &v) || v < 1 || v > CLI_MAX_REPS)
-			return cli_usage_error("bad %s '%s': want 1..%u", opt, val, CLI_MAX_REPS);
-		o->reps = (unsigned)v;
-		o->reps_set = true;
-		break;
-	case OPT_GUEST:
-		if (cmd != CMD_RUN)
-			return cli_usage_error("%s applies to 'vmmu run' only", opt);
-		if (!strcmp(val, "32"))
-			o->guest_mode = GUEST_MODE_32;
-		else if (!strcmp(val, "pae"))
-			o->guest_mode = GUEST_MODE_PAE;
-		else if (!strcmp(val, "4level"))
-			o->guest_mode = GUEST_MODE_4LEVEL;
-		else if (!strcmp(val, "5level"))
-			o->guest_mode = GUEST_MODE_5LEVEL;
-		else
-			return cli_usage_error("bad %s '%s': want 32, pae, 4level or 5level", opt, val);
-		o->guest_set = true;
-		break;
-	case OPT_JSON:
-		o->json = true;
-		break;
-	}
-	return 0;
-}
-
-/*
- * Parses argv[2..]: options anywhere, as "--opt value" or "--opt=value", and
- * at most one positional (the scenario or benchmark). Returns 0, a usage
- * exit status, or -1 when --help was printed.
- */
-static int parse_opts(enum cmd cmd, int argc, char **argv, struct cli_opts *o, const char **name)
-{
-	bool only_positional = false;
-	int i, rc;
-
-	*name = NULL;
-	for (i = 2; i < argc; i++) {
-		const char *arg = argv[i], *eq, *opt, *val = NULL;
-		size_t len, k;
-
-		if (only_positional || arg[0] != '-' || !arg[1]) {
-			if (*name)
-				return cli_usage_error("unexpected argument '%s'", arg);
-			*name = arg;
-			continue;
-		}
-		if (!strcmp(arg, "--")) {
-			only_positional = true;
-			continue;
-		}
-		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
-			print_help(stdout);
-			return -1;
-		}
-
-		eq = strchr(arg, '=');
-		len = eq ? (size_t)(eq - arg) : strlen(arg);
-		for (k = 0; k < NR_OPTIONS; k++)
-			if (strlen(options[k].name) == len && !strncmp(arg, options[k].name, len))
-				break;
-		if (k == NR_OPTIONS)
-			return cli_usage_error("unknown option '%.*s'", (int)len, arg);
-
-		opt = options[k].name;
-		if (!options[k].has_value) {
-			if (eq)
-				return cli_usage_error("option '%s' takes no value", opt);
-		} else if (eq) {
-			val = eq + 1;
-		} else if (i + 1 < argc) {
-			val = argv[++i];
-		} else {
-			return cli_usage_error("option '%s' needs a value", opt);
-		}
-		rc = set_opt(cmd, o, opt, options[k].id, val);
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
-/* Checks that need all options at once. */
-static int check_opts(const struct cli_opts *o)
-{
-	if (o->mem_bytes > CLI_MAX_MEM)
-		return cli_usage_error("--mem %llu bytes is above 3G: with guest paging off, "
-				       "guest addresses are physical and must stay below 4 GiB, "
-				       "and the top GiB is left as the MMIO hole",
-				       (unsigned long long)o->mem_bytes);
-	if (o->mmu == VMMU_MMU_SHADOW && (o->vm_flags & VMMU_VM_AD_DISABLED))
-		return cli_usage_error("--no-ad is a TDP option: shadow paging uses the hardware's A/D bits");
-	if (o->backing == VMMU_BACKING_HUGETLB && o->host_page == CLI_PAGE_SIZE)
-		return cli_usage_error("--backing hugetlb needs --host-page 2m or 1g");
-	if (o->mem_bytes % o->host_page)
-		return cli_usage_error("--mem %llu bytes is not a multiple of the %s host page",
-				       (unsigned long long)o->mem_bytes,
-				       cli_host_page_name(o->host_page));
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	struct cli_opts o;
 	const char *name;
-	enum cmd cmd;
+	enum cli_cmd cmd;
 	int rc;
 
 	if (argc < 2)
@@ -608,28 +54,30 @@ int main(int argc, char **argv)
 		return CLI_EXIT_OK;
 	}
 	if (!strcmp(argv[1], "run"))
-		cmd = CMD_RUN;
+		cmd = CLI_CMD_RUN;
 	else if (!strcmp(argv[1], "bench"))
-		cmd = CMD_BENCH;
+		cmd = CLI_CMD_BENCH;
 	else
 		return cli_usage_error("unknown command '%s'", argv[1]);
 
-	opts_init(&o);
-	rc = parse_opts(cmd, argc, argv, &o, &name);
-	if (rc < 0)
-		return CLI_EXIT_OK;	/* --help was printed */
+	cli_opts_init(&o);
+	rc = cli_parse_opts(cmd, argc, argv, &o, &name);
+	if (rc < 0) {
+		print_help(stdout);
+		return CLI_EXIT_OK;
+	}
 	if (rc)
 		return rc;
 
 	if (name && !strcmp(name, "list")) {
-		if (cmd == CMD_RUN)
+		if (cmd == CLI_CMD_RUN)
 			scenario_list(stdout, o.json);
 		else
 			bench_list(stdout, o.json);
 		return CLI_EXIT_OK;
 	}
 
-	if (cmd == CMD_RUN) {
+	if (cmd == CLI_CMD_RUN) {
 		if (!name)
 			name = scenario_default();
 		if (!scenario_exists(name))
@@ -645,11 +93,11 @@ int main(int argc, char **argv)
 			return cli_usage_error("unknown benchmark '%s' (see 'vmmu bench list')",
 					       name);
 	}
-	rc = check_opts(&o);
+	rc = cli_check_opts(&o);
 	if (rc)
 		return rc;
 
-	if (cmd == CMD_RUN)
+	if (cmd == CLI_CMD_RUN)
 		rc = scenario_run(name, &o);
 	else
 		rc = bench_run(name, &o);

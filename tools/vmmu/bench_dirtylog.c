@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: MIT
+/*
+ * `vmmu bench dirtylog`: like KVM's dirty_log_perf_test (memstress).  vCPUs
+ * populate their parts of RAM, logging is switched on, then a few iterations
+ * of "every vCPU writes every page of its part, harvest", and logging off;
+ * each step timed.  Measured twice per repetition: in a default VM (get =
+ * copy, clear, write-protect) and in a MANUAL_PROTECT VM (get = copy, then
+ * clear_dirty_log over the whole slot write-protects).
+ *
+ * It checks that every page written is reported by the harvest after it
+ * and that guest memory holds what was written; a failed check fails the
+ * run, a missed target only says so.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "env.h"
+#include "registry.h"
+
+#define DIRTYLOG_ITERATIONS		3u
+#define DIRTYLOG_TARGET_GET_CLEAR	1.0	/* ms per GiB of guest memory */
+
+static double ms_per_gib(uint64_t ns, uint64_t mem_bytes)
+{
+	return mem_bytes ? (double)ns / 1e6 / ((double)mem_bytes / (double)CLI_SIZE_1G) : 0.0;
+}
+
+/* Samples of one run (one VM, one mode); times in ns. */
+struct dirtylog_run {
+	uint64_t populate, enable, disable;
+	uint64_t dirty[DIRTYLOG_ITERATIONS], get[DIRTYLOG_ITERATIONS], clear[DIRTYLOG_ITERATIONS];
+};
+
+static int dirtylog_once(const struct cli_opts *o, bool manual, unsigned int nr_vcpus, uint64_t seed,
+			 uint64_t *bm, struct dirtylog_run *out, char *err, size_t err_len)
+{
+	const char *what = manual ? "manual-protect VM" : "default VM";
+	uint64_t mem = o->mem_bytes;
+	struct cli_opts vo = *o;
+	struct phase_result res;
+	struct vm_env env;
+	struct crew crew;
+	bool crew_up = false, ok = false;
+	uint64_t t0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (manual)
+		vo.vm_flags |= VMMU_VM_MANUAL_PROTECT;
+	rc = env_create(&env, &vo, nr_vcpus, mem);
+	if (rc) {
+		cli_set_error(err, err_len, "%s: %s: %s", what, env.failed_call, vmmu_strerror(rc));
+		return -1;
+	}
+	if (crew_start(&crew, nr_vcpus, env.vcpus, NULL, mem, seed)) {
+		cli_set_error(err, err_len, "cannot start the vCPU threads");
+		goto out;
+	}
+	crew_up = true;
+	if (crew_run(&crew, CREW_OP_VCPU_WRITE, "populate", &res)) {
+		cli_set_error(err, err_len, "%s: %s", what, res.error);
+		goto out;
+	}
+	out->populate = res.ns;
+
+	t0 = cli_now_ns();
+	rc = env_set_logging(&env, o, true);
+	out->enable = cli_now_ns() - t0;
+	if (rc) {
+		cli_set_error(err, err_len, "%s: enabling dirty logging: %s", what, vmmu_strerror(rc));
+		goto out;
+	}
+	for (unsigned int it = 0; it < DIRTYLOG_ITERATIONS; it++) {
+		crew.seed = seed + 1 + it;
+		if (crew_run(&crew, CREW_OP_VCPU_WRITE, "dirty", &res)) {
+			cli_set_error(err, err_len, "%s: %s", what, res.error);
+			goto out;
+		}
+		out->dirty[it] = res.ns;
+		if (env_harvest_all(&env, bm, manual, what, &out->get[it], &out->clear[it], err, err_len))
+			goto out;
+	}
+	t0 = cli_now_ns();
+	rc = env_set_logging(&env, o, false);
+	out->disable = cli_now_ns() - t0;
+	if (rc) {
+		cli_set_error(err, err_len, "%s: disabling dirty logging: %s", what, vmmu_strerror(rc));
+		goto out;
+	}
+	if (vmmu_get_dirty_log(env.vm, 0, bm) != VMMU_EINVAL) {
+		cli_set_error(err, err_len, "%s: vmmu_get_dirty_log works on a slot that stopped logging", what);
+		goto out;
+	}
+	ok = !env_verify_memory(&env, seed + DIRTYLOG_ITERATIONS, what, err, err_len);
+out:
+	if (crew_up)
+		crew_stop(&crew);
+	if (env_check_bugged(&env, err, err_len))
+		ok = false;
+	env_destroy(&env);
+	return ok ? 0 : -1;
+}
+
+static int bench_dirtylog_run(const struct cli_opts *o)
+{
+	unsigned int nr_vcpus = o->vcpus_set ? o->vcpus : CLI_DEFAULT_VCPUS;
+	unsigned int reps = cli_reps(o), n_it = reps * DIRTYLOG_ITERATIONS, n_run = 2 * reps;
+	uint64_t mem = o->mem_bytes, pages = mem / CLI_PAGE_SIZE, *bm;
+	double *populate, *enable, *disable, *dirty, *get, *clear, *dget;
+	double m_get, m_clear, m_dget;
+	unsigned int i_run = 0, i_dirty = 0, i_get = 0, i_dget = 0;
+	char err[256] = "";
+	struct report r;
+	bool ok = true;
+
+	report_init(&r);
+	report_str(&r, "benchmark", "dirtylog");
+	report_u64(&r, "reps", reps);
+	report_u64(&r, "iterations", DIRTYLOG_ITERATIONS);
+	report_config(&r, o, nr_vcpus, mem);
+	report_u64(&r, "pages", pages);
+
+	bm = calloc((pages + 63) / 64, sizeof(*bm));
+	/* per run: populate, enable, disable; per iteration: dirty (both modes), get, clear, default get */
+	populate = calloc(3 * (size_t)n_run + 5 * (size_t)n_it, sizeof(double));
+	if (!bm || !populate) {
+		free(bm);
+		free(populate);
+		return report_finish(&r, o, false, "out of memory");
+	}
+	enable = populate + n_run;
+	disable = enable + n_run;
+	dirty = disable + n_run;	/* both modes: 2 * n_it */
+	get = dirty + 2 * (size_t)n_it;
+	clear = get + n_it;
+	dget = clear + n_it;
+
+	for (unsigned int rep = 0; rep < reps && ok; rep++) {
+		for (unsigned int k = 0; k < 2 && ok; k++) {
+			bool manual = (rep + k) & 1;
+			struct dirtylog_run run;
+
+			ok = !dirtylog_once(o, manual, nr_vcpus, o->seed + rep * 16, bm, &run, err, sizeof(err));
+			if (!ok)
+				break;
+			populate[i_run] = (double)run.populate / (double)pages;
+			enable[i_run] = ms_per_gib(run.enable, mem);
+			disable[i_run] = ms_per_gib(run.disable, mem);
+			i_run++;
+			for (unsigned int it = 0; it < DIRTYLOG_ITERATIONS; it++) {
+				dirty[i_dirty++] = (double)run.dirty[it] / (double)pages;
+				if (manual) {
+					get[i_get] = ms_per_gib(run.get[it], mem);
+					clear[i_get++] = ms_per_gib(run.clear[it], mem);
+				} else {
+					dget[i_dget++] = ms_per_gib(run.get[it], mem);
+				}
+			}
+		}
+	}
+	free(bm);
+	if (!ok) {
+		free(populate);
+		return report_finish(&r, o, false, err);
+	}
+
+	m_get = cli_median(get, i_get);
+	m_clear = cli_median(clear, i_get);
+	m_dget = cli_median(dget, i_dget);
+	report_f(&r, "populate_ns_per_page", 1, cli_median(populate, i_run));
+	report_f(&r, "enable_ms_per_gib", 3, cli_median(enable, i_run));
+	report_f(&r, "dirty_ns_per_page", 1, cli_median(dirty, i_dirty));
+	report_f(&r, "get_ms_per_gib", 3, m_get);
+	report_f(&r, "clear_ms_per_gib", 3, m_clear);
+	report_f(&r, "get_clear_ms_per_gib", 3, m_get + m_clear);
+	report_f(&r, "default_get_ms_per_gib", 3, m_dget);
+	report_f(&r, "disable_ms_per_gib", 3, cli_median(disable, i_run));
+	report_f(&r, "target_get_clear_ms_per_gib", 3, DIRTYLOG_TARGET_GET_CLEAR);
+	report_bool(&r, "meets_get_clear", m_get + m_clear <= DIRTYLOG_TARGET_GET_CLEAR);
+	report_bool(&r, "meets_default_get", m_dget <= DIRTYLOG_TARGET_GET_CLEAR);
+	free(populate);
+	return report_finish(&r, o, true, err);
+}
+
+const struct tool_entry bench_dirtylog = {
+	.name = "dirtylog",
+	.desc = "ms per GiB to enable, harvest (get, clear) and disable dirty logging",
+	.run = bench_dirtylog_run,
+};
