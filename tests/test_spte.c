@@ -152,6 +152,18 @@ TEST(frozen_and_nonpresent)
 
 /* ---- leaf SPTEs ------------------------------------------------------------ */
 
+/*
+ * EPT rights the MMU can ask for: ACC_USER stands for R (KVM's trick, so a
+ * nested guest's shadow EPT can map execute-only), W never comes without R
+ * (W without R is a misconfiguration, and rights ANDed over valid entries
+ * keep that), and a leaf grants something.  The TDP MMU itself asks for
+ * ACC_ALL.
+ */
+static bool ept_access_valid(unsigned int access)
+{
+	return (access & (ACC_USER | ACC_EXEC)) && (!(access & ACC_WRITE) || (access & ACC_USER));
+}
+
 static void check_leaf(const struct spte_fmt *f, u64 pfn, int level, unsigned int access, bool host_w,
 		       bool prefetch)
 {
@@ -161,8 +173,6 @@ static void check_leaf(const struct spte_fmt *f, u64 pfn, int level, unsigned in
 	unsigned int want_acc = (access & (ACC_EXEC | ACC_USER)) | (want_w ? ACC_WRITE : 0);
 	u64 hwv = s;
 
-	if (f->ept)
-		want_acc |= ACC_USER;	/* EPT has no user/supervisor bit */
 
 	CHECK(f, s, level, is_mmu_present_spte(s));
 	CHECK(f, s, level, is_last_spte(f, s, level));
@@ -180,7 +190,8 @@ static void check_leaf(const struct spte_fmt *f, u64 pfn, int level, unsigned in
 	CHECK_EQ(f, s, level, is_access_track_spte(f, s), tracked);
 
 	if (tracked) {
-		u64 saved = (EPT_R | ((access & ACC_EXEC) ? EPT_X : 0)) << SPTE_ACC_TRACK_SHIFT;
+		u64 saved = (((access & ACC_USER) ? EPT_R : 0) | ((access & ACC_EXEC) ? EPT_X : 0))
+			    << SPTE_ACC_TRACK_SHIFT;
 		u64 r = restore_acc_track_spte(f, s);
 
 		/* Prefetched without A/D: hardware-non-present until first use. */
@@ -213,7 +224,11 @@ static void check_leaf(const struct spte_fmt *f, u64 pfn, int level, unsigned in
 	}
 
 	CHECK(f, hwv, level, spte_is_hw_present(f, hwv));
-	CHECK(f, hwv, level, hwv & f->readable);
+	/* Legacy: P in every leaf; EPT: R exactly when ACC_USER asks for it. */
+	if (f->ept)
+		CHECK_EQ(f, hwv, level, !!(hwv & EPT_R), !!(access & ACC_USER));
+	else
+		CHECK(f, hwv, level, hwv & f->readable);
 	CHECK(f, hwv, level, !spte_is_hw_reserved(f, hwv, level));
 	CHECK_EQ(f, hwv, level, spte_access(f, hwv), want_acc);
 	if (f->ept)
@@ -247,7 +262,7 @@ TEST(leaf_spte_every_combination)
 			for (unsigned int acc = 0; acc <= ACC_ALL; acc++)
 				for (int hw = 0; hw < 2; hw++)
 					for (int pf = 0; pf < 2; pf++)
-						for (int p = 0; p < NR_PFNS; p++)
+						for (int p = 0; p < NR_PFNS && (!f.ept || ept_access_valid(acc)); p++)
 							check_leaf(&f, pfns[p], level, acc, hw, pf);
 		}
 	}
@@ -391,6 +406,9 @@ TEST(access_tracking)
 			/* A/D enabled: aging clears A and nothing else. */
 			for (int k = 0; k < 2; k++) {
 				const struct spte_fmt *f = ad_fmts[k];
+
+				if (f->ept && !ept_access_valid(acc))
+					continue;
 				u64 s = make_leaf_spte(f, 0x1234, PG_LEVEL_4K, acc, hw, false) | f->dirty;
 				u64 m = mark_spte_for_access_track(f, s);
 				u64 pre = make_leaf_spte(f, 0x1234, PG_LEVEL_4K, acc, hw, true);
@@ -412,7 +430,7 @@ TEST(access_tracking)
 			}
 
 			/* A/D disabled (EPT): RWX cleared, R/X saved, W dropped. */
-			{
+			if (ept_access_valid(acc)) {
 				const struct spte_fmt *f = &noad;
 				u64 s = make_leaf_spte(f, 0x4321, PG_LEVEL_4K, acc, hw, false);
 				u64 m = mark_spte_for_access_track(f, s);

@@ -16,7 +16,7 @@
 
 int mmu_load(struct vmmu_vcpu *v)
 {
-	if (vm_shadow_paging(v->vm))
+	if (v->sh.mmu)
 		return shadow_mmu_load(v);
 	if (v->root && !atomic_load_explicit(&v->root->invalid, memory_order_acquire))
 		return 0;
@@ -32,12 +32,10 @@ int mmu_load(struct vmmu_vcpu *v)
 	return 0;
 }
 
+/* Every root this vCPU holds goes: TDP, and both shadow contexts'. */
 void mmu_unload(struct vmmu_vcpu *v)
 {
-	if (vm_shadow_paging(v->vm)) {
-		shadow_mmu_unload(v, true);
-		return;
-	}
+	shadow_mmu_unload(v, true);
 	v->mmu_ready = false;
 	if (v->root) {
 		tdp_mmu_put_root(v->vm, v->root);

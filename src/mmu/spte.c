@@ -11,7 +11,8 @@ void spte_fmt_init(struct spte_fmt *f, bool ept, bool ad_enabled)
 	if (ept) {
 		/* Execute-only is supported, so any of R/W/X means present. */
 		f->hw_present = EPT_RWX;
-		f->readable = EPT_R;
+		f->readable = 0;
+		f->user = EPT_R;
 		f->exec = EPT_X;
 		f->accessed = EPT_A;
 		f->dirty = EPT_D;
@@ -165,7 +166,8 @@ unsigned int spte_access(const struct spte_fmt *f, u64 spte)
 	if (f->ept) {
 		if (spte & f->exec)
 			access |= ACC_EXEC;
-		access |= ACC_USER;
+		if (spte & f->user)
+			access |= ACC_USER;
 	} else {
 		if (!(spte & f->nx))
 			access |= ACC_EXEC;
@@ -232,7 +234,8 @@ int spte_format(const struct spte_fmt *f, u64 spte, int level, char *buf, unsign
 		return snprintf(buf, len, "L%d %s pfn=%#llx %s%s%s%s%s%s%s%s (%#llx)", level,
 				is_last_spte(f, spte, level) ? "leaf" : "table",
 				(unsigned long long)spte_to_pfn(spte),
-				spte & f->readable ? "R" : "-", spte & f->writable ? "W" : "-",
+				spte & (f->readable | (f->ept ? f->user : 0)) ? "R" : "-",
+				spte & f->writable ? "W" : "-",
 				(f->ept ? (spte & f->exec) : !(spte & f->nx)) ? "X" : "-",
 				spte & f->accessed ? "A" : "-", spte & f->dirty ? "D" : "-",
 				spte & f->host_writable ? " hw" : "", spte & f->mmu_writable ? " mw" : "",

@@ -202,9 +202,10 @@ struct spte_fmt {
 	bool ept;
 	bool ad_enabled;	/* hardware A/D for leaf SPTEs of this VM */
 	u64 hw_present;		/* any of these set => hardware treats the entry as present */
-	u64 readable;		/* EPT R, or P */
+	u64 readable;		/* set in every leaf: legacy P; 0 for EPT, whose R is 'user' */
+	u64 user;		/* legacy U; EPT R (KVM's trick: ACC_USER stands for EPT R,
+				 * so the shadow EPT of a nested guest can map execute-only) */
 	u64 writable;		/* bit 1 in both formats */
-	u64 user;		/* legacy U; 0 for EPT */
 	u64 exec;		/* EPT X; 0 for legacy */
 	u64 nx;			/* legacy NX; 0 for EPT */
 	u64 accessed;

@@ -129,6 +129,8 @@ static bool ept_misconfig(const struct walk_cpu *cpu, uint64_t pte, int level, b
 {
 	if ((pte & EPTE_W) && !(pte & EPTE_R))
 		return true;
+	if (cpu->ept_no_exec_only && (pte & EPTE_X) && !(pte & EPTE_R))
+		return true;
 	if (cpu->maxphyaddr < 52 && (pte & GENMASK(51, cpu->maxphyaddr)))
 		return true;
 	if (level >= 4 && (pte & EPTE_PS))

@@ -53,6 +53,10 @@ struct walk_cpu {
 	uint8_t cpl;
 	uint32_t pkru;
 	bool ept_ad;			/* EPT modes: EPTP bit 6, A/D enabled */
+	/* EPT modes: the processor (for nested: what L1 was offered) does not
+	 * support execute-only translations, so R=0 with X=1 is a
+	 * misconfiguration (SDM 29.3.3.1). */
+	bool ept_no_exec_only;
 };
 
 /* Access flags of one walk. */

@@ -70,6 +70,10 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	/* The TLB applies the hardware's rules: under shadow paging those of
 	 * the host CPU (CR0.WP on), which the shadow's roles account for. */
 	v->tlb_cpu = vm_shadow_paging(vm) ? &v->hw_wcpu : &v->wcpu;
+	/* Shadow paging runs the guest on root_mmu; a TDP VM on its TDP root,
+	 * and on guest_mmu while it runs a nested guest. */
+	v->sh.mmu = vm_shadow_paging(vm) ? &v->sh.root_mmu : NULL;
+	v->sh.guest_mmu.nested = true;
 	vcpu_init_state(v);
 	vm->vcpus[n] = v;
 	/* Published last: requesters iterate only over complete vCPUs. */
@@ -262,7 +266,7 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
 	STAT_INC(v->stat.exits);
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
-	r = shadow_page_fault(v, gva, walk_access, hw_error, sf);
+	r = shadow_page_fault(v, v->sh.mmu, gva, walk_access, hw_error, sf);
 	vmmu_rcu_read_unlock();
 	*ret_pf = r;
 	if (vm_is_bugged(v->vm))

@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "cpu/hw.h"
+
 struct swalk {
 	struct vmmu_vcpu *v;
 	int host_error;
@@ -74,9 +76,10 @@ static int swalk_cmpxchg(void *ctx, uint64_t gpa, unsigned int size, uint64_t ol
  * are now write-protected (or their pages unsync, where stale is allowed), so
  * re-reading them once under the lock tells whether the walk is still true.
  */
-bool shadow_walk_changed(struct vmmu_vcpu *v, const struct walk_result *wr, uint64_t gva)
+bool shadow_walk_changed(struct vmmu_vcpu *v, const struct shadow_ctx *c, const struct walk_result *wr,
+			 uint64_t gva)
 {
-	const struct walk_cpu *w = &v->wcpu;
+	const struct walk_cpu *w = &c->w;
 	const struct gpte_fmt *f = gpte_fmt_of(w);
 
 	/* Not the PAE PDPTEs: they are registers, reloaded with CR3. */
@@ -102,17 +105,28 @@ static unsigned int access_above(const struct walk_cpu *w, const struct walk_res
 	return acc;
 }
 
-/* Would the hardware (CR0.WP forced on) let this access through an SPTE? */
-static bool hw_allows(const struct vmmu_vcpu *v, unsigned int acc, unsigned int pkey, unsigned int walk_access)
+/*
+ * Would the hardware let this access through the SPTE?  Shadow paging: the
+ * x86 rules with CR0.WP forced on (the host's).  A nested guest's shadow
+ * EPT/NPT: the TDP walker's rules.
+ */
+static bool hw_allows(const struct vmmu_vcpu *v, const struct shadow_ctx *c, uint64_t spte, unsigned int pkey,
+		      unsigned int walk_access)
 {
-	unsigned int wacc = WALK_ACC_R | ((acc & ACC_WRITE) ? WALK_ACC_W : 0) | ((acc & ACC_USER) ? WALK_ACC_U : 0) |
-			    ((acc & ACC_EXEC) ? WALK_ACC_X : 0);
+	const struct spte_fmt *f = &v->vm->fmt;
+	unsigned int acc = spte_access(f, spte), wacc;
 
+	if (c->nested)
+		return perms_allow(f, entry_perms(f, spte),
+				   (walk_access & WALK_WRITE) ? ACC_WRITE : (walk_access & WALK_FETCH) ? ACC_EXEC : 0);
+	wacc = WALK_ACC_R | ((acc & ACC_WRITE) ? WALK_ACC_W : 0) | ((acc & ACC_USER) ? WALK_ACC_U : 0) |
+	       ((acc & ACC_EXEC) ? WALK_ACC_X : 0);
 	return !walk_permission_fault(&v->hw_wcpu, wacc, pkey, walk_access);
 }
 
 struct sfetch {
-	uint64_t gva;
+	struct shadow_ctx *c;
+	uint64_t gva;			/* what the context translates: gva, or an L2 gpa (nested) */
 	unsigned int walk_access;
 	const struct walk_result *wr;
 	struct page_fault *pf;
@@ -128,9 +142,10 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 	uint64_t *sptep = &sp->spt[shadow_index(f->gva, PG_LEVEL_4K)];
 	unsigned int i = sptep_index(sptep);
 	gfn_t gfn = wr->gpa >> 12;
+	const struct walk_cpu *w = &f->c->w;
 	bool write = f->walk_access & WALK_WRITE;
-	unsigned int acc = walk_acc_to_acc(wr->access);
-	unsigned int pkey = v->wcpu.mode >= WALK_MODE_4LEVEL ? wr->pkey : 0;
+	unsigned int acc = walk_acc_to_acc(w, wr->access);
+	unsigned int pkey = w->mode == WALK_MODE_4LEVEL || w->mode == WALK_MODE_5LEVEL ? wr->pkey : 0;
 	uint64_t old = spte_load(sptep), spte, ad;
 
 	/* A clean guest page stays read-only, so the write that dirties it
@@ -146,10 +161,10 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 	 * so is one into a direct page, which other mappings of the frame may
 	 * share with a clean guest entry whose D bit the write must not skip.
 	 */
-	if (write && !(acc & ACC_WRITE) && !v->wcpu.wp && !sp->role.direct &&
+	if (write && !(acc & ACC_WRITE) && !f->c->nested && !w->wp && !sp->role.direct &&
 	    !((acc & ACC_USER) && (sp->role.smap_andnot_wp || sp->role.pke_andnot_wp))) {
 		acc = (acc | ACC_WRITE) & ~ACC_USER;
-		if (v->wcpu.smep)
+		if (w->smep)
 			acc &= ~ACC_EXEC;
 	}
 
@@ -201,7 +216,7 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 	 * write-protected guest table, or one the guest allows only because of
 	 * CR0.WP=0 (SMAP or a protection key forbids the converted mapping).
 	 */
-	if (write && !hw_allows(v, spte_access(&vm->fmt, spte), pkey, f->walk_access)) {
+	if (write && !hw_allows(v, f->c, spte, pkey, f->walk_access)) {
 		f->out->ptwrite = true;
 		f->out->hva = f->pf->hva + (wr->gpa & 0xfff);
 		return RET_PF_EMULATE;
@@ -213,17 +228,19 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 {
 	struct vmmu_vm *vm = v->vm;
+	struct shadow_ctx *c = f->c;
+	const struct walk_cpu *w = &c->w;
 	const struct walk_result *wr = f->wr;
-	bool four_byte = v->wcpu.mode == WALK_MODE_32;
+	bool four_byte = w->mode == WALK_MODE_32;
 	struct shadow_page *sp;
 	int level;
 
-	if (v->sh.pae_root_mode) {
-		sp = v->sh.pae_sp[(f->gva >> 30) & 3];
+	if (c->pae_root_mode) {
+		sp = c->pae_sp[(f->gva >> 30) & 3];
 		level = 2;
 	} else {
-		sp = v->sh.root.sp;
-		level = v->sh.root_role.level;
+		sp = c->root.sp;
+		level = c->root_role.level;
 	}
 	if (!sp) {
 		/* A PDPTE the load saw not present, present now: reload. */
@@ -244,15 +261,15 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 		role.direct = direct;
 		if (direct) {
 			gfn = (wr->gpa >> 12) & ~(spte_level_pages(level) - 1);
-			role.access = walk_acc_to_acc(wr->access);
+			role.access = walk_acc_to_acc(w, wr->access);
 			/* A clean huge page must not share W with a dirty one: the
 			 * write through it has to fault and set its D bit. */
 			if (!wr->dirty && !(f->walk_access & WALK_WRITE))
 				role.access &= ~ACC_WRITE;
-			role.pkey = v->wcpu.mode >= WALK_MODE_4LEVEL ? wr->pkey : 0;
+			role.pkey = w->mode == WALK_MODE_4LEVEL || w->mode == WALK_MODE_5LEVEL ? wr->pkey : 0;
 		} else {
 			gfn = wr->table_gpa[level - 1] >> 12;
-			role.access = access_above(&v->wcpu, wr, level - 1);
+			role.access = access_above(w, wr, level - 1);
 			if (four_byte && level - 1 == PG_LEVEL_4K)
 				role.quadrant = (f->gva >> 21) & 1;
 		}
@@ -283,7 +300,7 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 		vm_flush_remote_tlbs(vm);
 		f->flush = false;
 	}
-	if (v->wcpu.mode != WALK_MODE_NONE && shadow_walk_changed(v, wr, f->gva))
+	if (w->mode != WALK_MODE_NONE && shadow_walk_changed(v, c, wr, f->gva))
 		return RET_PF_RETRY;
 	return fetch_leaf(v, sp, f);
 }
@@ -293,16 +310,25 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
  * embedder without a guest walk (KVM's handle_mmio_page_fault) when the SPTE's
  * saved rights prove the access allowed; otherwise the slow path decides.
  */
-static int mmio_fast(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, struct shadow_fault *out)
+static int mmio_fast(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, unsigned int walk_access,
+		     struct shadow_fault *out)
 {
 	struct vmmu_vm *vm = v->vm;
+	const struct walk_cpu *w = &c->w;
 	uint64_t *sptep, spte, root;
 	unsigned int acc, wacc;
 	int level;
 
-	if ((walk_access & WALK_FETCH) || (v->wcpu.pke && v->wcpu.mode >= WALK_MODE_4LEVEL) || !shadow_roots_valid(v))
+	/*
+	 * EPT-format MMIO SPTEs keep no rights: under a nested guest only a
+	 * read is known to be allowed by the L1 entry the SPTE was made from
+	 * (every mapping allows reads but execute-only ones, and those never
+	 * become MMIO SPTEs); the rest walks L1's tables again.
+	 */
+	if ((walk_access & WALK_FETCH) || (c->nested && (walk_access & WALK_WRITE)) ||
+	    (w->pke && w->mode >= WALK_MODE_4LEVEL) || !v->mmu_ready || !shadow_roots_valid(v, c))
 		return RET_PF_INVALID;
-	root = shadow_root_entry(v, gva, &level);	/* sets level: not in the same call */
+	root = shadow_root_entry(v, c, gva, &level);	/* sets level: not in the same call */
 	sptep = shadow_find_leaf_sptep(root, level, gva);
 	if (!sptep)
 		return RET_PF_INVALID;
@@ -311,7 +337,7 @@ static int mmio_fast(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access
 		return RET_PF_INVALID;
 	acc = get_mmio_spte_access(&vm->fmt, spte);
 	wacc = WALK_ACC_R | WALK_ACC_X | ((acc & ACC_WRITE) ? WALK_ACC_W : 0) | ((acc & ACC_USER) ? WALK_ACC_U : 0);
-	if (walk_permission_fault(&v->wcpu, wacc, 0, walk_access))
+	if (!c->nested && walk_permission_fault(w, wacc, 0, walk_access))
 		return RET_PF_INVALID;
 	out->gpa = (get_mmio_spte_gfn(spte) << 12) | (gva & 0xfff);
 	return RET_PF_EMULATE;
@@ -325,11 +351,11 @@ static int mmio_fast(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access
  * here.  Like the TDP path: W back with one cmpxchg when only dirty logging
  * took it (MMU-writable still set); write tracking clears MMU-writable too.
  */
-static int shadow_fast_pf(struct vmmu_vcpu *v, uint64_t gva, uint32_t hw_error)
+static int shadow_fast_pf(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, uint32_t hw_error)
 {
 	struct vmmu_vm *vm = v->vm;
 	int level, ret = RET_PF_INVALID;
-	uint64_t root = shadow_root_entry(v, gva, &level);
+	uint64_t root = shadow_root_entry(v, c, gva, &level);
 	uint64_t *sptep = shadow_find_leaf_sptep(root, level, gva);
 	uint64_t spte, new_spte = 0;
 
@@ -363,8 +389,8 @@ static int shadow_fast_pf(struct vmmu_vcpu *v, uint64_t gva, uint32_t hw_error)
 	return ret;
 }
 
-int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uint32_t hw_error,
-		      struct shadow_fault *out)
+int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, unsigned int walk_access,
+		      uint32_t hw_error, struct shadow_fault *out)
 {
 	struct vmmu_vm *vm = v->vm;
 	struct swalk w = { .v = v };
@@ -377,15 +403,15 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 
 	memset(out, 0, sizeof(*out));
 	STAT_INC(v->stat.pf_taken);
-	if ((hw_error & PFERR_RSVD) && mmio_fast(v, gva, walk_access, out) == RET_PF_EMULATE) {
+	if ((hw_error & PFERR_RSVD) && mmio_fast(v, c, gva, walk_access, out) == RET_PF_EMULATE) {
 		STAT_INC(v->stat.pf_mmio_spte);
 		STAT_INC(v->stat.pf_emulate);
 		return RET_PF_EMULATE;
 	}
 
-	if (v->sh.root_role.direct && !(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && (hw_error & PFERR_P) &&
-	    (walk_access & WALK_WRITE) && !(hw_error & PFERR_RSVD) && shadow_roots_valid(v)) {
-		r = shadow_fast_pf(v, gva, hw_error);
+	if (c->root_role.direct && !(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && (hw_error & PFERR_P) &&
+	    (walk_access & WALK_WRITE) && !(hw_error & PFERR_RSVD) && v->mmu_ready && shadow_roots_valid(v, c)) {
+		r = shadow_fast_pf(v, c, gva, hw_error);
 		if (r == RET_PF_FIXED || r == RET_PF_SPURIOUS) {
 			if (r == RET_PF_FIXED)
 				STAT_INC(v->stat.pf_fast_fixed);
@@ -396,20 +422,20 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 		STAT_INC(v->stat.pf_fast_failed);
 	}
 
-	if (v->wcpu.mode == WALK_MODE_NONE) {
+	if (c->w.mode == WALK_MODE_NONE) {
 		memset(&wr, 0, sizeof(wr));
 		wr.gpa = gva;
 		wr.level = WALK_MAX_LEVELS;	/* everything is "huge": direct pages */
 		wr.access = WALK_ACC_W | WALK_ACC_U | WALK_ACC_X | WALK_ACC_R;
 		wr.dirty = true;
 	} else {
-		r = walk_gva(&v->wcpu, &ops, gva, walk_access, &wr);
+		r = walk_gva(&c->w, &ops, gva, walk_access, &wr);
 		if (r == WALK_FAULT || r == WALK_ABORT_NOT_RAM) {
 			out->guest_fault = true;
 			out->vector = r == WALK_FAULT ? wr.vector : WALK_VECTOR_PF;
 			/* A table outside RAM reads as not present (as KVM's walker). */
 			out->error_code = r == WALK_FAULT ? wr.error_code
-							  : walk_pf_error_code(&v->wcpu, walk_access, 0);
+							  : walk_pf_error_code(&c->w, walk_access, 0);
 			out->fault_addr = r == WALK_FAULT ? wr.fault_addr : gva;
 			STAT_INC(v->stat.guest_faults);
 			return RET_PF_GUEST_FAULT;
@@ -446,12 +472,12 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 		return RET_PF_FAULT;
 	}
 
-	f = (struct sfetch){ .gva = gva, .walk_access = walk_access, .wr = &wr, .pf = &pf, .out = out,
+	f = (struct sfetch){ .c = c, .gva = gva, .walk_access = walk_access, .wr = &wr, .pf = &pf, .out = out,
 			     .invalid = &invalid };
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (!pf.is_mmio && mmu_invalidate_retry(vm, &pf)) {
 		r = RET_PF_RETRY;
-	} else if (!shadow_roots_valid(v)) {
+	} else if (!v->mmu_ready || c != v->sh.mmu || !shadow_roots_valid(v, c)) {
 		atomic_fetch_or(&v->requests, VCPU_REQ_MMU_RELOAD);
 		r = RET_PF_RETRY;
 	} else if (!shadow_make_pages_available(vm, &invalid)) {

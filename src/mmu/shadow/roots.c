@@ -66,21 +66,21 @@ static void put_root(struct vmmu_vm *vm, struct shadow_page *sp, struct cds_list
 		cds_list_add(&sp->link, invalid);	/* shadow_prepare_zap already unlinked it */
 }
 
-bool shadow_roots_valid(struct vmmu_vcpu *v)
+/* Whether what c has loaded may still be walked (none of it zapped since). */
+bool shadow_roots_valid(const struct vmmu_vcpu *v, const struct shadow_ctx *c)
 {
 	struct shadow_vm *sh = v->vm->shadow;
 
-	if (!v->mmu_ready)
-		return false;
-	if (v->sh.pae_root_mode) {
+	if (c->pae_root_mode) {
 		for (int i = 0; i < 4; i++)
-			if (v->sh.pae_sp[i] && !root_valid(sh, v->sh.pae_sp[i]))
+			if (c->pae_sp[i] && !root_valid(sh, c->pae_sp[i]))
 				return false;
 		return true;
 	}
-	return root_valid(sh, v->sh.root.sp);
+	return root_valid(sh, c->root.sp);
 }
 
+/* The gfn of the top table the context shadows (CR3, EPTP or nCR3). */
 static uint64_t pgd_gfn(const struct walk_cpu *w)
 {
 	if (w->mode == WALK_MODE_32)
@@ -88,24 +88,34 @@ static uint64_t pgd_gfn(const struct walk_cpu *w)
 	return (w->root & GENMASK_ULL(w->maxphyaddr - 1, 12)) >> 12;
 }
 
-static void drop_roots_locked(struct vmmu_vcpu *v, bool prev_too, bool only_invalid, struct cds_list_head *invalid)
+static bool ctx_holds_roots(const struct shadow_ctx *c, bool prev_too)
+{
+	bool any = c->root.sp || c->pae_sp[0] || c->pae_sp[1] || c->pae_sp[2] || c->pae_sp[3];
+
+	for (unsigned int i = 0; prev_too && i < c->nr_prev; i++)
+		any |= c->prev[i].sp != NULL;
+	return any;
+}
+
+static void drop_roots_locked(struct vmmu_vcpu *v, struct shadow_ctx *c, bool prev_too, bool only_invalid,
+			      struct cds_list_head *invalid)
 {
 	struct vmmu_vm *vm = v->vm;
 	struct shadow_vm *sh = vm->shadow;
 
 	for (int i = 0; i < 4; i++) {
-		if (v->sh.pae_sp[i] && (!only_invalid || !root_valid(sh, v->sh.pae_sp[i]))) {
-			put_root(vm, v->sh.pae_sp[i], invalid);
-			v->sh.pae_sp[i] = NULL;
-			v->sh.pae_root[i] = 0;
+		if (c->pae_sp[i] && (!only_invalid || !root_valid(sh, c->pae_sp[i]))) {
+			put_root(vm, c->pae_sp[i], invalid);
+			c->pae_sp[i] = NULL;
+			c->pae_root[i] = 0;
 		}
 	}
-	if (v->sh.root.sp && (!only_invalid || !root_valid(sh, v->sh.root.sp))) {
-		put_root(vm, v->sh.root.sp, invalid);
-		v->sh.root.sp = NULL;
+	if (c->root.sp && (!only_invalid || !root_valid(sh, c->root.sp))) {
+		put_root(vm, c->root.sp, invalid);
+		c->root.sp = NULL;
 	}
-	for (unsigned int i = 0; i < v->sh.nr_prev; i++) {
-		struct shadow_root_info *p = &v->sh.prev[i];
+	for (unsigned int i = 0; i < c->nr_prev; i++) {
+		struct shadow_root_info *p = &c->prev[i];
 
 		if (p->sp && ((prev_too && !only_invalid) || !root_valid(sh, p->sp))) {
 			put_root(vm, p->sp, invalid);
@@ -114,64 +124,69 @@ static void drop_roots_locked(struct vmmu_vcpu *v, bool prev_too, bool only_inva
 	}
 }
 
-void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too)
+/* Drops c's roots (and previous roots with prev_too); mmu_lock taken here. */
+void shadow_ctx_unload(struct vmmu_vcpu *v, struct shadow_ctx *c, bool prev_too)
 {
 	struct vmmu_vm *vm = v->vm;
 	CDS_LIST_HEAD(invalid);
-	bool any = v->sh.root.sp || v->sh.pae_sp[0] || v->sh.pae_sp[1] || v->sh.pae_sp[2] || v->sh.pae_sp[3];
 
-	for (unsigned int i = 0; prev_too && i < v->sh.nr_prev; i++)
-		any |= v->sh.prev[i].sp != NULL;
-	v->mmu_ready = false;
-	if (!any)
+	if (c == v->sh.mmu)
+		v->mmu_ready = false;
+	if (!ctx_holds_roots(c, prev_too))
 		return;
-
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
-	drop_roots_locked(v, prev_too, false, &invalid);
+	drop_roots_locked(v, c, prev_too, false, &invalid);
 	shadow_commit_zap(vm, &invalid, false);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
-	v->mmu_ready = false;
+}
+
+void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too)
+{
+	shadow_ctx_unload(v, &v->sh.root_mmu, prev_too);
+	shadow_ctx_unload(v, &v->sh.guest_mmu, prev_too);
 }
 
 /* What the hardware walks from now on (KVM's root_hpa / pae_root). */
-static void load_hw_root(struct vmmu_vcpu *v)
+void shadow_load_hw_root(struct vmmu_vcpu *v, const struct shadow_ctx *c)
 {
-	if (v->sh.pae_root_mode)
-		v->hw = (struct hw_root){ .table = v->sh.pae_root, .level = 3, .pae = true };
+	if (c->pae_root_mode)
+		v->hw = (struct hw_root){ .table = (uint64_t *)c->pae_root, .level = 3, .pae = true };
 	else
-		v->hw = (struct hw_root){ .table = v->sh.root.sp->spt, .level = v->sh.root_role.level };
+		v->hw = (struct hw_root){ .table = c->root.sp->spt, .level = c->root_role.level };
 }
 
+/* Loads the context in use (KVM's kvm_mmu_load): roots found in the hash or built. */
 int shadow_mmu_load(struct vmmu_vcpu *v)
 {
 	struct vmmu_vm *vm = v->vm;
-	const struct walk_cpu *w = &v->wcpu;
+	struct shadow_ctx *c = v->sh.mmu;
+	const struct walk_cpu *w = &c->w;
 	CDS_LIST_HEAD(invalid);
 	bool flush = false;
 	int r = 0;
 
-	if (shadow_roots_valid(v))
+	if (v->mmu_ready && shadow_roots_valid(v, c))
 		return 0;
 	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN) || shadow_desc_cache_topup(&v->sh.desc_cache))
 		return VMMU_ENOMEM;
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
-	drop_roots_locked(v, false, true, &invalid);
+	drop_roots_locked(v, c, false, true, &invalid);
 	if (!shadow_make_pages_available(vm, &invalid)) {
 		r = VMMU_ENOMEM;
 		goto out;
 	}
-	if (v->sh.pae_root_mode) {
+	if (c->pae_root_mode) {
 		for (int i = 0; i < 4; i++) {
-			union sp_role role = v->sh.root_role;
+			union sp_role role = c->root_role;
 			struct shadow_page *sp;
 			gfn_t gfn;
 
-			if (v->sh.pae_sp[i])
+			if (c->pae_sp[i])
 				continue;
 			role.level = 2;
 			if (w->mode == WALK_MODE_NONE) {
@@ -191,22 +206,22 @@ int shadow_mmu_load(struct vmmu_vcpu *v)
 				goto out;
 			}
 			sp->root_count++;
-			v->sh.pae_sp[i] = sp;
-			v->sh.pae_root[i] = make_nonleaf_spte(&vm->fmt, (uintptr_t)sp->spt >> 12);
+			c->pae_sp[i] = sp;
+			c->pae_root[i] = make_nonleaf_spte(&vm->fmt, (uintptr_t)sp->spt >> 12);
 		}
-	} else if (!v->sh.root.sp) {
-		struct shadow_page *sp = shadow_get_sp(v, pgd_gfn(w), v->sh.root_role, &flush, &invalid);
+	} else if (!c->root.sp) {
+		struct shadow_page *sp = shadow_get_sp(v, pgd_gfn(w), c->root_role, &flush, &invalid);
 
 		if (!sp) {
 			r = VMMU_ENOMEM;
 			goto out;
 		}
 		sp->root_count++;
-		v->sh.root = (struct shadow_root_info){ .pgd = pgd_gfn(w), .role = v->sh.root_role, .sp = sp };
+		c->root = (struct shadow_root_info){ .pgd = pgd_gfn(w), .role = c->root_role, .sp = sp };
 	}
 	/* A new root may lead to pages that went out of sync meanwhile. */
 	flush |= shadow_sync_all_locked(v);
-	load_hw_root(v);
+	shadow_load_hw_root(v, c);
 	v->mmu_ready = true;
 out:
 	shadow_commit_zap(vm, &invalid, flush);
@@ -228,10 +243,9 @@ out:
  * changed.  Without the no-flush bit the guest asked for a TLB flush of the
  * PCID, which for shadow pages means: bring unsync pages up to date.
  */
-static bool pae_roots_stale(const struct vmmu_vcpu *v)
+static bool pae_roots_stale(const struct shadow_ctx *s)
 {
-	const struct walk_cpu *w = &v->wcpu;
-	const struct shadow_vcpu *s = &v->sh;
+	const struct walk_cpu *w = &s->w;
 
 	if (w->mode == WALK_MODE_32)
 		return s->pae_sp[0] && s->pae_sp[0]->gfn != pgd_gfn(w);
@@ -249,24 +263,23 @@ static bool pae_roots_stale(const struct vmmu_vcpu *v)
 	return false;
 }
 
-void shadow_new_pgd(struct vmmu_vcpu *v, bool noflush)
+void shadow_ctx_new_pgd(struct vmmu_vcpu *v, struct shadow_ctx *s, bool noflush)
 {
 	struct vmmu_vm *vm = v->vm;
-	struct shadow_vcpu *s = &v->sh;
-	uint64_t pgd = pgd_gfn(&v->wcpu);
+	uint64_t pgd = pgd_gfn(&s->w);
 	CDS_LIST_HEAD(invalid);
 	unsigned int i;
 
 	if (s->pae_root_mode) {
-		if (pae_roots_stale(v)) {
-			shadow_mmu_unload(v, false);
+		if (pae_roots_stale(s)) {
+			shadow_ctx_unload(v, s, false);
 			STAT_INC(v->stat.root_slow_switches);
 		} else if (!noflush) {
 			shadow_sync_roots(v);
 		}
 		return;
 	}
-	if (s->root.sp && s->root.pgd == pgd) {
+	if (s->root.sp && s->root.pgd == pgd && s->root.role.word == s->root_role.word) {
 		if (!noflush)
 			shadow_sync_roots(v);
 		return;
@@ -289,7 +302,8 @@ void shadow_new_pgd(struct vmmu_vcpu *v, bool noflush)
 			s->prev[i] = s->prev[i - 1];
 		s->prev[0] = s->root;
 		s->root = hit;
-		load_hw_root(v);
+		if (s == v->sh.mmu)
+			shadow_load_hw_root(v, s);
 		STAT_INC(v->stat.root_fast_switches);
 		if (!noflush)
 			shadow_sync_roots(v);
@@ -307,26 +321,32 @@ void shadow_new_pgd(struct vmmu_vcpu *v, bool noflush)
 		put_root(vm, s->root.sp, &invalid);
 	}
 	s->root = (struct shadow_root_info){ .sp = NULL };
-	v->mmu_ready = false;
+	if (s == v->sh.mmu)
+		v->mmu_ready = false;
 	STAT_INC(v->stat.root_slow_switches);
 	shadow_commit_zap(vm, &invalid, false);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 }
 
+void shadow_new_pgd(struct vmmu_vcpu *v, bool noflush)
+{
+	shadow_ctx_new_pgd(v, &v->sh.root_mmu, noflush);
+}
+
 /*
- * The entry that leads to gva's table under the vCPU's current root, and that
+ * The entry that leads to gva's table under the context's current root, and that
  * table's level: a PAE-style root's entry for gva's quarter, or an entry made
  * up for a 4/5-level root page.  For shadow_find_leaf_sptep().
  */
-uint64_t shadow_root_entry(const struct vmmu_vcpu *v, uint64_t gva, int *level)
+uint64_t shadow_root_entry(const struct vmmu_vcpu *v, const struct shadow_ctx *c, uint64_t gva, int *level)
 {
-	if (v->sh.pae_root_mode) {
+	if (c->pae_root_mode) {
 		*level = 2;
-		return v->sh.pae_root[(gva >> 30) & 3];
+		return c->pae_root[(gva >> 30) & 3];
 	}
-	*level = v->sh.root_role.level;
-	return make_nonleaf_spte(&v->vm->fmt, (uintptr_t)v->sh.root.sp->spt >> 12);
+	*level = c->root_role.level;
+	return make_nonleaf_spte(&v->vm->fmt, (uintptr_t)c->root.sp->spt >> 12);
 }
 
 /* The level-1 SPTE that maps gva under the root table entry root_spte, or NULL. */
@@ -354,7 +374,7 @@ uint64_t *shadow_find_leaf_sptep(uint64_t root_spte, int level, uint64_t gva)
 void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 {
 	struct vmmu_vm *vm = v->vm;
-	struct shadow_vcpu *s = &v->sh;
+	struct shadow_ctx *s = &v->sh.root_mmu;
 	uint64_t roots[1 + VMMU_MAX_PREV_ROOTS];
 	int levels[1 + VMMU_MAX_PREV_ROOTS];
 	unsigned int n = 0;
@@ -367,7 +387,7 @@ void shadow_invlpg(struct vmmu_vcpu *v, uint64_t gva)
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (s->pae_root_mode || s->root.sp) {
-		roots[n] = shadow_root_entry(v, gva, &levels[n]);
+		roots[n] = shadow_root_entry(v, s, gva, &levels[n]);
 		n++;
 	}
 	if (!s->pae_root_mode) {
@@ -397,25 +417,29 @@ bool mmu_update_context(struct vmmu_vcpu *v)
 {
 	union cpu_role cr = shadow_calc_cpu_role(v);
 	struct vmmu_vm *vm = v->vm;
+	struct shadow_ctx *c = &v->sh.root_mmu;
 
 	v->hw_wcpu = v->wcpu;
 	v->hw_wcpu.wp = true;
 	/* SMEP, SMAP and protection keys exist only with paging. */
 	if (v->wcpu.mode == WALK_MODE_NONE)
 		v->hw_wcpu.smep = v->hw_wcpu.smap = v->hw_wcpu.pke = false;
+	/* root_mmu shadows the guest's paging as it is now (CR3, PDPTEs...). */
+	if (vm_shadow_paging(vm))
+		c->w = v->wcpu;
 	if (cr.as_u64 == v->sh.cpu_role.as_u64)
 		return false;
 	v->sh.cpu_role = cr;
 	STAT_INC(v->stat.mmu_ctx_rebuilds);
-	if (vm->cfg.mmu == VMMU_MMU_SHADOW) {
+	if (vm_shadow_paging(vm)) {
 		union sp_role rr = calc_root_role(cr);
 
-		if (rr.word != v->sh.root_role.word || v->mmu_ready) {
+		if (rr.word != c->root_role.word || v->mmu_ready) {
 			/* KVM's kvm_mmu_reset_context: every root goes, previous too. */
-			shadow_mmu_unload(v, true);
-			v->sh.root_role = rr;
-			v->sh.pae_root_mode = rr.level == 3;
-			v->sh.nr_prev = vm->cfg.shadow_prev_roots;
+			shadow_ctx_unload(v, c, true);
+			c->root_role = rr;
+			c->pae_root_mode = rr.level == 3;
+			c->nr_prev = vm->cfg.shadow_prev_roots;
 		}
 	}
 	return true;

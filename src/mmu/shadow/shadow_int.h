@@ -144,9 +144,16 @@ static inline unsigned int shadow_index(uint64_t gva, int level)
 	return (unsigned int)((gva >> (12 + 9 * (level - 1))) & (PT64_ENT_PER_PAGE - 1));
 }
 
-static inline unsigned int walk_acc_to_acc(unsigned int wacc)
+/*
+ * The rights of a walk (WALK_ACC_*) as SPTE rights (ACC_*).  For EPT-format
+ * tables ACC_USER stands for R (as in KVM: EPT has no U bit, and the shadow
+ * EPT of a nested guest must be able to map execute-only).
+ */
+static inline unsigned int walk_acc_to_acc(const struct walk_cpu *w, unsigned int wacc)
 {
-	return ((wacc & WALK_ACC_W) ? ACC_WRITE : 0) | ((wacc & WALK_ACC_U) ? ACC_USER : 0) |
+	unsigned int u = w->mode >= WALK_MODE_EPT4 ? WALK_ACC_R : WALK_ACC_U;
+
+	return ((wacc & WALK_ACC_W) ? ACC_WRITE : 0) | ((wacc & u) ? ACC_USER : 0) |
 	       ((wacc & WALK_ACC_X) ? ACC_EXEC : 0);
 }
 
@@ -159,7 +166,7 @@ static inline unsigned int walk_acc_to_acc(unsigned int wacc)
  */
 static inline unsigned int gpte_access(const struct walk_cpu *w, uint64_t gpte)
 {
-	return walk_acc_to_acc(gpte_rights(w, gpte));
+	return walk_acc_to_acc(w, gpte_rights(w, gpte));
 }
 
 static inline uint64_t gpte_cmp_mask(const struct walk_cpu *w)
@@ -212,11 +219,13 @@ bool shadow_sync_all_locked(struct vmmu_vcpu *v);
 bool shadow_try_unsync(struct vmmu_vm *vm, gfn_t gfn);
 
 /* ---- fault.c ---- */
-bool shadow_walk_changed(struct vmmu_vcpu *v, const struct walk_result *wr, uint64_t gva);
+bool shadow_walk_changed(struct vmmu_vcpu *v, const struct shadow_ctx *c, const struct walk_result *wr,
+			 uint64_t gva);
 
 /* ---- roots.c ---- */
-bool shadow_roots_valid(struct vmmu_vcpu *v);
-uint64_t shadow_root_entry(const struct vmmu_vcpu *v, uint64_t gva, int *level);
+bool shadow_roots_valid(const struct vmmu_vcpu *v, const struct shadow_ctx *c);
+uint64_t shadow_root_entry(const struct vmmu_vcpu *v, const struct shadow_ctx *c, uint64_t gva, int *level);
+void shadow_load_hw_root(struct vmmu_vcpu *v, const struct shadow_ctx *c);
 uint64_t *shadow_find_leaf_sptep(uint64_t root_spte, int level, uint64_t gva);
 
 #endif /* VMMU_SHADOW_INT_H */

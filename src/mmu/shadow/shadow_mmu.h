@@ -27,6 +27,7 @@
 
 #include "vm/memslot.h"
 #include "mmu/spte.h"
+#include "mmu/walk.h"
 
 struct vmmu_vm;
 struct vmmu_vcpu;
@@ -62,7 +63,11 @@ union sp_role {
 		 * the key of the guest huge page they map; two mappings of one
 		 * frame with different keys must not share them. */
 		unsigned int pkey : 4;
-		unsigned int as_id : 8;			/* address space (KVM: SMM) */
+		/* vmmu's own: guest_mmu pages of an L1 that offers execute-only
+		 * EPT (an R=0, X=1 entry is a mapping, not a misconfiguration);
+		 * pages of L1s that do not must not share their SPTEs. */
+		unsigned int ept_exec_only : 1;
+		unsigned int as_id : 7;			/* address space (KVM: SMM) */
 	};
 };
 _Static_assert(sizeof(union sp_role) == sizeof(uint32_t), "sp_role must stay one word (hash key, compares)");
@@ -161,17 +166,35 @@ struct shadow_desc_cache {
 	struct pte_list_desc *d[SHADOW_DESC_CACHE];
 };
 
-/* Per-vCPU shadow state ([vcpu] unless said otherwise). */
-struct shadow_vcpu {
-	struct shadow_desc_cache desc_cache;
-	union cpu_role cpu_role;
+/*
+ * A shadow MMU context (KVM's struct kvm_mmu for an indirect MMU): the guest
+ * tables it shadows, their role, and its roots.  A vCPU has two (seed 003):
+ * root_mmu shadows the guest's own page tables under shadow paging, and
+ * guest_mmu shadows L1's EPT/NPT tables for a nested guest, so that each
+ * keeps its roots and previous roots across L1 <-> L2 switches.  [vcpu]
+ */
+struct shadow_ctx {
+	struct walk_cpu w;		/* the tables shadowed: the guest's paging, or L1's EPT/NPT */
 	union sp_role root_role;
+	/* guest_mmu: SPTEs map L2 guest-physical addresses and are walked by
+	 * the TDP walker, in the VM's EPT/NPT format; root_mmu: they map
+	 * linear addresses, in the legacy format, walked by shadow_hw_walk. */
+	bool nested;
 	bool pae_root_mode;		/* root level 3: four PDPTE-like entries */
 	struct shadow_root_info root;	/* 4/5-level root */
 	struct shadow_page *pae_sp[4];
 	uint64_t pae_root[4];		/* what the hardware reads in PAE-root mode */
 	unsigned int nr_prev;
 	struct shadow_root_info prev[VMMU_MAX_PREV_ROOTS];
+};
+
+/* Per-vCPU shadow state ([vcpu] unless said otherwise). */
+struct shadow_vcpu {
+	struct shadow_desc_cache desc_cache;
+	union cpu_role cpu_role;	/* of the guest state the vCPU runs now */
+	struct shadow_ctx root_mmu;
+	struct shadow_ctx guest_mmu;
+	struct shadow_ctx *mmu;		/* the context in use; NULL under TDP (L1 of a TDP VM) */
 };
 
 /* ---- VM and memslots --------------------------------------------------------------- */
@@ -184,8 +207,13 @@ void shadow_slot_free(struct memslot *s);
 union cpu_role shadow_calc_cpu_role(const struct vmmu_vcpu *v);
 /* The guest's state changed: recompute roles; returns whether the context was rebuilt. */
 bool mmu_update_context(struct vmmu_vcpu *v);
+/* Loads the context in use (v->sh.mmu). */
 int shadow_mmu_load(struct vmmu_vcpu *v);
+/* Drops the roots of both contexts (previous ones too with prev_too). */
 void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too);
+void shadow_ctx_unload(struct vmmu_vcpu *v, struct shadow_ctx *c, bool prev_too);
+/* c's top table changed (c->w.root), role unchanged: fast switch or reload. */
+void shadow_ctx_new_pgd(struct vmmu_vcpu *v, struct shadow_ctx *c, bool noflush);
 void shadow_vcpu_free(struct vmmu_vcpu *v);
 /* A new CR3 or PDPTEs under an unchanged role (after the state is applied):
  * fast switch or reload. */
@@ -208,7 +236,8 @@ struct shadow_fault {
 	uint32_t error_code;
 	uint64_t fault_addr;
 };
-int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_access, uint32_t hw_error,
+int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, unsigned int walk_access,
+		      uint32_t hw_error,
 		      struct shadow_fault *out);
 /*
  * A guest store the MMU performs itself: to a write-protected guest page
