@@ -55,11 +55,15 @@ static const struct mode_info modes[] = {
 	[GUEST_MODE_PAE] = { 3, 8, 9, 32, 2, BIT(52) },
 	[GUEST_MODE_4LEVEL] = { 4, 8, 9, 48, 3, BIT(52) },
 	[GUEST_MODE_5LEVEL] = { 5, 8, 9, 57, 3, BIT(52) },
+	/* EPT: guest-physical input addresses of 48 or 57 bits, no halves. */
+	[GUEST_MODE_EPT4] = { 4, 8, 9, 48, 3, BIT(52) },
+	[GUEST_MODE_EPT5] = { 5, 8, 9, 57, 3, BIT(52) },
 };
 
 struct guest_pt {
 	vmmu_vm *vm;
 	vmmu_vcpu *vcpu;		/* writer, or NULL for host-side stores */
+	uint64_t l1_offset;		/* an L2's tables: where L1 maps their gpas */
 	enum guest_mode mode;
 	const struct mode_info *m;
 	uint64_t root;			/* top-level table gpa == CR3 */
@@ -108,6 +112,17 @@ static bool canonical(const struct mode_info *m, uint64_t va)
 	return (uint64_t)((int64_t)(va << s) >> s) == va;
 }
 
+static inline bool is_ept(const struct guest_pt *pt)
+{
+	return pt->mode >= GUEST_MODE_EPT4;
+}
+
+/* Present: P, or for EPT any of R/W/X (SDM 29.3.2). */
+static inline bool present(const struct guest_pt *pt, uint64_t e)
+{
+	return e & (is_ept(pt) ? GUEST_EPT_RWX : PTE_P);
+}
+
 static bool is_leaf(const struct guest_pt *pt, uint64_t e, int level)
 {
 	/* Level 1 is always a leaf; PS is reserved in PML4Es/PML5Es and absent
@@ -133,7 +148,7 @@ static uint64_t leaf_frame(const struct guest_pt *pt, uint64_t e, int level)
 
 static uint64_t make_leaf(const struct guest_pt *pt, int level, uint64_t gpa, uint64_t flags)
 {
-	uint64_t e = PTE_P | flags;
+	uint64_t e = (is_ept(pt) ? 0 : PTE_P) | flags;
 
 	if (level > 1)
 		e |= PTE_PS;
@@ -148,6 +163,8 @@ static uint64_t link_bits(const struct guest_pt *pt, int level)
 	/* PAE PDPTEs: bits 2:1 and 63 are reserved (SDM 4.4.1 table 4-8). */
 	if (pt->mode == GUEST_MODE_PAE && level == 3)
 		return PTE_P;
+	if (is_ept(pt))
+		return GUEST_EPT_RWX;
 	/* Rights are the AND over the levels (SDM 4.6): leave them to the leaf. */
 	return PTE_P | PTE_W | PTE_U;
 }
@@ -156,7 +173,7 @@ static uint64_t link_bits(const struct guest_pt *pt, int level)
 
 static int gpa_hva(struct guest_pt *pt, uint64_t gpa, void **hva)
 {
-	if (vmmu_gpa_to_hva(pt->vm, gpa, hva))
+	if (vmmu_gpa_to_hva(pt->vm, gpa + pt->l1_offset, hva))
 		return VMMU_EFAULT;
 	return 0;
 }
@@ -370,7 +387,7 @@ static int range_walk(struct guest_pt *pt, struct range_op *op, uint64_t table, 
 		case OP_MAP:
 			if (level == op->leaf_level) {
 				/* A table here means smaller pages are mapped in the range. */
-				if ((e & PTE_P) && !is_leaf(pt, e, level))
+				if (present(pt, e) && !is_leaf(pt, e, level))
 					return VMMU_EEXIST;
 				if (op->write) {
 					uint64_t gpa = op->gpa0 + (ebase - op->va0);
@@ -381,7 +398,7 @@ static int range_walk(struct guest_pt *pt, struct range_op *op, uint64_t table, 
 				}
 				continue;
 			}
-			if (!(e & PTE_P)) {
+			if (!present(pt, e)) {
 				if (!op->write) {
 					op->needed += fresh_tables(m, level - 1, op->leaf_level, a, b);
 					continue;
@@ -400,7 +417,7 @@ static int range_walk(struct guest_pt *pt, struct range_op *op, uint64_t table, 
 			break;
 
 		case OP_UNMAP:
-			if (!(e & PTE_P))
+			if (!present(pt, e))
 				continue;
 			if (is_leaf(pt, e, level)) {
 				if (!whole)
@@ -434,13 +451,14 @@ static int range_walk(struct guest_pt *pt, struct range_op *op, uint64_t table, 
 			break;
 
 		case OP_PROTECT:
-			if (!(e & PTE_P))
+			if (!present(pt, e))
 				return VMMU_ENOENT;
 			if (is_leaf(pt, e, level)) {
 				if (!whole)
 					return VMMU_EINVAL;
 				if (op->write) {
-					r = write_entry(pt, egpa, (e & ~GUEST_FLAGS_MASK) | op->flags);
+					r = write_entry(pt, egpa, (e & ~(is_ept(pt) ? GUEST_EPT_FLAGS_MASK
+										     : GUEST_FLAGS_MASK)) | op->flags);
 					if (r)
 						return r;
 				}
@@ -487,8 +505,8 @@ static int check_va_range(const struct guest_pt *pt, uint64_t gva, uint64_t size
 		return VMMU_EINVAL;
 	if (last < gva)
 		return VMMU_ERANGE;
-	if (m->va_bits == 32) {
-		if (last >> 32)
+	if (m->va_bits == 32 || is_ept(pt)) {
+		if (last >> m->va_bits)
 			return VMMU_ERANGE;
 	} else {
 		/* Both ends canonical and in the same half: so is everything
@@ -503,6 +521,9 @@ static int check_va_range(const struct guest_pt *pt, uint64_t gva, uint64_t size
 
 static int check_flags(const struct guest_pt *pt, uint64_t flags)
 {
+	/* An EPT leaf maps something only with R or X (SDM 29.3.2). */
+	if (is_ept(pt))
+		return (flags & ~GUEST_EPT_FLAGS_MASK) || !(flags & (GUEST_EPT_R | GUEST_EPT_X)) ? VMMU_EINVAL : 0;
 	if (flags & ~GUEST_FLAGS_MASK)
 		return VMMU_EINVAL;
 	/* 32-bit entries have no bits 63:32 (no XD, SDM 4.3); protection keys
@@ -541,6 +562,12 @@ static uint64_t gpa_limit(const struct guest_pt *pt, int level)
 int guest_pt_create(vmmu_vm *vm, enum guest_mode mode, uint64_t pool_gpa, uint64_t pool_size,
 		    struct guest_pt **out)
 {
+	return guest_pt_create_nested(vm, mode, pool_gpa, pool_size, 0, out);
+}
+
+int guest_pt_create_nested(vmmu_vm *vm, enum guest_mode mode, uint64_t pool_gpa, uint64_t pool_size,
+			   uint64_t l1_offset, struct guest_pt **out)
+{
 	const struct mode_info *m;
 	struct guest_pt *pt;
 	uint64_t page, pages, need;
@@ -548,7 +575,7 @@ int guest_pt_create(vmmu_vm *vm, enum guest_mode mode, uint64_t pool_gpa, uint64
 
 	if (!vm || !out)
 		return VMMU_EINVAL;
-	if ((unsigned int)mode > GUEST_MODE_5LEVEL)
+	if ((unsigned int)mode > GUEST_MODE_EPT5)
 		return VMMU_EINVAL;
 	m = &modes[mode];
 	if (!pool_size || ((pool_gpa | pool_size) & (PAGE_SIZE - 1)) || pool_gpa + pool_size < pool_gpa)
@@ -568,7 +595,7 @@ int guest_pt_create(vmmu_vm *vm, enum guest_mode mode, uint64_t pool_gpa, uint64
 	for (page = 0; page < pages; page++) {
 		void *hva;
 
-		if (vmmu_gpa_to_hva(vm, pool_gpa + page * PAGE_SIZE, &hva))
+		if (vmmu_gpa_to_hva(vm, pool_gpa + l1_offset + page * PAGE_SIZE, &hva))
 			return VMMU_ENOENT;
 	}
 
@@ -583,6 +610,7 @@ int guest_pt_create(vmmu_vm *vm, enum guest_mode mode, uint64_t pool_gpa, uint64
 		return VMMU_ENOMEM;
 	}
 	pt->vm = vm;
+	pt->l1_offset = l1_offset;
 	pt->mode = mode;
 	pt->m = m;
 	pt->pool_gpa = pool_gpa;
@@ -634,6 +662,14 @@ uint64_t guest_pt_cr3(const struct guest_pt *pt)
 	return pt ? pt->root : 0;
 }
 
+uint64_t guest_pt_eptp(const struct guest_pt *pt, int ad)
+{
+	if (!pt || !is_ept(pt))
+		return 0;
+	/* SDM Vol. 3C 25.6.11: memory type 6 (WB), walk length - 1 in 5:3. */
+	return pt->root | 6 | ((uint64_t)(pt->m->levels - 1) << 3) | (ad ? BIT(6) : 0);
+}
+
 void guest_pt_state(const struct guest_pt *pt, struct vmmu_cpu_state *s, uint32_t cpl)
 {
 	if (!pt || !s)
@@ -658,6 +694,9 @@ void guest_pt_state(const struct guest_pt *pt, struct vmmu_cpu_state *s, uint32_
 	case GUEST_MODE_5LEVEL:
 		s->cr4 = VMMU_CR4_PAE | VMMU_CR4_LA57;
 		s->efer = VMMU_EFER_LME | VMMU_EFER_NXE;
+		break;
+	default:	/* EPT: not a CPU paging mode */
+		memset(s, 0, sizeof(*s));
 		break;
 	}
 }
@@ -732,7 +771,7 @@ int guest_protect(struct guest_pt *pt, uint64_t gva, uint64_t size, uint64_t fla
 /* A gva usable for a lookup: the truncated form in *va. */
 static int check_va(const struct guest_pt *pt, uint64_t gva, uint64_t *va)
 {
-	if (pt->m->va_bits == 32 ? (gva >> 32) != 0 : !canonical(pt->m, gva))
+	if (pt->m->va_bits == 32 || is_ept(pt) ? (gva >> pt->m->va_bits) != 0 : !canonical(pt->m, gva))
 		return VMMU_ERANGE;
 	*va = gva & va_mask(pt->m);
 	return 0;
@@ -755,7 +794,7 @@ int guest_lookup(struct guest_pt *pt, uint64_t gva, uint64_t *gpa, uint64_t *pag
 		r = read_entry(pt, egpa, &e);
 		if (r)
 			return r;
-		if (!(e & PTE_P))
+		if (!present(pt, e))
 			return VMMU_ENOENT;
 		if (is_leaf(pt, e, level)) {
 			uint64_t ps = BIT(level_shift(pt->m, level));
@@ -791,7 +830,7 @@ static int entry_at(struct guest_pt *pt, uint64_t gva, int level, uint64_t *egpa
 		r = read_entry(pt, table + level_index(pt->m, va, l) * pt->m->entry_size, &e);
 		if (r)
 			return r;
-		if (!(e & PTE_P) || is_leaf(pt, e, l))
+		if (!present(pt, e) || is_leaf(pt, e, l))
 			return VMMU_ENOENT;
 		table = table_addr(pt, e);
 	}

@@ -43,6 +43,15 @@ enum guest_mode {
 	GUEST_MODE_PAE,
 	GUEST_MODE_4LEVEL,
 	GUEST_MODE_5LEVEL,
+	/*
+	 * An EPT (SDM Vol. 3C 29.3) a guest hypervisor (L1) builds for its own
+	 * guest: "gva" is then L2's guest-physical address, "gpa" L1's, and
+	 * the leaf flags are GUEST_EPT_*.  4K, 2M and 1G pages.  For an NPT
+	 * (AMD), L1 builds ordinary GUEST_MODE_4LEVEL/5LEVEL tables, whose
+	 * leaves need GUEST_U (every NPT access is a user access).
+	 */
+	GUEST_MODE_EPT4,
+	GUEST_MODE_EPT5,
 };
 
 #define GUEST_PAGE_4K 0x1000ULL
@@ -72,6 +81,20 @@ enum guest_mode {
 #define GUEST_FLAGS_MASK \
 	(GUEST_W | GUEST_U | GUEST_PWT | GUEST_PCD | GUEST_A | GUEST_D | GUEST_G | GUEST_PKEY_MASK | GUEST_NX)
 
+/* EPT leaf flags (GUEST_MODE_EPT4/5): R, W, X, the memory type (WB for RAM;
+ * UC 0, WT 4, WP 5 are legal; 2, 3, 7 are misconfigurations), ignore-PAT,
+ * and pre-set A/D (set by the walk when the EPTP enables A/D). */
+#define GUEST_EPT_R (1ULL << 0)
+#define GUEST_EPT_W (1ULL << 1)
+#define GUEST_EPT_X (1ULL << 2)
+#define GUEST_EPT_RWX (GUEST_EPT_R | GUEST_EPT_W | GUEST_EPT_X)
+#define GUEST_EPT_MT(t) (((uint64_t)(t) & 7) << 3)
+#define GUEST_EPT_MT_WB GUEST_EPT_MT(6)
+#define GUEST_EPT_IPAT (1ULL << 6)
+#define GUEST_EPT_A (1ULL << 8)
+#define GUEST_EPT_D (1ULL << 9)
+#define GUEST_EPT_FLAGS_MASK (GUEST_EPT_RWX | GUEST_EPT_MT(7) | GUEST_EPT_IPAT | GUEST_EPT_A | GUEST_EPT_D)
+
 /* Raw entry bits, for tests that decode or poke entries. */
 #define GUEST_PTE_P (1ULL << 0)
 #define GUEST_PTE_PS (1ULL << 7)
@@ -98,6 +121,15 @@ struct guest_pt;
  */
 int guest_pt_create(vmmu_vm *vm, enum guest_mode mode, uint64_t pool_gpa, uint64_t pool_size,
 		    struct guest_pt **out);
+/*
+ * The same for a nested guest's (L2's) tables: pool_gpa and every address
+ * in the tables are L2 guest-physical addresses, and L1's EPT/NPT maps L2
+ * gpa g at L1 gpa g + l1_offset (the caller's business), which is where the
+ * host-side reads and writes go.  A writer vCPU set with guest_pt_set_vcpu()
+ * must be in guest mode (running L2) when the library writes.
+ */
+int guest_pt_create_nested(vmmu_vm *vm, enum guest_mode mode, uint64_t pool_gpa, uint64_t pool_size,
+			   uint64_t l1_offset, struct guest_pt **out);
 /* Frees host-side bookkeeping only; guest memory is left as it is. */
 void guest_pt_destroy(struct guest_pt *pt);
 
@@ -113,6 +145,9 @@ enum guest_mode guest_pt_mode(const struct guest_pt *pt);
 
 /* CR3 value: the root's gpa (PAE: the 32-byte aligned PDPT address). */
 uint64_t guest_pt_cr3(const struct guest_pt *pt);
+/* EPT modes: the EPTP naming these tables (write-back, their walk length,
+ * with A/D when ad). 0 for other modes. */
+uint64_t guest_pt_eptp(const struct guest_pt *pt, int ad);
 
 /*
  * A state for vmmu_vcpu_set_state(): CR0 = PE|PG|WP; CR4 = PSE (32-bit),

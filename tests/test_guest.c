@@ -394,6 +394,8 @@ TEST(cpu_state)
 			ASSERT_EQ_U64(s.efer, VMMU_EFER_LME | VMMU_EFER_NXE);
 			ASSERT_EQ_U64(s.cr3 & 0xfff, 0);
 			break;
+		default:
+			test_fail(__FILE__, __LINE__, "an EPT mode among the CPU paging modes");
 		}
 		fix_fini(&f);
 	}

@@ -95,6 +95,12 @@ enum vmmu_tdp_format {
  * only; vmmu's model works the same with both TDP formats.
  */
 #define VMMU_VM_PML (1u << 6)
+/*
+ * Nested virtualization, for measuring seed 003: one MMU for both levels,
+ * reset on every L1 <-> L2 switch (KVM before its guest_mmu), instead of a
+ * guest_mmu whose roots survive L1 excursions.  Correct, only slower.
+ */
+#define VMMU_VM_NESTED_ONE_MMU (1u << 7)
 
 struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
@@ -348,6 +354,89 @@ VMMU_EXPORT void vmmu_vcpu_invlpg(vmmu_vcpu *vcpu, uint64_t gva);
 #define VMMU_INVPCID_ALL 3u
 VMMU_EXPORT int vmmu_vcpu_invpcid(vmmu_vcpu *vcpu, unsigned type, uint32_t pcid, uint64_t gva);
 
+/* ---- nested virtualization (L1 a hypervisor running L2) ---------------------------- */
+/*
+ * A TDP VM's vCPU can run a nested guest: L1 (the VM's own code) gives L2
+ * its own paging state and an EPT (EPT VMs) or NPT (NPT VMs) of its own,
+ * held in L1's memory.  In guest mode every access call (vmmu_vcpu_access,
+ * set_state, write_cr3, invlpg, invpcid) is L2's: L2's linear addresses go
+ * through L2's tables, and L2 guest-physical addresses through L1's EPT/NPT,
+ * as the MMU shadows it (guest_mmu, seed 003).  An access L1's tables do
+ * not allow stops with VMMU_EXIT_NESTED for the embedder to reflect to L1;
+ * L2's own faults are VMMU_EXIT_GUEST_FAULT (for L2); MMIO and memory
+ * faults give L1 guest-physical addresses (the MMIO is L1's device).  Shadow
+ * paging VMs cannot run nested guests (VMMU_ENOTSUP).  docs/mmu.md section 13.
+ */
+#define VMMU_NESTED_EXEC_ONLY (1u << 0)	/* L1 was offered execute-only EPT */
+
+/* EPTP fields (SDM Vol. 3C 25.6.11) */
+#define VMMU_EPTP_MT_UC 0ULL
+#define VMMU_EPTP_MT_WB 6ULL
+#define VMMU_EPTP_WALK_4 (3ULL << 3)	/* page-walk length 4, minus one */
+#define VMMU_EPTP_WALK_5 (4ULL << 3)
+#define VMMU_EPTP_AD (1ULL << 6)	/* A/D flags in L1's EPT entries */
+
+/* VMRUN's TLB_CONTROL (NPT VMs, APM 15.16.1) */
+#define VMMU_TLB_CONTROL_NONE 0u
+#define VMMU_TLB_CONTROL_FLUSH_ALL 1u
+#define VMMU_TLB_CONTROL_FLUSH_GUEST 3u
+#define VMMU_TLB_CONTROL_FLUSH_GUEST_NONGLOBAL 7u
+
+struct vmmu_nested_state {
+	uint32_t flags;		/* VMMU_NESTED_* */
+	uint16_t vpid;		/* VPID (EPT) or ASID (NPT); 0: none, L2's TLB is flushed
+				 * at every entry and exit */
+	uint8_t tlb_control;	/* NPT: VMMU_TLB_CONTROL_* of this VMRUN; EPT: 0 */
+	uint8_t pad;
+	/* EPT VMs: the EPTP (memory type UC or WB, walk length 4 or 5, A/D,
+	 * the root table's L1 gpa); NPT VMs: nCR3, walked in L1's own
+	 * (4- or 5-level) paging mode with L1's EFER.NXE. */
+	uint64_t eptp;
+	uint64_t ncr3;
+	struct vmmu_cpu_state l2;	/* L2's CR0/3/4, EFER, PKRU, CPL, RFLAGS.AC */
+};
+
+/*
+ * VM entry: the vCPU runs L2 from now on.  VMMU_EINVAL and nothing changes
+ * for a bad EPTP (reserved bits, memory type, walk length), an nCR3 beyond
+ * MAXPHYADDR, both or neither of eptp/ncr3, unknown flags, an L2 state the
+ * architecture refuses at VM entry, or L2 PAE PDPTEs that L1's tables do not
+ * map; VMMU_EPERM when already in guest mode; VMMU_ENOTSUP on a shadow-paging
+ * VM, or for NPT when L1 is not in 4/5-level paging.
+ */
+VMMU_EXPORT int vmmu_vcpu_enter_guest_mode(vmmu_vcpu *vcpu, const struct vmmu_nested_state *state);
+/*
+ * VM exit: back to L1, whose state is as it was at entry.  L2's state is
+ * returned in *l2 (may be NULL).  VMMU_EPERM when not in guest mode.
+ */
+VMMU_EXPORT int vmmu_vcpu_leave_guest_mode(vmmu_vcpu *vcpu, struct vmmu_cpu_state *l2);
+/* Whether the vCPU runs L2 now. */
+VMMU_EXPORT int vmmu_vcpu_in_guest_mode(vmmu_vcpu *vcpu);
+
+/*
+ * INVEPT (SDM Vol. 2B), by L1, so outside guest mode (VMMU_EPERM inside):
+ * single-context drops every cached translation and cached root derived
+ * from the EPTP's tables, all-context every one from any EPTP; L2's next
+ * accesses see L1's EPT as it is now.  VMMU_EINVAL for another type, or
+ * (single-context) an EPTP a VM entry would refuse; VMMU_ENOTSUP on NPT VMs.
+ */
+#define VMMU_INVEPT_SINGLE 1u
+#define VMMU_INVEPT_ALL 2u
+VMMU_EXPORT int vmmu_vcpu_invept(vmmu_vcpu *vcpu, unsigned type, uint64_t eptp);
+/*
+ * INVVPID (SDM Vol. 2B), by L1: L2's linear and combined translations of
+ * the VPID (type 0: of gva only; 3: but globals; 2: of every VPID); the
+ * translations EPT alone derives stay (INVEPT's business).  VMMU_EINVAL for
+ * type > 3, VPID 0 with types 0, 1, 3, or a non-canonical gva for type 0.
+ */
+#define VMMU_INVVPID_ADDR 0u
+#define VMMU_INVVPID_SINGLE 1u
+#define VMMU_INVVPID_ALL 2u
+#define VMMU_INVVPID_SINGLE_NONGLOBAL 3u
+VMMU_EXPORT int vmmu_vcpu_invvpid(vmmu_vcpu *vcpu, unsigned type, uint16_t vpid, uint64_t gva);
+/* INVLPGA (APM Vol. 3), by L1 on NPT VMs: L2's translations of gva in the ASID. */
+VMMU_EXPORT int vmmu_vcpu_invlpga(vmmu_vcpu *vcpu, uint64_t gva, uint32_t asid);
+
 /* Access types for vmmu_vcpu_access() */
 #define VMMU_ACCESS_READ   0u
 #define VMMU_ACCESS_WRITE  1u
@@ -372,7 +461,15 @@ enum vmmu_exit_reason {
 	VMMU_EXIT_INTERNAL_ERROR = 3,	/* the VM is bugged; see vmmu_vm_bugged() */
 	VMMU_EXIT_GUEST_FAULT = 4,	/* the guest's own tables fault: inject it */
 	VMMU_EXIT_DIRTY_RING_FULL = 5,	/* harvest + vmmu_reset_dirty_rings(), then retry */
+	/* In guest mode: L1's EPT/NPT tables do not allow the L2 access;
+	 * reflect an EPT violation / misconfiguration or #NPF to L1. */
+	VMMU_EXIT_NESTED = 7,
 };
+
+/* vmmu_exit.u.nested.kind */
+#define VMMU_NESTED_EPT_VIOLATION 1u
+#define VMMU_NESTED_EPT_MISCONFIG 2u
+#define VMMU_NESTED_NPF 3u
 
 struct vmmu_exit {
 	uint32_t reason;	/* enum vmmu_exit_reason */
@@ -401,6 +498,25 @@ struct vmmu_exit {
 			uint32_t error_code;	/* #PF error code (P, W, U, RSVD, I/D, PK) */
 			uint64_t addr;		/* CR2 for #PF */
 		} guest_fault;
+		struct {
+			uint32_t kind;		/* VMMU_NESTED_EPT_VIOLATION, _EPT_MISCONFIG, _NPF */
+			uint8_t gla_valid;	/* the access had a linear address (not PHYS) */
+			/* 1: an access to the L2 gpa a linear address translates
+			 * to; 0: to one of L2's paging-structure entries */
+			uint8_t final;
+			/*
+			 * EPT violation: the exit qualification (SDM Vol. 3C
+			 * 28.2.1, table 28-7): bits 0-2 the access (read, write
+			 * -- A/D updates of L2's entries are writes --, fetch),
+			 * 3-5 R/W/X ANDed over L1's entries walked, 7 gla valid,
+			 * 8 final.  Misconfiguration: 0.  #NPF: EXITINFO1 (APM
+			 * 15.25.6): a #PF error code (P, W, U=1, RSVD, I/D) with
+			 * bit 32 (final translation) or bit 33 (page tables).
+			 */
+			uint64_t qualification;
+			uint64_t gpa;		/* the L2 guest-physical address */
+			uint64_t gla;		/* the L2 linear address, when gla_valid */
+		} nested;
 	} u;
 };
 
@@ -472,6 +588,9 @@ struct vmmu_vcpu_stats {
 	uint64_t unsync_syncs;		/* unsync shadow pages resynchronized      */
 	uint64_t pml_entries;		/* VMMU_VM_PML: gpas logged (D bits set)   */
 	uint64_t pml_full_exits;	/* VMMU_VM_PML: exits on a full PML buffer */
+	uint64_t nested_entries;	/* vmmu_vcpu_enter_guest_mode() calls        */
+	uint64_t nested_root_reuses;	/* entries that found guest_mmu's root loaded */
+	uint64_t nested_exits;		/* VMMU_EXIT_NESTED exits                    */
 };
 
 VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);

@@ -252,6 +252,10 @@ static inline bool hw_translate(struct vmmu_vcpu *v, uint64_t gpa, unsigned int 
 
 /* Full flush: every entry, global or not, and the paging-structure caches. */
 void hw_tlb_flush(struct vmmu_vcpu *v);
+/* The same for both of the vCPU's TLBs (its own and its nested guest's). */
+void hw_tlb_flush_all(struct vmmu_vcpu *v);
+void tlb_flush(struct tlb *t);
+void tlb_invalidate_gva(struct tlb *t, uint64_t gva);
 /* MOV to CR3 (without the no-flush bit): non-global entries of one PCID. */
 void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid);
 /* INVLPG: every linear entry of gva's page, whatever the page size or PCID. */

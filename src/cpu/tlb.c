@@ -5,13 +5,23 @@
  */
 #include "cpu/hw.h"
 
-void hw_tlb_flush(struct vmmu_vcpu *v)
+void tlb_flush(struct tlb *t)
 {
-	struct tlb *t = v->tlb;
-
 	t->gen++;
 	t->full_gen = tlb_next_gen(t);
 	t->nr_huge = 0;
+}
+
+void hw_tlb_flush(struct vmmu_vcpu *v)
+{
+	tlb_flush(v->tlb);
+}
+
+/* A remote flush leaves nothing of before it, at either level. */
+void hw_tlb_flush_all(struct vmmu_vcpu *v)
+{
+	tlb_flush(&v->tlbs[0]);
+	tlb_flush(&v->tlbs[1]);
 }
 
 void hw_tlb_flush_pcid(struct vmmu_vcpu *v, uint16_t pcid)
@@ -56,3 +66,20 @@ void hw_tlb_invlpg_pcid(struct vmmu_vcpu *v, uint64_t gva, uint16_t pcid)
 	}
 }
 
+
+/* Every linear entry of gva's page, whatever the PCID or page size (INVVPID
+ * type 0 and INVLPGA: all PCIDs of one VPID/ASID, which is one TLB here). */
+void tlb_invalidate_gva(struct tlb *t, uint64_t gva)
+{
+	uint64_t vpn = linear_vpn(gva);
+
+	for (unsigned int i = 0; i < TLB_ENTRIES; i++) {
+		struct tlb_entry *e = &t->e[i];
+		unsigned int shift = (e->info >> TLBI_SIZE_SHIFT) & 0x1f;
+
+		if (e->key & TLB_KEY_PHYS)
+			continue;
+		if (((e->key >> TLB_KEY_SHIFT) >> shift) == (vpn >> shift))
+			e->gen = 0;
+	}
+}

@@ -43,6 +43,11 @@ void mmu_unload(struct vmmu_vcpu *v)
 	}
 }
 
+bool mmu_write_protect_tracked_gfn_locked(struct vmmu_vm *vm, gfn_t gfn)
+{
+	return vm->root && tdp_mmu_write_protect_gfn(vm, vm->root, gfn);
+}
+
 int mmu_count_pf_result(struct vmmu_vcpu *v, int r)
 {
 	switch (r) {
@@ -380,6 +385,62 @@ static int fast_page_fault(struct vmmu_vcpu *v, struct page_fault *fault)
 	return ret;
 }
 
+/*
+ * Write tracking under TDP (the tables a nested guest's shadow EPT/NPT is
+ * built from live in L1's memory, which this root maps): decided under
+ * mmu_lock, either side, since counts change only under the write side.  A
+ * huge mapping must not cover a tracked gfn, and a tracked gfn is mapped
+ * without W.  Returns true for a write to a tracked gfn, which needs the
+ * write side (tdp_tracked_write_fault).
+ */
+static bool tdp_fault_tracking(struct vmmu_vm *vm, struct page_fault *fault)
+{
+	const struct memslot *s = fault->slot;
+
+	fault->write_tracked = false;
+	/* A VM that never shadowed anything pays one load. */
+	if (fault->is_mmio || !__atomic_load_n(&vm->shadow->nr_pages, __ATOMIC_RELAXED))
+		return false;
+	while (fault->goal_level > PG_LEVEL_4K && shadow_lpage_tracked(s, fault->gfn, fault->goal_level)) {
+		fault->goal_level--;
+		fault->hva = memslot_gfn_to_hva(s, fault->gfn & ~(spte_level_pages(fault->goal_level) - 1));
+		fault->pfn = fault->hva >> 12;
+	}
+	fault->write_tracked = shadow_gfn_write_tracked(s, fault->gfn);
+	return fault->write && fault->write_tracked;
+}
+
+/*
+ * L1 writes a table its nested guest's shadow pages shadow.  Under the
+ * write side: if those pages are all leaves they go out of sync and the gfn
+ * is mapped writable (L1 then edits it with plain stores until an INVEPT or
+ * a root load syncs them, which the architecture allows: EPT entries may be
+ * cached until invalidated); otherwise it is mapped read-only and the store
+ * is emulated, under this lock again, so that every shadow page hears of it.
+ */
+static int tdp_tracked_write_fault(struct vmmu_vcpu *v, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+	int r;
+
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (is_page_fault_stale(v, fault)) {
+		r = RET_PF_RETRY;
+	} else {
+		tdp_fault_tracking(vm, fault);
+		if (fault->write_tracked && shadow_gfn_try_unsync(vm, fault->gfn))
+			fault->write_tracked = false;
+		r = tdp_mmu_map(v, fault);
+		if (fault->write_tracked && (r == RET_PF_FIXED || r == RET_PF_SPURIOUS)) {
+			fault->ptwrite = true;
+			fault->hva = memslot_gfn_to_hva(fault->slot, fault->gfn) + (fault->addr & 0xfff);
+			r = RET_PF_EMULATE;
+		}
+	}
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	return r;
+}
+
 int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
@@ -433,9 +494,13 @@ int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct p
 	pthread_rwlock_rdlock(&vm->mmu_lock);
 	if (is_page_fault_stale(v, fault))
 		r = RET_PF_RETRY;
-	else
+	else if (!tdp_fault_tracking(vm, fault))
 		r = tdp_mmu_map(v, fault);
+	else
+		r = RET_PF_CONTINUE;
 	pthread_rwlock_unlock(&vm->mmu_lock);
+	if (r == RET_PF_CONTINUE)
+		r = tdp_tracked_write_fault(v, fault);
 
 out:
 	return mmu_count_pf_result(v, r);

@@ -48,6 +48,13 @@ struct page_fault {
 	bool is_mmio;
 	uint64_t mmio_gen;
 	bool readonly_write;	/* write to a READONLY slot: emulate as MMIO */
+	/*
+	 * The gfn is write-tracked (a table shadowed for a nested guest): it is
+	 * mapped without W, and a write to it is emulated (ptwrite, with hva
+	 * where the store goes) unless its shadow pages may go out of sync.
+	 */
+	bool write_tracked;
+	bool ptwrite;
 	int host_error;		/* VMMU_E* when RET_PF_FAULT */
 };
 
@@ -66,6 +73,12 @@ bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
 /* Dirty logging: write-protect (VMMU_VM_PML, TDP: clear D on 4K leaves). */
 bool mmu_log_protect_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end);
 bool mmu_log_protect_bitmap_locked(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words);
+/*
+ * gfn became write-tracked (a shadow page now shadows it): no TDP mapping
+ * may let the guest write it any more.  mmu_lock held for write; returns
+ * whether a remote TLB flush is needed.
+ */
+bool mmu_write_protect_tracked_gfn_locked(struct vmmu_vm *vm, gfn_t gfn);
 /* Counts a fault's outcome in the vCPU's stats; returns r. */
 int mmu_count_pf_result(struct vmmu_vcpu *v, int r);
 /* The fast_page_fault trace event (seed 002 patch 7). */

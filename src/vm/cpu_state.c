@@ -10,6 +10,7 @@
 #include "cpu/hw.h"
 #include "vm/vmmu_int.h"
 #include "vm/vcpu.h"
+#include "mmu/nested.h"
 
 #define CR0_KNOWN                                                                                  \
 	(VMMU_CR0_PE | (1ULL << 1) | (1ULL << 2) | (1ULL << 3) | (1ULL << 4) | (1ULL << 5) |        \
@@ -23,11 +24,19 @@
 #define PDPTE_RSVD_LOW ((0xfULL << 5) | (3ULL << 1))
 #define PDPTE_P 1ULL
 
-static int read_guest_u64(struct vmmu_vm *vm, uint64_t gpa, uint64_t *val)
+/*
+ * A read the CPU makes of guest-physical memory (the PDPTEs).  For L2
+ * (l2_tables, L1's EPT/NPT) the address is L2's, translated through L1's
+ * tables first as the hardware would (nested_mmu).
+ */
+static int read_guest_u64(struct vmmu_vcpu *v, const struct walk_cpu *l2_tables, uint64_t gpa, uint64_t *val)
 {
+	struct vmmu_vm *vm = v->vm;
 	const struct memslot *s;
 	int r = VMMU_EINVAL;
 
+	if (l2_tables && nested_translate(v, l2_tables, gpa, &gpa))
+		return VMMU_EINVAL;
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
 	s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
@@ -55,8 +64,8 @@ static enum walk_mode paging_mode(const struct vmmu_cpu_state *s)
  * Check `in` as a transition from `cur` and build the resulting state and
  * walk role.  Nothing is changed here.
  */
-static int derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, const struct vmmu_cpu_state *in,
-			struct vmmu_cpu_state *out, struct walk_cpu *w)
+int vcpu_derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, const struct vmmu_cpu_state *in,
+		      struct vmmu_cpu_state *out, struct walk_cpu *w, const struct walk_cpu *l2_tables)
 {
 	unsigned int maxphyaddr = v->vm->cfg.maxphyaddr;
 	bool cur_lma = cur->efer & VMMU_EFER_LMA;
@@ -121,7 +130,7 @@ static int derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, c
 		for (int i = 0; i < 4; i++) {
 			uint64_t e;
 
-			if (read_guest_u64(v->vm, (s.cr3 & 0xffffffe0ULL) + 8 * (uint64_t)i, &e))
+			if (read_guest_u64(v, l2_tables, (s.cr3 & 0xffffffe0ULL) + 8 * (uint64_t)i, &e))
 				return VMMU_EINVAL;
 			if ((e & PDPTE_P) &&
 			    ((e & PDPTE_RSVD_LOW) || (maxphyaddr < 64 && (e >> maxphyaddr))))
@@ -146,7 +155,7 @@ static bool needs_full_flush(const struct vmmu_cpu_state *a, const struct vmmu_c
 	       memcmp(a->pdptrs, b->pdptrs, sizeof(a->pdptrs));
 }
 
-static void apply_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *s, const struct walk_cpu *w)
+void vcpu_apply_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *s, const struct walk_cpu *w)
 {
 	v->arch = *s;
 	v->wcpu = *w;
@@ -165,9 +174,9 @@ void vcpu_init_state(struct vmmu_vcpu *v)
 	memset(&s, 0, sizeof(s));
 	s.cr0 = VMMU_CR0_PE;
 	memset(&v->arch, 0, sizeof(v->arch));
-	r = derive_state(v, &v->arch, &s, &s, &w);
+	r = vcpu_derive_state(v, &v->arch, &s, &s, &w, vcpu_l2_tables(v));
 	(void)r;
-	apply_state(v, &s, &w);
+	vcpu_apply_state(v, &s, &w);
 	mmu_update_context(v);
 }
 
@@ -180,12 +189,12 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 
 	if (!v || !in)
 		return VMMU_EINVAL;
-	r = derive_state(v, &v->arch, in, &s, &w);
+	r = vcpu_derive_state(v, &v->arch, in, &s, &w, vcpu_l2_tables(v));
 	if (r)
 		return r;
 	old = v->arch;
 	self = vcpu_self_enter(v);
-	apply_state(v, &s, &w);
+	vcpu_apply_state(v, &s, &w);
 	/* The context (and, for shadow paging, the roots) is rebuilt only when
 	 * the role changed (seed 000): CPL, AC, PKRU or PGE alone keep it. */
 	if (!mmu_update_context(v) && vm_shadow_paging(v->vm)) {
@@ -229,11 +238,11 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 		cr3 &= ~VMMU_CR3_PCID_NOFLUSH;
 	in = old;
 	in.cr3 = cr3;
-	r = derive_state(v, &old, &in, &s, &w);
+	r = vcpu_derive_state(v, &old, &in, &s, &w, vcpu_l2_tables(v));
 	if (r)
 		return r;
 	self = vcpu_self_enter(v);
-	apply_state(v, &s, &w);
+	vcpu_apply_state(v, &s, &w);
 	mmu_update_context(v);
 	if (vm_shadow_paging(v->vm))
 		shadow_new_pgd(v, noflush);

@@ -9,6 +9,7 @@
 
 #include "cpu/hw.h"
 #include "mmu/mmu.h"
+#include "mmu/nested.h"
 #include "test_hook.h"
 #include "mmu/tdp/tdp_mmu.h"
 
@@ -59,7 +60,7 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 		v->ring.size = vm->cfg.dirty_ring_size;
 	}
 	if (vm_pml(vm))
-		v->pml.size = vm->cfg.pml_entries ? vm->cfg.pml_entries : PML_MAX_ENTRIES;
+		v->pml.size = v->pml.l1_size = vm->cfg.pml_entries ? vm->cfg.pml_entries : PML_MAX_ENTRIES;
 	/* Generation 0 marks never-filled and invalidated entries. */
 	for (int i = 0; i < 2; i++) {
 		v->tlbs[i].gen = 1;
@@ -74,6 +75,7 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	 * and on guest_mmu while it runs a nested guest. */
 	v->sh.mmu = vm_shadow_paging(vm) ? &v->sh.root_mmu : NULL;
 	v->sh.guest_mmu.nested = true;
+	v->nested.one_mmu = vm->cfg.flags & VMMU_VM_NESTED_ONE_MMU;
 	vcpu_init_state(v);
 	vm->vcpus[n] = v;
 	/* Published last: requesters iterate only over complete vCPUs. */
@@ -161,7 +163,7 @@ static int vcpu_service_requests(struct vmmu_vcpu *v)
 	if (req & VCPU_REQ_MMU_RELOAD)
 		r = mmu_load(v);
 	if (req & VCPU_REQ_TLB_FLUSH) {
-		hw_tlb_flush(v);
+		hw_tlb_flush_all(v);
 		STAT_INC(v->stat.tlb_flushes);
 	}
 	return r;
@@ -207,13 +209,128 @@ static int guest_fault_exit(struct vmmu_exit *exit, uint8_t vector, uint32_t err
 	return VMMU_EXIT;
 }
 
+static int mmio_exit(struct vmmu_exit *exit, uint64_t gpa, size_t n, size_t offset, bool write, bool readonly_slot)
+{
+	exit->reason = VMMU_EXIT_MMIO;
+	exit->u.mmio.gpa = gpa;
+	exit->u.mmio.len = (uint32_t)n;
+	exit->u.mmio.offset = (uint32_t)offset;
+	exit->u.mmio.is_write = write;
+	exit->u.mmio.readonly_slot = readonly_slot;
+	return VMMU_EXIT;
+}
+
+static int memory_fault_exit(struct vmmu_exit *exit, uint64_t gpa, int error)
+{
+	exit->reason = VMMU_EXIT_MEMORY_FAULT;
+	exit->u.memory_fault.gpa = gpa & ~0xfffULL;
+	exit->u.memory_fault.size = 4096;
+	exit->u.memory_fault.error = error;
+	return VMMU_EXIT;
+}
+
+/* Where a TDP exit happened, for the handler and the exits it makes. */
+struct exit_site {
+	uint64_t addr;		/* what the access translates (gva, or gpa when phys) */
+	bool linear;		/* the access has a linear address (not VMMU_ACCESS_PHYS) */
+	bool pt_access;		/* during the walk of the guest's own tables */
+	uint8_t *buf;		/* the fragment's bytes */
+	size_t n, offset;	/* the fragment and its offset in the access */
+	bool write, first;	/* first: the fragment starts its window */
+};
+
 /*
- * One exit from the hardware into the MMU.  Returns 0 to retry the access,
- * or VMMU_EXIT with *exit filled for the embedder.  *ret_pf gets the fault
- * result, so the caller can tell a legitimate wait from a lost fix.
+ * A store the MMU must make itself into a write-tracked page (a table it
+ * shadows).  The guest's own store (data): done here, if it starts the
+ * window (-1 otherwise: cut the window before it).  A page-walk A/D update
+ * of the guest's own tables in such a page (the hardware's cmpxchg, which
+ * vmmu cannot emulate without a write mapping): the page stops being
+ * shadowed, as KVM unprotects a gfn whose write it cannot emulate, and the
+ * walk runs again.
  */
-__hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, size_t offset, size_t n,
-				  bool write, struct vmmu_exit *exit, int *ret_pf)
+static int tracked_store(struct vmmu_vcpu *v, const struct exit_site *site, uint64_t gpa, uintptr_t hva,
+			 bool *stored)
+{
+	if (site->pt_access) {
+		shadow_unprotect_gfn(v->vm, gpa >> 12);
+		return 0;
+	}
+	if (!site->first)
+		return -1;
+	shadow_emulated_store(v, gpa, hva, site->buf, (unsigned int)site->n);
+	*stored = true;
+	return 0;
+}
+
+/* L1's EPT/NPT does not allow the L2 access: the exit L1 must see. */
+static int nested_exit(struct vmmu_vcpu *v, const struct shadow_fault *sf, const struct hw_exit *he,
+		       const struct exit_site *site, struct vmmu_exit *exit)
+{
+	uint64_t q = sf->error_code;
+
+	exit->reason = VMMU_EXIT_NESTED;
+	exit->u.nested.gpa = he->gpa;
+	exit->u.nested.gla_valid = site->linear;
+	exit->u.nested.final = !site->pt_access;
+	exit->u.nested.gla = site->linear ? site->addr : 0;
+	if (!v->vm->fmt.ept) {
+		exit->u.nested.kind = VMMU_NESTED_NPF;
+		/* EXITINFO1: the #PF error code, bit 32 for the final gpa, 33
+		 * for a page-table access (APM 15.25.6). */
+		q |= site->pt_access ? 1ULL << 33 : 1ULL << 32;
+	} else if (sf->ept_misconfig) {
+		exit->u.nested.kind = VMMU_NESTED_EPT_MISCONFIG;
+		q = 0;
+	} else {
+		exit->u.nested.kind = VMMU_NESTED_EPT_VIOLATION;
+		if (site->linear)
+			q |= (1ULL << 7) | (site->pt_access ? 0 : 1ULL << 8);
+	}
+	exit->u.nested.qualification = q;
+	STAT_INC(v->stat.nested_exits);
+	return VMMU_EXIT;
+}
+
+/*
+ * A TDP exit in guest mode: guest_mmu walks L1's tables for the L2 gpa and
+ * fixes its shadow, or says what the embedder must see (a nested exit for
+ * L1, an MMIO access or memory fault at an L1 address, a tracked store).
+ */
+static int vcpu_handle_nested_exit(struct vmmu_vcpu *v, const struct hw_exit *he, const struct exit_site *site,
+				   struct vmmu_exit *exit, int *ret_pf, bool *stored)
+{
+	struct shadow_fault sf;
+	int r;
+
+	vmmu_rcu_read_lock();
+	r = nested_page_fault(v, he, &sf);
+	vmmu_rcu_read_unlock();
+	*ret_pf = r;
+	if (vm_is_bugged(v->vm))
+		return internal_error_exit(exit, VMMU_EIO);
+	switch (r) {
+	case RET_PF_GUEST_FAULT:
+		return nested_exit(v, &sf, he, site, exit);
+	case RET_PF_EMULATE:
+		if (sf.ptwrite)
+			return tracked_store(v, site, sf.gpa, sf.hva, stored);
+		return mmio_exit(exit, sf.gpa, site->n, site->offset, site->write, sf.readonly_write);
+	case RET_PF_FAULT:
+		return memory_fault_exit(exit, sf.gpa, sf.host_error);
+	default:
+		return 0;
+	}
+}
+
+/*
+ * One exit from the hardware into the MMU.  Returns 0 to retry the access
+ * (*stored: the MMU made this fragment's store itself), VMMU_EXIT with
+ * *exit filled for the embedder, or -1 when the window must first be cut
+ * before this fragment.  *ret_pf gets the fault result, so the caller can
+ * tell a legitimate wait from a lost fix.
+ */
+__hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, const struct exit_site *site,
+				  struct vmmu_exit *exit, int *ret_pf, bool *stored)
 {
 	struct page_fault fault;
 	int r;
@@ -224,6 +341,8 @@ __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he,
 	 * runs outside guest mode, so RCU is what keeps tables it reads alive.
 	 */
 	vmmu_rcu_thread_online();
+	if (v->nested.active)
+		return vcpu_handle_nested_exit(v, he, site, exit, ret_pf, stored);
 	vmmu_rcu_read_lock();
 	r = mmu_page_fault(v, he->gpa, hw_exit_to_error_code(v->vm, he), &fault);
 	vmmu_rcu_read_unlock();
@@ -232,19 +351,11 @@ __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he,
 		return internal_error_exit(exit, VMMU_EIO);
 	switch (r) {
 	case RET_PF_EMULATE:
-		exit->reason = VMMU_EXIT_MMIO;
-		exit->u.mmio.gpa = he->gpa;
-		exit->u.mmio.len = (uint32_t)n;
-		exit->u.mmio.offset = (uint32_t)offset;
-		exit->u.mmio.is_write = write;
-		exit->u.mmio.readonly_slot = fault.readonly_write;
-		return VMMU_EXIT;
+		if (fault.ptwrite)
+			return tracked_store(v, site, he->gpa, fault.hva, stored);
+		return mmio_exit(exit, he->gpa, site->n, site->offset, site->write, fault.readonly_write);
 	case RET_PF_FAULT:
-		exit->reason = VMMU_EXIT_MEMORY_FAULT;
-		exit->u.memory_fault.gpa = he->gpa & ~0xfffULL;
-		exit->u.memory_fault.size = 4096;
-		exit->u.memory_fault.error = fault.host_error;
-		return VMMU_EXIT;
+		return memory_fault_exit(exit, he->gpa, fault.host_error);
 	default:
 		return 0;
 	}
@@ -281,19 +392,9 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
 			shadow_emulated_store(v, sf->gpa, sf->hva, buf, (unsigned int)n);
 			return 0;
 		}
-		exit->reason = VMMU_EXIT_MMIO;
-		exit->u.mmio.gpa = sf->gpa;
-		exit->u.mmio.len = (uint32_t)n;
-		exit->u.mmio.offset = (uint32_t)offset;
-		exit->u.mmio.is_write = write;
-		exit->u.mmio.readonly_slot = sf->readonly_write;
-		return VMMU_EXIT;
+		return mmio_exit(exit, sf->gpa, n, offset, write, sf->readonly_write);
 	case RET_PF_FAULT:
-		exit->reason = VMMU_EXIT_MEMORY_FAULT;
-		exit->u.memory_fault.gpa = sf->gpa & ~0xfffULL;
-		exit->u.memory_fault.size = 4096;
-		exit->u.memory_fault.error = sf->host_error;
-		return VMMU_EXIT;
+		return memory_fault_exit(exit, sf->gpa, sf->host_error);
 	default:
 		return 0;
 	}
@@ -305,8 +406,8 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
  * to be emulated by the MMU (shadow paging), which ends the window early.
  */
 __hot static int access_window(struct vmmu_vcpu *v, uint64_t addr, uint8_t *buf, size_t len, unsigned int acc,
-			       unsigned int walk_access, bool phys, size_t base_offset, struct vmmu_exit *exit,
-			       size_t *done)
+			       unsigned int walk_access, bool phys, bool linear, size_t base_offset,
+			       struct vmmu_exit *exit, size_t *done)
 {
 	bool write = acc & ACC_WRITE;
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
@@ -361,7 +462,20 @@ again:
 			}
 			fault_gpa = sf.gpa;
 		} else {
-			r = vcpu_handle_exit(v, &he, base_offset + off, n, write, exit, &ret_pf);
+			struct exit_site site = { .addr = addr + off, .linear = linear, .pt_access = pt_access,
+						  .buf = buf + off, .n = n, .offset = base_offset + off,
+						  .write = write, .first = off == 0 };
+			bool stored = false;
+
+			r = vcpu_handle_exit(v, &he, &site, exit, &ret_pf, &stored);
+			if (r < 0) {
+				len = off;
+				goto again;
+			}
+			if (stored) {
+				*done = n;
+				return 0;
+			}
 			if (r) {
 				/*
 				 * A guest page table outside RAM: the walk cannot read
@@ -586,8 +700,8 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		}
 		if (chunk > len - done)
 			chunk = len - done;
-		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys, done, exit,
-				  &chunk);
+		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys,
+				  !(access & VMMU_ACCESS_PHYS), done, exit, &chunk);
 		if (r)
 			break;
 		done += chunk;
@@ -624,4 +738,7 @@ VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->unsync_syncs = STAT_READ(s->unsync_syncs);
 	out->pml_entries = STAT_READ(s->pml_entries);
 	out->pml_full_exits = STAT_READ(s->pml_full_exits);
+	out->nested_entries = STAT_READ(s->nested_entries);
+	out->nested_root_reuses = STAT_READ(s->nested_root_reuses);
+	out->nested_exits = STAT_READ(s->nested_exits);
 }

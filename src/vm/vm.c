@@ -130,7 +130,14 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	if (cfg->mmu == VMMU_MMU_TDP && cfg->tdp_levels == 4 && cfg->maxphyaddr > 48)
 		return VMMU_EINVAL;
 	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
-			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT | VMMU_VM_PML))
+			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT | VMMU_VM_PML |
+			   VMMU_VM_NESTED_ONE_MMU))
+		return VMMU_EINVAL;
+	/* The nested ablation is about a TDP VM's two MMUs. */
+	if ((cfg->flags & VMMU_VM_NESTED_ONE_MMU) && cfg->mmu != VMMU_MMU_TDP)
+		return VMMU_EINVAL;
+	/* guest_mmu keeps previous roots too (EPTP switches). */
+	if (cfg->shadow_prev_roots > VMMU_MAX_PREV_ROOTS)
 		return VMMU_EINVAL;
 	/* PML logs the D bits of TDP leaves: it needs both. */
 	if ((cfg->flags & VMMU_VM_PML) && (cfg->mmu != VMMU_MMU_TDP || (cfg->flags & VMMU_VM_AD_DISABLED)))

@@ -51,12 +51,34 @@ struct vcpu_stats {
 	stat_t accesses, tlb_hits, tlb_misses, exits, pf_taken, pf_fixed, pf_spurious, pf_retry,
 		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins, pf_fast_fixed,
 		pf_fast_spurious, pf_fast_failed, mmu_ctx_rebuilds, root_fast_switches, root_slow_switches,
-		guest_faults, pt_write_emulations, unsync_syncs, pml_entries, pml_full_exits;
+		guest_faults, pt_write_emulations, unsync_syncs, pml_entries, pml_full_exits, nested_entries,
+		nested_root_reuses, nested_exits;
 };
 
 #define PT_CACHE_MIN 6	/* a 5-level fault needs at most 4 tables, plus a split */
 #define PML_MAX_ENTRIES 512	/* Intel's PML buffer: one 4K page of gpas */
 #define PML_MIN_ENTRIES 16
+
+/*
+ * A nested guest (docs/mmu.md section 13): while active, arch/wcpu/pcid/pge
+ * are L2's and L1's wait here; the MMU runs guest_mmu and the hardware the
+ * second TLB.  [vcpu]
+ */
+struct nested_vcpu {
+	bool active;
+	bool one_mmu;			/* [const] VMMU_VM_NESTED_ONE_MMU */
+	struct vmmu_cpu_state l1_arch;
+	struct walk_cpu l1_wcpu;
+	uint16_t l1_pcid;
+	bool l1_pge;
+	uint64_t root;			/* EPTP or nCR3 of the current entry */
+	uint16_t vpid;
+	/* What L2's TLB was filled under; it is flushed when that changes
+	 * (hardware tags entries by VPID and EPTP and may keep several). */
+	bool tlb_tagged;
+	uint64_t tlb_root;
+	uint16_t tlb_vpid;
+};
 
 struct vmmu_vcpu {
 	struct vmmu_vm *vm;	/* [const] */
@@ -92,6 +114,7 @@ struct vmmu_vcpu {
 	uint16_t pcid;			/* [vcpu] current PCID (0 without CR4.PCIDE) */
 	bool pge;			/* [vcpu] CR4.PGE: G bits make entries global */
 	struct vcpu_stats stat;		/* [vcpu] written, [atomic] read */
+	struct nested_vcpu nested;	/* [vcpu] */
 
 	/* Dirty ring (vm->cfg.dirty_ring_size entries), KVM's protocol. */
 	struct {
@@ -109,7 +132,11 @@ struct vmmu_vcpu {
 	 */
 	struct {
 		uint32_t n;			/* [vcpu] entries in use */
-		uint32_t size;			/* [const] 0 without PML */
+		/* [vcpu] 0 without PML, and while a nested guest runs: the
+		 * hardware would log L2 gpas, but dirty logging is of L1 gfns,
+		 * which guest_mmu logs as it makes L2 mappings writable. */
+		uint32_t size;
+		uint32_t l1_size;		/* [const] what size is in L1 */
 		uint64_t gfn[PML_MAX_ENTRIES];	/* [vcpu] */
 	} pml;
 

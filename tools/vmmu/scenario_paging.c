@@ -81,7 +81,7 @@ static const char *pg_mode_name(enum guest_mode mode)
 		return "pae";
 	case GUEST_MODE_5LEVEL:
 		return "5level";
-	case GUEST_MODE_4LEVEL:
+	default:	/* 4-level (EPT modes are not CPU paging modes) */
 		break;
 	}
 	return "4level";
@@ -380,6 +380,7 @@ static int pg_layout(struct pg_scen *s, uint64_t mem)
 	}
 	switch (s->mode) {
 	case GUEST_MODE_4LEVEL:
+	default:
 		s->gva = PG_GVA_4LEVEL;
 		break;
 	case GUEST_MODE_5LEVEL:

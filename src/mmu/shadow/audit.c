@@ -40,7 +40,7 @@ static int audit_synced_leaf(struct vmmu_vm *vm, const struct shadow_page *sp, u
 	unsigned int size = 8, have, may;
 	uint64_t gpte;
 
-	shadow_sp_walk_cpu(&w, sp, &w);
+	shadow_sp_walk_cpu(vm, &w, sp, &w);
 	f = gpte_fmt_of(&w);
 	if (shadow_guest_read(vm, shadow_gpte_gpa(sp, i, &size), size, &gpte) || !gpte_present(f, gpte) ||
 	    (f->accessed && !(gpte & f->accessed)))

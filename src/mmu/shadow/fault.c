@@ -389,6 +389,15 @@ static int shadow_fast_pf(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gv
 	return ret;
 }
 
+int shadow_walk_guest(struct vmmu_vcpu *v, const struct walk_cpu *wc, uint64_t addr, unsigned int walk_access,
+		      struct walk_result *wr)
+{
+	struct swalk w = { .v = v };
+	const struct walk_mem_ops ops = { swalk_read, swalk_cmpxchg, &w };
+
+	return walk_gva(wc, &ops, addr, walk_access, wr);
+}
+
 int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, unsigned int walk_access,
 		      uint32_t hw_error, struct shadow_fault *out)
 {
@@ -431,13 +440,26 @@ int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, u
 	} else {
 		r = walk_gva(&c->w, &ops, gva, walk_access, &wr);
 		if (r == WALK_FAULT || r == WALK_ABORT_NOT_RAM) {
+			bool ept = gpte_fmt_of(&c->w)->ept;
+
 			out->guest_fault = true;
-			out->vector = r == WALK_FAULT ? wr.vector : WALK_VECTOR_PF;
-			/* A table outside RAM reads as not present (as KVM's walker). */
-			out->error_code = r == WALK_FAULT ? wr.error_code
-							  : walk_pf_error_code(&c->w, walk_access, 0);
+			out->vector = r == WALK_FAULT ? wr.vector : ept ? WALK_VECTOR_EPT_VIOLATION : WALK_VECTOR_PF;
+			/*
+			 * A table outside RAM reads as not present (as KVM's
+			 * walker): a not-present #PF, or for L1's EPT an EPT
+			 * violation with no rights (the access bits only).
+			 */
+			if (r == WALK_FAULT)
+				out->error_code = wr.error_code;
+			else if (ept)
+				out->error_code = (walk_access & WALK_WRITE) ? 2 : (walk_access & WALK_FETCH) ? 4 : 1;
+			else
+				out->error_code = walk_pf_error_code(&c->w, walk_access, 0);
+			out->ept_misconfig = r == WALK_FAULT && wr.ept_misconfig;
 			out->fault_addr = r == WALK_FAULT ? wr.fault_addr : gva;
-			STAT_INC(v->stat.guest_faults);
+			/* Faults of L1's tables are nested exits, not guest faults. */
+			if (!c->nested)
+				STAT_INC(v->stat.guest_faults);
 			return RET_PF_GUEST_FAULT;
 		}
 		if (r == WALK_ABORT_HOST) {

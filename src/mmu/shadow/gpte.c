@@ -7,6 +7,8 @@
  */
 #include "mmu/shadow/shadow_int.h"
 
+#include <string.h>
+
 /* Entries of guest page tables read by the MMU itself (walks, syncs); outside
  * RAM reads as a failure, which the walk turns into a not-present #PF. */
 int shadow_guest_read(struct vmmu_vm *vm, uint64_t gpa, unsigned int size, uint64_t *val)
@@ -37,12 +39,31 @@ uint64_t shadow_gpte_gpa(const struct shadow_page *sp, unsigned int i, unsigned 
 }
 
 /*
- * The rules entries of sp are read with: base's (the reading vCPU's guest
- * walk), with the entry size and NX of sp's role, so that a page built
- * under another mode is not read with this one's entry size.
+ * The rules entries of sp are read with.  A nested guest's page shadows one
+ * of L1's EPT (or NPT) tables, whose rules its role says entirely.  Under
+ * shadow paging: base's (the reading vCPU's guest walk), with the entry
+ * size and NX of sp's role, so that a page built under another mode is not
+ * read with this one's entry size.
  */
-void shadow_sp_walk_cpu(const struct walk_cpu *base, const struct shadow_page *sp, struct walk_cpu *w)
+void shadow_sp_walk_cpu(const struct vmmu_vm *vm, const struct walk_cpu *base, const struct shadow_page *sp,
+			struct walk_cpu *w)
 {
+	if (sp->role.guest_mode) {
+		memset(w, 0, sizeof(*w));
+		w->maxphyaddr = vm->cfg.maxphyaddr;
+		if (vm->fmt.ept) {
+			/* EPT4 and EPT5 read entries the same way. */
+			w->mode = WALK_MODE_EPT4;
+			w->ept_ad = !sp->role.ad_disabled;
+			w->ept_no_exec_only = !sp->role.ept_exec_only;
+		} else {
+			/* NPT: L1's long-mode tables, every access a user one. */
+			w->mode = WALK_MODE_4LEVEL;
+			w->nxe = sp->role.efer_nx;
+			w->cpl = 3;
+		}
+		return;
+	}
 	*w = *base;
 	if (sp->role.has_4_byte_gpte)
 		w->mode = WALK_MODE_32;

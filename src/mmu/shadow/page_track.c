@@ -16,6 +16,28 @@ bool shadow_gfn_write_tracked(const struct memslot *s, gfn_t gfn)
 	return s->shadow && __atomic_load_n(&s->shadow->write_track[gfn - s->base_gfn], __ATOMIC_ACQUIRE);
 }
 
+static uint32_t *lpage_count(const struct memslot *s, gfn_t gfn, int level)
+{
+	unsigned int shift = level == PG_LEVEL_2M ? 9 : 18;
+
+	return &s->shadow->track_lpage[level - PG_LEVEL_2M][(gfn >> shift) - (s->base_gfn >> shift)];
+}
+
+bool shadow_lpage_tracked(const struct memslot *s, gfn_t gfn, int level)
+{
+	return s->shadow && level > PG_LEVEL_4K &&
+	       __atomic_load_n(lpage_count(s, gfn, level), __ATOMIC_ACQUIRE);
+}
+
+static void lpage_account(const struct memslot *s, gfn_t gfn, int delta)
+{
+	for (int level = PG_LEVEL_2M; level <= PG_LEVEL_1G; level++) {
+		uint32_t *c = lpage_count(s, gfn, level);
+
+		__atomic_store_n(c, (uint32_t)((int64_t)*c + delta), __ATOMIC_RELEASE);
+	}
+}
+
 /*
  * A store-then-load on each side (a physical store: guest memory, then the
  * count; a new shadow page: the count, then the guest entry) with this in
@@ -37,6 +59,7 @@ bool shadow_account(struct vmmu_vm *vm, struct shadow_page *sp)
 	t = &s->shadow->write_track[sp->gfn - s->base_gfn];
 	__atomic_store_n(t, (uint16_t)(*t + 1), __ATOMIC_RELEASE);
 	s->shadow->nr_tracked++;
+	lpage_account(s, sp->gfn, 1);
 	sp->tracked = true;
 	/*
 	 * The count is read without mmu_lock by physical stores, which write
@@ -47,8 +70,9 @@ bool shadow_account(struct vmmu_vm *vm, struct shadow_page *sp)
 	 */
 	shadow_track_barrier(vm->shadow);
 	/* Not only on the first page of gfn: the others may all be unsync, and
-	 * then gfn is mapped writable; this new page starts in sync. */
-	return shadow_rmap_write_protect(vm, sp->gfn, false);
+	 * then gfn is mapped writable; this new page starts in sync.  The TDP
+	 * root maps it too when the table is L1's (a nested guest's EPT/NPT). */
+	return shadow_rmap_write_protect(vm, sp->gfn, false) | mmu_write_protect_tracked_gfn_locked(vm, sp->gfn);
 }
 
 static bool sp_unlinked(const struct shadow_page *sp)
@@ -84,6 +108,7 @@ void shadow_unaccount(struct vmmu_vm *vm, struct shadow_page *sp)
 		return;
 	__atomic_store_n(t, (uint16_t)(*t - 1), __ATOMIC_RELEASE);
 	s->shadow->nr_tracked--;
+	lpage_account(s, sp->gfn, -1);
 	vmmu_test_hook(VMMU_TEST_HOOK_SHADOW_UNTRACKED, sp->gfn);
 }
 
@@ -224,4 +249,33 @@ void shadow_phys_store_done(struct vmmu_vcpu *v, const struct memslot *s, uint64
 	} else if (memslot_logging(s)) {
 		vcpu_mark_page_dirty(v, s, gpa >> 12);
 	}
+}
+
+/*
+ * The MMU cannot emulate a write to gfn (the hardware's A/D update of a
+ * guest page table that lives in a page the MMU shadows as some other
+ * table): the gfn stops being shadowed, so its mapping can be writable
+ * (KVM's kvm_mmu_unprotect_page).  It is shadowed again on its next use
+ * as a table.  mmu_lock taken here.
+ */
+void shadow_unprotect_gfn(struct vmmu_vm *vm, gfn_t gfn)
+{
+	struct shadow_vm *sh = vm->shadow;
+	struct shadow_page *sp;
+	CDS_LIST_HEAD(invalid);
+	bool flush = false;
+
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+again:
+	for_each_gfn_sp(sh, sp, gfn) {
+		if (sp->role.direct)
+			continue;
+		shadow_prepare_zap(vm, sp, &invalid);
+		flush = true;
+		goto again;
+	}
+	shadow_commit_zap(vm, &invalid, flush);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
 }

@@ -139,11 +139,15 @@ int shadow_slot_alloc(struct memslot *s)
 {
 	struct shadow_slot *ss = calloc(1, sizeof(*ss));
 	size_t rmap_bytes = (s->npages * sizeof(*ss->rmap) + 4095) & ~(size_t)4095;
+	size_t track_bytes = (s->npages * sizeof(*ss->write_track) + 7) & ~(size_t)7;
+	/* A region count per 2M (1G) of the slot, plus one for a base that
+	 * is not aligned (and a move may change the alignment). */
+	size_t n2m = (s->npages >> 9) + 2, n1g = (s->npages >> 18) + 2;
 	void *p;
 
 	if (!ss)
 		return VMMU_ENOMEM;
-	ss->map_size = rmap_bytes + s->npages * sizeof(*ss->write_track);
+	ss->map_size = rmap_bytes + track_bytes + (n2m + n1g) * sizeof(uint32_t);
 	p = mmap(NULL, ss->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED) {
 		free(ss);
@@ -151,6 +155,8 @@ int shadow_slot_alloc(struct memslot *s)
 	}
 	ss->rmap = p;
 	ss->write_track = (uint16_t *)((char *)p + rmap_bytes);
+	ss->track_lpage[0] = (uint32_t *)((char *)p + rmap_bytes + track_bytes);
+	ss->track_lpage[1] = ss->track_lpage[0] + n2m;
 	s->shadow = ss;
 	return 0;
 }

@@ -143,10 +143,52 @@ void shadow_ctx_unload(struct vmmu_vcpu *v, struct shadow_ctx *c, bool prev_too)
 	vmmu_rcu_read_unlock();
 }
 
+/*
+ * Drops c's roots (current and previous) that shadow the top table at gfn
+ * pgd, or all of them with all; mmu_lock taken here.  What goes is reloaded
+ * (and synced) on its next use: INVEPT's semantics for cached roots.
+ */
+void shadow_ctx_drop_pgd(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t pgd, bool all)
+{
+	struct vmmu_vm *vm = v->vm;
+	CDS_LIST_HEAD(invalid);
+
+	if (!ctx_holds_roots(c, true))
+		return;
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	if (c->root.sp && (all || c->root.pgd == pgd)) {
+		put_root(vm, c->root.sp, &invalid);
+		c->root.sp = NULL;
+		if (c == v->sh.mmu)
+			v->mmu_ready = false;
+	}
+	for (unsigned int i = 0; i < c->nr_prev; i++) {
+		if (c->prev[i].sp && (all || c->prev[i].pgd == pgd)) {
+			put_root(vm, c->prev[i].sp, &invalid);
+			c->prev[i].sp = NULL;
+		}
+	}
+	shadow_commit_zap(vm, &invalid, false);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+}
+
 void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too)
 {
 	shadow_ctx_unload(v, &v->sh.root_mmu, prev_too);
 	shadow_ctx_unload(v, &v->sh.guest_mmu, prev_too);
+}
+
+bool shadow_ctx_roots_valid(const struct vmmu_vcpu *v, const struct shadow_ctx *c)
+{
+	return shadow_roots_valid(v, c) && (c->pae_root_mode || c->root.sp);
+}
+
+void shadow_ctx_load_hw_root(struct vmmu_vcpu *v, const struct shadow_ctx *c)
+{
+	shadow_load_hw_root(v, c);
 }
 
 /* What the hardware walks from now on (KVM's root_hpa / pae_root). */

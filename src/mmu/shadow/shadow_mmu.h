@@ -128,7 +128,14 @@ struct shadow_page {
 struct shadow_slot {
 	struct pte_list *rmap;		/* per 4K page: leaf SPTEs mapping it */
 	uint16_t *write_track;		/* per page: valid indirect shadow pages of it */
-	size_t map_size;		/* both arrays, one lazily-backed mapping */
+	/*
+	 * Tracked gfns per 2M ([0]) and 1G ([1]) region, indexed by
+	 * (gfn >> 9 or 18) - (base_gfn >> 9 or 18): a huge TDP mapping over a
+	 * tracked gfn would let L1 write its nested guest's tables unseen
+	 * (KVM's disallow_lpage counts).  [mmu_lock:W], read under either side.
+	 */
+	uint32_t *track_lpage[2];
+	size_t map_size;		/* every array, one lazily-backed mapping */
 	/* Sums over the arrays, so the audit need not visit every page of a
 	 * 2^31-page slot to know nothing is listed that should not be. */
 	uint64_t nr_rmap, nr_tracked;	/* [mmu_lock:W] */
@@ -212,6 +219,17 @@ int shadow_mmu_load(struct vmmu_vcpu *v);
 /* Drops the roots of both contexts (previous ones too with prev_too). */
 void shadow_mmu_unload(struct vmmu_vcpu *v, bool prev_too);
 void shadow_ctx_unload(struct vmmu_vcpu *v, struct shadow_ctx *c, bool prev_too);
+void shadow_ctx_drop_pgd(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t pgd, bool all);
+/* Whether what c has loaded may still be walked. */
+bool shadow_ctx_roots_valid(const struct vmmu_vcpu *v, const struct shadow_ctx *c);
+void shadow_ctx_load_hw_root(struct vmmu_vcpu *v, const struct shadow_ctx *c);
+/*
+ * The walk of guest tables (rules wc) for addr, as the MMU makes it (A/D
+ * set in guest memory): WALK_OK with *wr, WALK_FAULT, or < 0 when a table
+ * is not RAM or its slot is changing.  RCU read side.
+ */
+int shadow_walk_guest(struct vmmu_vcpu *v, const struct walk_cpu *wc, uint64_t addr, unsigned int walk_access,
+		      struct walk_result *wr);
 /* c's top table changed (c->w.root), role unchanged: fast switch or reload. */
 void shadow_ctx_new_pgd(struct vmmu_vcpu *v, struct shadow_ctx *c, bool noflush);
 void shadow_vcpu_free(struct vmmu_vcpu *v);
@@ -231,6 +249,7 @@ struct shadow_fault {
 	bool guest_fault;		/* res says what to inject */
 	bool ptwrite;			/* a store to a write-protected guest table: emulate it */
 	bool readonly_write;
+	bool ept_misconfig;		/* nested: L1's EPT is misconfigured there */
 	int host_error;
 	uint8_t vector;
 	uint32_t error_code;
@@ -251,8 +270,20 @@ void shadow_emulated_store(struct vmmu_vcpu *v, uint64_t gpa, uintptr_t hva, con
  * meanwhile hear of the store; dirty logging either way.  RCU read side.
  */
 void shadow_phys_store_done(struct vmmu_vcpu *v, const struct memslot *s, uint64_t gpa, unsigned int n);
-/* Whether a store to gfn must go through shadow_emulated_store (lockless hint). */
+/* Whether a store to gfn must go through shadow_emulated_store (lockless hint;
+ * exact under mmu_lock, either side). */
 bool shadow_gfn_write_tracked(const struct memslot *s, gfn_t gfn);
+/* No shadow page shadows gfn any more (it can be written); mmu_lock taken here. */
+void shadow_unprotect_gfn(struct vmmu_vm *vm, gfn_t gfn);
+/* Whether the level-sized region around gfn holds a tracked gfn (likewise). */
+bool shadow_lpage_tracked(const struct memslot *s, gfn_t gfn, int level);
+/*
+ * A TDP write fault on a tracked gfn (L1 writing a table its nested guest's
+ * shadow pages shadow): let the gfn's shadow pages go out of sync if they
+ * may, so that L1 maps it writable.  mmu_lock held for write; false when
+ * the gfn must stay write-protected (the store is then emulated).
+ */
+bool shadow_gfn_try_unsync(struct vmmu_vm *vm, gfn_t gfn);
 
 /* ---- host-side operations (mmu_lock held for write) --------------------------------- */
 bool shadow_zap_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end);

@@ -30,7 +30,7 @@ static bool resync_page(struct vmmu_vcpu *v, struct shadow_page *sp)
 	const struct gpte_fmt *gf;
 	struct walk_cpu w;
 
-	shadow_sp_walk_cpu(&v->wcpu, sp, &w);
+	shadow_sp_walk_cpu(vm, &v->sh.root_mmu.w, sp, &w);
 	gf = gpte_fmt_of(&w);
 	for (unsigned int i = 0; i < PT64_ENT_PER_PAGE; i++) {
 		uint64_t *sptep = &sp->spt[i], spte = spte_load(sptep), gpte;
@@ -66,7 +66,8 @@ bool shadow_sync_pages(struct vmmu_vcpu *v, struct shadow_page **sps, unsigned i
 	bool flush = false;
 
 	for (unsigned int i = 0; i < n; i++)
-		flush |= shadow_rmap_write_protect(vm, sps[i]->gfn, false);
+		flush |= shadow_rmap_write_protect(vm, sps[i]->gfn, false) |
+			 mmu_write_protect_tracked_gfn_locked(vm, sps[i]->gfn);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	flush = false;
@@ -119,6 +120,11 @@ bool shadow_try_unsync(struct vmmu_vm *vm, gfn_t gfn)
 		SH_COUNT_ADD(sh->nr_unsync, 1);
 	}
 	return true;
+}
+
+bool shadow_gfn_try_unsync(struct vmmu_vm *vm, gfn_t gfn)
+{
+	return shadow_try_unsync(vm, gfn);
 }
 
 void shadow_sync_roots(struct vmmu_vcpu *v)

@@ -130,7 +130,8 @@ __hot __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, stru
 	if (fault->is_mmio) {
 		new_spte = make_mmio_spte(f, fault->gfn, ACC_ALL, fault->mmio_gen);
 	} else {
-		new_spte = make_leaf_spte(f, fault->pfn, it->level, ACC_ALL, fault->map_writable, false);
+		new_spte = make_leaf_spte(f, fault->pfn, it->level, fault->write_tracked ? ACC_ALL & ~ACC_WRITE : ACC_ALL,
+					  fault->map_writable, false);
 		/*
 		 * Another vCPU may have installed the same mapping; if what is
 		 * there already allows this access, leave it (and its A/D bits).
@@ -390,6 +391,31 @@ bool tdp_mmu_log_protect_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint6
 				atomic_fetch_and_explicit(atomic_sptep(&pt[j]), ~bit, memory_order_acq_rel);
 				flush = true;
 			}
+		}
+	}
+	return flush;
+}
+
+bool tdp_mmu_write_protect_gfn(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+	bool flush = false;
+
+	lockdep_assert_mmu_lock_held(vm);
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, gfn, gfn + 1) {
+		if (!is_mmu_present_spte(it.old_spte) || !is_last_spte(f, it.old_spte, it.level))
+			continue;
+		if (it.level > PG_LEVEL_4K) {
+			tdp_mmu_set_spte(vm, &it, SPTE_NONPRESENT);
+			flush = true;
+			continue;
+		}
+		if (it.old_spte & (f->writable | f->mmu_writable)) {
+			uint64_t old = atomic_fetch_and_explicit(atomic_sptep(it.sptep), ~(f->writable | f->mmu_writable),
+								 memory_order_acq_rel);
+
+			flush |= is_writable_pte(f, old);
 		}
 	}
 	return flush;

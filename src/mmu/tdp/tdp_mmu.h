@@ -62,6 +62,15 @@ bool tdp_mmu_log_protect_range(struct vmmu_vm *vm, struct tdp_root *root, uint64
 bool tdp_mmu_log_protect_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint64_t base_gfn, const uint64_t *bitmap,
 			   uint64_t nr_words);
 
+/*
+ * mmu_lock held for write: no leaf may let the guest write gfn, nor restore
+ * W without the MMU (write tracking, KVM's kvm_tdp_mmu_write_protect_gfn):
+ * a 4K leaf loses W and MMU-writable, a huge leaf over gfn is zapped (the
+ * next fault maps 4K, the region being tracked).  Returns whether a flush
+ * is needed.
+ */
+bool tdp_mmu_write_protect_gfn(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gfn);
+
 /* Lockless (RCU): 4K pages of [start, end) mapped and accessed; clear ages them. */
 uint64_t tdp_mmu_age_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end, bool clear);
 /* mmu_lock held for write: split huge leaves in the range into 4K leaves. */
