@@ -116,5 +116,19 @@ check_keys "bench ptwrite keys" ptwrite_emulated_ns ptwrite_emulated_cycle_ns pt
 	ptwrite_unsync_first_ns ptwrite_unsync_cycle_ns pt_write_emulations unsync_syncs shadow_pte_writes \
 	emulated_phase_pt_write_emulations unsync_phase_pt_write_emulations unsync_phase_unsync_syncs reps
 
+# Nested guests: every L2 read is checked against a three-level reference.
+for tdp in ept npt; do
+	check_rc 0 "run nested $tdp" "$VMMU" run nested --mem 96M --tdp $tdp --json
+	check_keys "run nested $tdp keys" scenario l2_pages round_trips first_touch_ns_per_page round_trip_ns \
+		l1_remap_ns_per_page nested_entries nested_root_reuses mismatches shadow_pages
+done
+check_rc 2 "nested on shadow paging" "$VMMU" run nested --mmu shadow
+check_rc 2 "nested memory too small" "$VMMU" run nested --mem 16M --vcpus 2
+check_rc 0 "bench nested" "$VMMU" bench nested --reps 1 --json
+check_keys "bench nested keys" roundtrip_ns_guest_mmu roundtrip_ns_single_mmu speedup target_speedup \
+	meets_speedup walk_3d_ns host_access_ns walk_3d_overhead roundtrip_ns_guest_mmu_1vcpu_min \
+	roundtrip_ns_single_mmu_nvcpu_max nested_root_reuses
+check_rc 0 "bench nested npt 1 vcpu" "$VMMU" bench nested --reps 1 --tdp npt --vcpus 1 --json
+
 echo "cli: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -111,9 +111,18 @@ void nested_mmu_leave(struct vmmu_vcpu *v)
 	load_tdp_root(v);
 }
 
+/*
+ * The cached roots go (their next use reloads them), and unsync shadow pages
+ * catch up now rather than at that reload: they are shared by every vCPU
+ * whose L1 uses those tables, so once INVEPT returns no vCPU -- this one or
+ * another, whose TLBs the sync flushes -- uses a translation from before the
+ * L1 stores it orders.  (The architecture asks less: INVEPT acts on one
+ * logical processor, and L1 shoots the others down itself.)
+ */
 void nested_mmu_invept(struct vmmu_vcpu *v, bool all, uint64_t eptp)
 {
 	shadow_ctx_drop_pgd(v, &v->sh.guest_mmu, nested_root_gfn(v->vm, eptp), all);
+	shadow_sync_roots(v);
 }
 
 int nested_page_fault(struct vmmu_vcpu *v, const struct hw_exit *he, struct shadow_fault *sf)

@@ -142,37 +142,22 @@ int env_check_bugged(struct vm_env *env, char *err, size_t err_len)
 	return -1;
 }
 
+/* Every field of vmmu_vcpu_stats is a uint64_t counter: sum them all, so
+ * that a new counter is summed without a line here. */
+_Static_assert(sizeof(struct vmmu_vcpu_stats) % sizeof(uint64_t) == 0, "vmmu_vcpu_stats holds u64 counters");
+
 void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum)
 {
-	unsigned i;
+	uint64_t *out = (uint64_t *)sum;
 
 	memset(sum, 0, sizeof(*sum));
-	for (i = 0; i < env->nr_vcpus; i++) {
+	for (unsigned int i = 0; i < env->nr_vcpus; i++) {
 		struct vmmu_vcpu_stats s;
+		const uint64_t *in = (const uint64_t *)&s;
 
 		vmmu_vcpu_get_stats(env->vcpus[i], &s);
-		sum->accesses += s.accesses;
-		sum->tlb_hits += s.tlb_hits;
-		sum->tlb_misses += s.tlb_misses;
-		sum->exits += s.exits;
-		sum->pf_taken += s.pf_taken;
-		sum->pf_fixed += s.pf_fixed;
-		sum->pf_spurious += s.pf_spurious;
-		sum->pf_retry += s.pf_retry;
-		sum->pf_emulate += s.pf_emulate;
-		sum->pf_mmio_spte += s.pf_mmio_spte;
-		sum->tlb_flushes += s.tlb_flushes;
-		sum->mmu_reloads += s.mmu_reloads;
-		sum->host_faultins += s.host_faultins;
-		sum->pf_fast_fixed += s.pf_fast_fixed;
-		sum->pf_fast_spurious += s.pf_fast_spurious;
-		sum->pf_fast_failed += s.pf_fast_failed;
-		sum->mmu_ctx_rebuilds += s.mmu_ctx_rebuilds;
-		sum->root_fast_switches += s.root_fast_switches;
-		sum->root_slow_switches += s.root_slow_switches;
-		sum->guest_faults += s.guest_faults;
-		sum->pt_write_emulations += s.pt_write_emulations;
-		sum->unsync_syncs += s.unsync_syncs;
+		for (size_t k = 0; k < sizeof(s) / sizeof(uint64_t); k++)
+			out[k] += in[k];
 	}
 }
 

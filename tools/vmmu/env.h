@@ -92,6 +92,57 @@ int shadow_vm_create(uint32_t prev_roots, uint64_t slot_bytes, vmmu_vm **vm, vmm
 bool env_vm_healthy(vmmu_vm *vm, char *err, size_t err_len);
 
 /* ------------------------------------------------------------------------ */
+/* l1.c: a guest hypervisor (L1) and its nested guest (L2) on one vCPU       */
+
+#include "guest.h"
+
+/*
+ * A vCPU's share [base, base + size) of guest RAM, L1 addresses:
+ *   [base, +2M)          L1's tables: its EPT (EPT VMs), or its NPT and its
+ *                        own long-mode paging (NPT VMs)
+ *   [base + 2M, ...)     L2's memory: L2 gpa g is L1 gpa l2_base + g, mapped
+ *                        at 4K for its first 8M, at 2M above
+ * L2's memory starts with the tables of its two address spaces, A and B
+ * (l2_pt_bytes), then its data pages, which both map at gvas from
+ * L1_L2_GVA: A page p on data frame p, B rotated by half (l2_frame()).
+ */
+#define L1_L1_TABLES	(UINT64_C(2) << 20)
+#define L1_L2_GVA	UINT64_C(0x7f0000000000)
+
+struct l1_guest {
+	vmmu_vm *vm;
+	vmmu_vcpu *vcpu;
+	bool npt;
+	uint64_t base, size;
+	uint64_t l2_base, l2_size;	/* L1 gpa of L2 gpa 0; L2's memory */
+	uint64_t l2_pt_bytes;		/* L2's tables at its start */
+	uint64_t pages;			/* L2's data pages */
+	struct guest_pt *l1pt;		/* NPT VMs: L1's own paging */
+	struct guest_pt *ept;		/* L1's EPT or NPT for L2 */
+	struct guest_pt *l2pt[2];	/* L2's address spaces */
+	int space;			/* the one L2 runs on */
+	struct vmmu_nested_state ns;	/* what the next VM entry loads */
+};
+
+/* L1's tables for L2 (L1 writes them with its own stores); *what names the
+ * step that failed. */
+int l1_setup(struct l1_guest *g, vmmu_vm *vm, vmmu_vcpu *vcpu, bool npt, bool five, uint64_t base,
+	     uint64_t size, uint16_t vpid, const char **what);
+void l1_destroy(struct l1_guest *g);
+/* VM entry with L2's state as it left; VM exit saving it. */
+int l1_enter(struct l1_guest *g);
+int l1_leave(struct l1_guest *g);
+/* In L2: its two address spaces by its own stores, then space A loaded. */
+int l2_build(struct l1_guest *g, const char **what);
+int l2_switch(struct l1_guest *g, int space);
+uint64_t l2_gva(const struct l1_guest *g, uint64_t p);
+uint64_t l2_data_gpa(const struct l1_guest *g, uint64_t p);
+uint64_t l2_frame(const struct l1_guest *g, int space, uint64_t p);
+/* The plain reference: the L2 and L1 gpas L2's gva of page p names now,
+ * through L2's tables and then L1's (guest_lookup on both). */
+int l2_reference(struct l1_guest *g, uint64_t p, uint64_t *l2_gpa, uint64_t *l1_gpa);
+
+/* ------------------------------------------------------------------------ */
 /* crew.c: the vCPU crew                                                     */
 
 /*

@@ -34,6 +34,7 @@ struct tool_entry {
 #define TOOL_SCENARIOS(X)		\
 	X(scenario_demand)		\
 	X(scenario_paging)		\
+	X(scenario_nested)		\
 	/* a new one goes above, so it is one line */
 
 #define TOOL_BENCHES(X)			\
@@ -46,6 +47,7 @@ struct tool_entry {
 	X(bench_notifier)		\
 	X(bench_cr3switch)		\
 	X(bench_ptwrite)		\
+	X(bench_nested)			\
 	/* a new one goes above, so it is one line */
 
 #define TOOL_DECLARE_ENTRY(entry) extern const struct tool_entry entry;
