@@ -101,6 +101,13 @@ enum vmmu_tdp_format {
  * guest_mmu whose roots survive L1 excursions.  Correct, only slower.
  */
 #define VMMU_VM_NESTED_ONE_MMU (1u << 7)
+/*
+ * Time where an access's nanoseconds go, per vCPU (the time_* counters of
+ * vmmu_vcpu_stats): the MMU's fault handling, the host fault-in within it,
+ * the hardware model's walks on TLB misses, and the copy.  Each measurement
+ * costs a clock read, so only for explaining a benchmark.
+ */
+#define VMMU_VM_TIMING (1u << 8)
 
 struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
@@ -591,6 +598,11 @@ struct vmmu_vcpu_stats {
 	uint64_t nested_entries;	/* vmmu_vcpu_enter_guest_mode() calls        */
 	uint64_t nested_root_reuses;	/* entries that found guest_mmu's root loaded */
 	uint64_t nested_exits;		/* VMMU_EXIT_NESTED exits                    */
+	/* VMMU_VM_TIMING only (0 otherwise): nanoseconds spent in */
+	uint64_t time_fault_ns;		/* the MMU's handling of exits, fault-in included */
+	uint64_t time_faultin_ns;	/* making host pages exist (a part of the above)   */
+	uint64_t time_walk_ns;		/* TLB misses: the hardware model's walks        */
+	uint64_t time_copy_ns;		/* moving the bytes                              */
 };
 
 VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);

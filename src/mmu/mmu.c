@@ -209,7 +209,12 @@ __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 			fault->host_error = VMMU_EFAULT;
 			return RET_PF_FAULT;
 		}
-		r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
+		{
+			uint64_t t0 = vcpu_clock(v);
+
+			r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
+			VCPU_TIME_ADD(v, time_faultin_ns, t0);
+		}
 		if (r) {
 			fault->host_error = r;
 			return RET_PF_FAULT;

@@ -415,6 +415,7 @@ __hot static int access_window(struct vmmu_vcpu *v, uint64_t addr, uint8_t *buf,
 	struct timespec retry_start = { 0, 0 };
 	struct walk_result wr;
 	struct hw_exit he;
+	uint64_t t_copy;
 	size_t off, n;
 	unsigned int i;
 	int r;
@@ -432,7 +433,12 @@ again:
 		n = 4096 - ((addr + off) & 0xfff);
 		if (n > len - off)
 			n = len - off;
-		x = cpu_translate(v, addr + off, acc, walk_access, phys, &hvas[i], &he, &wr, &pt_access);
+		{
+			uint64_t t0 = vcpu_clock(v);
+
+			x = cpu_translate(v, addr + off, acc, walk_access, phys, &hvas[i], &he, &wr, &pt_access);
+			VCPU_TIME_ADD(v, time_walk_ns, t0);
+		}
 		if (likely(x == XLATE_OK))
 			continue;
 		vcpu_exit_guest_mode(v);
@@ -446,8 +452,11 @@ again:
 		if (x == XLATE_SHADOW_PF) {
 			struct shadow_fault sf;
 
+			uint64_t t0 = vcpu_clock(v);
+
 			r = vcpu_handle_shadow_pf(v, addr + off, walk_access, wr.error_code, buf + off, n,
 						  base_offset + off, write, off == 0, exit, &sf, &ret_pf);
+			VCPU_TIME_ADD(v, time_fault_ns, t0);
 			if (r < 0) {
 				/* Copy what comes before the store; the caller
 				 * comes back with the store first in its window. */
@@ -466,8 +475,10 @@ again:
 						  .buf = buf + off, .n = n, .offset = base_offset + off,
 						  .write = write, .first = off == 0 };
 			bool stored = false;
+			uint64_t t0 = vcpu_clock(v);
 
 			r = vcpu_handle_exit(v, &he, &site, exit, &ret_pf, &stored);
+			VCPU_TIME_ADD(v, time_fault_ns, t0);
 			if (r < 0) {
 				len = off;
 				goto again;
@@ -513,12 +524,14 @@ again:
 		}
 		goto again;
 	}
+	t_copy = vcpu_clock(v);
 	for (off = 0, i = 0; off < len; off += n, i++) {
 		n = 4096 - ((addr + off) & 0xfff);
 		if (n > len - off)
 			n = len - off;
 		copy_fragment((void *)hvas[i], buf + off, n, write);
 	}
+	VCPU_TIME_ADD(v, time_copy_ns, t_copy);
 	vcpu_exit_guest_mode(v);
 	*done = len;
 	return 0;
@@ -741,4 +754,8 @@ VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->nested_entries = STAT_READ(s->nested_entries);
 	out->nested_root_reuses = STAT_READ(s->nested_root_reuses);
 	out->nested_exits = STAT_READ(s->nested_exits);
+	out->time_fault_ns = STAT_READ(s->time_fault_ns);
+	out->time_faultin_ns = STAT_READ(s->time_faultin_ns);
+	out->time_walk_ns = STAT_READ(s->time_walk_ns);
+	out->time_copy_ns = STAT_READ(s->time_copy_ns);
 }

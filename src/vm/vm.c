@@ -131,7 +131,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		return VMMU_EINVAL;
 	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
 			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT | VMMU_VM_PML |
-			   VMMU_VM_NESTED_ONE_MMU))
+			   VMMU_VM_NESTED_ONE_MMU | VMMU_VM_TIMING))
 		return VMMU_EINVAL;
 	/* The nested ablation is about a TDP VM's two MMUs. */
 	if ((cfg->flags & VMMU_VM_NESTED_ONE_MMU) && cfg->mmu != VMMU_MMU_TDP)

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <urcu/urcu-memb.h>
 
@@ -52,7 +53,7 @@ struct vcpu_stats {
 		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins, pf_fast_fixed,
 		pf_fast_spurious, pf_fast_failed, mmu_ctx_rebuilds, root_fast_switches, root_slow_switches,
 		guest_faults, pt_write_emulations, unsync_syncs, pml_entries, pml_full_exits, nested_entries,
-		nested_root_reuses, nested_exits;
+		nested_root_reuses, nested_exits, time_fault_ns, time_faultin_ns, time_walk_ns, time_copy_ns;
 };
 
 #define PT_CACHE_MIN 6	/* a 5-level fault needs at most 4 tables, plus a split */
@@ -149,6 +150,9 @@ struct vmmu_vcpu {
 	struct tlb *tlb;
 	struct tlb tlbs[2];		/* [vcpu] last: the big arrays after the hot fields */
 };
+
+/* VMMU_VM_TIMING: a clock read where an access's time is split (else 0). */
+static inline uint64_t vcpu_clock(const struct vmmu_vcpu *v);
 
 struct vm_stats {
 	_Atomic uint64_t pages[PG_LEVEL_1G + 1];
@@ -384,6 +388,23 @@ static inline struct memslots *vm_memslots(struct vmmu_vm *vm)
 {
 	return atomic_load_explicit(&vm->memslots, memory_order_acquire);
 }
+
+static inline uint64_t vcpu_clock(const struct vmmu_vcpu *v)
+{
+	struct timespec t;
+
+	if (likely(!(v->vm->cfg.flags & VMMU_VM_TIMING)))
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+/* Adds the time since t0 (a vcpu_clock() reading) to a time_* counter. */
+#define VCPU_TIME_ADD(v, field, t0)                                          \
+	do {                                                                \
+		if (unlikely(t0))                                           \
+			STAT_ADD((v)->stat.field, vcpu_clock(v) - (t0));    \
+	} while (0)
 
 /* The VM shadows its guest's own page tables (no TDP). */
 static inline bool vm_shadow_paging(const struct vmmu_vm *vm)

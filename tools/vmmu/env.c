@@ -372,10 +372,18 @@ int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_by
 		failed = 1;
 		goto out;
 	}
+	env_sum_vcpu_stats(&env, &pr->first_touch_stats);
 	if (crew_run(&crew, CREW_OP_VCPU_WRITE, "first_touch", &res)) {
 		cli_set_error(err, err_len, "%s", res.error);
 		failed = 1;
 	} else {
+		struct vmmu_vcpu_stats after;
+		uint64_t *d = (uint64_t *)&pr->first_touch_stats;
+		const uint64_t *a = (const uint64_t *)&after;
+
+		env_sum_vcpu_stats(&env, &after);
+		for (size_t k = 0; k < sizeof(after) / sizeof(uint64_t); k++)
+			d[k] = a[k] - d[k];
 		pr->pages = res.pages;
 		pr->first_touch_ns = res.ns;
 		pr->first_touch_ns_pp = res.pages ? (double)res.ns / res.pages : 0.0;

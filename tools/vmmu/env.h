@@ -63,6 +63,7 @@ struct pass_result {
 	double retouch_ns_pp;
 	uint64_t first_touch_ns;
 	uint64_t pages;
+	struct vmmu_vcpu_stats first_touch_stats;	/* the vCPUs' counters over the first touch */
 };
 
 int env_demand_pass(const struct cli_opts *o, unsigned nr_vcpus, uint64_t mem_bytes,
