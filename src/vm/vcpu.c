@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cpu/hw.h"
+#include "cpu/secure_ept.h"
 #include "mmu/mmu.h"
 #include "test_hook.h"
 #include "mmu/tdp/tdp_mmu.h"
@@ -60,6 +61,12 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	}
 	if (vm_pml(vm))
 		v->pml.size = vm->cfg.pml_entries ? vm->cfg.pml_entries : PML_MAX_ENTRIES;
+	/* A private VM's contexts have the mirror as their second root, and
+	 * the hardware the module's table for private gpas. */
+	if (vm->mirror_root) {
+		v->mirror = vm->mirror_root;
+		v->hw_priv = sept_hw_root(vm->sept);
+	}
 	/* Generation 0 marks never-filled and invalidated entries. */
 	v->tlb.gen = 1;
 	v->tlb.counter = 1;
@@ -233,10 +240,13 @@ __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he,
 		exit->u.mmio.readonly_slot = fault.readonly_write;
 		return VMMU_EXIT;
 	case RET_PF_FAULT:
+		/* KVM_EXIT_MEMORY_FAULT: the gpa without the shared bit, and
+		 * which alias the access used. */
 		exit->reason = VMMU_EXIT_MEMORY_FAULT;
-		exit->u.memory_fault.gpa = he->gpa & ~0xfffULL;
+		exit->u.memory_fault.gpa = fault.gfn << 12;
 		exit->u.memory_fault.size = 4096;
 		exit->u.memory_fault.error = fault.host_error;
+		exit->u.memory_fault.is_private = fault.is_private;
 		return VMMU_EXIT;
 	default:
 		return 0;
@@ -286,6 +296,7 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
 		exit->u.memory_fault.gpa = sf->gpa & ~0xfffULL;
 		exit->u.memory_fault.size = 4096;
 		exit->u.memory_fault.error = sf->host_error;
+		exit->u.memory_fault.is_private = 0;
 		return VMMU_EXIT;
 	default:
 		return 0;
@@ -458,6 +469,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				exit->u.memory_fault.gpa = pf.addr & ~0xfffULL;
 				exit->u.memory_fault.size = 4096;
 				exit->u.memory_fault.error = pf.host_error;
+				exit->u.memory_fault.is_private = 0;
 				return VMMU_EXIT;
 			}
 			hvas[i] = pf.hva + (pf.addr & 0xfff);
