@@ -348,7 +348,7 @@ int sept_aug(struct secure_ept *s, uint64_t gfn, int level, uint64_t spte)
 		if (is_present(s, e) && !is_table(s, e, level) && spte_to_pfn(e) == pfn && !(spte & f->writable))
 			r = violation(s, SEPT_V_WRPROT);
 		else if (is_present(s, e) && !is_table(s, e, level) && spte_to_pfn(e) == pfn && f->ad_enabled &&
-			 (spte & (f->accessed | f->dirty)) != (f->accessed | f->dirty))
+			 !(spte & f->accessed))
 			r = violation(s, SEPT_V_AD);
 		else
 			r = violation(s, SEPT_V_DOUBLE_MAP);
