@@ -227,6 +227,9 @@ bool scenario_takes_guest(const char *name);
 void scenario_list(FILE *f, bool json);
 int scenario_run(const char *name, const struct cli_opts *o);
 
+/* scen_private.c */
+int scenario_private(const struct cli_opts *o);
+
 /* bench.c: `vmmu bench` */
 bool bench_exists(const char *name);
 /* Adds "ok" (and "error"), prints the report; the exit status to return. */
@@ -242,6 +245,8 @@ int bench_notifier(const struct cli_opts *o);
 /* bench_shadow.c */
 int bench_cr3switch(const struct cli_opts *o);
 int bench_ptwrite(const struct cli_opts *o);
+/* bench_private.c */
+int bench_private(const struct cli_opts *o);
 void bench_list(FILE *f, bool json);
 int bench_run(const char *name, const struct cli_opts *o);
 

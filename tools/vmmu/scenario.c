@@ -1588,6 +1588,8 @@ static const struct scenario scenarios[] = {
 	  scenario_demand, false },
 	{ "paging", "the same with guest paging on: touch through gvas, remap, switch CR3",
 	  scenario_paging, true },
+	{ "private", "a confidential VM: private RAM, conversions by memory-fault exits, a shared DMA buffer",
+	  scenario_private, false },
 };
 
 #define NR_SCENARIOS (sizeof(scenarios) / sizeof(scenarios[0]))
