@@ -220,7 +220,7 @@ void mirror_free_table(struct vmmu_vm *vm, uint64_t gfn, int level)
 
 #define AUDIT_FAIL(...) (snprintf(why, len, __VA_ARGS__), -1)
 
-/* A mirror leaf against the attributes, the slot and the module (P3-P6). */
+/* A mirror leaf against the attributes, the slot and the module (C1-C4). */
 static int audit_private_leaf(struct vmmu_vm *vm, const struct memslots *ms, const struct attr_set *attrs,
 			      uint64_t gfn, uint64_t spte, int level, char *why, size_t len)
 {
@@ -254,7 +254,7 @@ static int audit_private_leaf(struct vmmu_vm *vm, const struct memslots *ms, con
 	return 0;
 }
 
-/* Every shared leaf lies where the attributes say shared (P2). */
+/* Every shared leaf lies where the attributes say shared (C2). */
 static int audit_shared(struct vmmu_vm *vm, const struct attr_set *attrs, char *why, size_t len)
 {
 	const struct spte_fmt *f = &vm->fmt;
@@ -294,6 +294,9 @@ int mirror_audit(struct vmmu_vm *vm, char *why, size_t len)
 		return -1;
 	if (!root)
 		return 0;
+	/* C7: never obsoleted (zap-all and memslot changes leave it). */
+	if (atomic_load(&root->invalid) || !root->pt->is_mirror || vm->obsolete_roots == root)
+		return AUDIT_FAIL("the mirror root was invalidated");
 	for_each_tdp_pte(it, f, root->pt->spt, root->level, 0, tdp_max_gfn(root->level)) {
 		uint64_t spte = it.old_spte;
 
@@ -320,7 +323,7 @@ int mirror_audit(struct vmmu_vm *vm, char *why, size_t len)
 			tables++;
 		}
 	}
-	/* Counts equal both ways: the secure table holds nothing extra (P1). */
+	/* Counts equal both ways: the secure table holds nothing extra (C1). */
 	for (int l = PG_LEVEL_4K; l <= PG_LEVEL_2M; l++) {
 		uint64_t st = atomic_load_explicit(&vm->stat.private_pages[l], memory_order_relaxed);
 

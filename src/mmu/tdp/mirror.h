@@ -48,7 +48,7 @@ void mirror_free_table(struct vmmu_vm *vm, uint64_t gfn, int level);
 
 /*
  * mmu_lock held for write: mirror == the module's table, entry for entry,
- * and the private-memory invariants of docs/mmu.md 13 (P1-P8); 0 or -1
+ * and the private-memory invariants of docs/mmu.md 13.6 (C1-C8); 0 or -1
  * with the first violation in why.
  */
 int mirror_audit(struct vmmu_vm *vm, char *why, size_t len);
