@@ -278,23 +278,33 @@ void sept_teardown(struct secure_ept *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int sept_link(struct secure_ept *s, uint64_t gfn, int level)
+/* The entry (gfn, level >= 2) a table hangs from, for link and free; NULL
+ * with the violation counted in *r when the level or the path is wrong. */
+static uint64_t *table_entry_at(struct secure_ept *s, uint64_t gfn, int level, int *r)
 {
 	enum sept_violation why = SEPT_V_NO_PARENT;
+	uint64_t *ep;
+
+	if (level < PG_LEVEL_2M || bad_level(s, gfn, level, false)) {
+		*r = violation(s, SEPT_V_LEVEL);
+		return NULL;
+	}
+	ep = entry_at(s, gfn, level, &why);
+	if (!ep)
+		*r = violation(s, why);
+	return ep;
+}
+
+int sept_link(struct secure_ept *s, uint64_t gfn, int level)
+{
 	struct pt_page *child;
 	uint64_t *ep, e;
 	int r = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (level < PG_LEVEL_2M || bad_level(s, gfn, level, false)) {
-		r = violation(s, SEPT_V_LEVEL);
+	ep = table_entry_at(s, gfn, level, &r);
+	if (!ep)
 		goto out;
-	}
-	ep = entry_at(s, gfn, level, &why);
-	if (!ep) {
-		r = violation(s, why);
-		goto out;
-	}
 	e = sept_read(ep);
 	if (e) {
 		/* A table over a huge leaf would split it without demotion. */
@@ -517,20 +527,17 @@ static void reclaim_table(struct secure_ept *s, struct pt_page *sp, bool rcu)
 
 int sept_free_table(struct secure_ept *s, uint64_t gfn, int level)
 {
-	enum sept_violation why = SEPT_V_NO_PARENT;
 	struct pt_page *child;
 	uint64_t *ep, e;
 	int r = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (level < PG_LEVEL_2M || bad_level(s, gfn, level, false)) {
-		r = violation(s, SEPT_V_LEVEL);
+	ep = table_entry_at(s, gfn, level, &r);
+	if (!ep)
 		goto out;
-	}
-	ep = entry_at(s, gfn, level, &why);
-	e = ep ? sept_read(ep) : 0;
-	if (!ep || !is_table(s, e, level)) {
-		r = violation(s, ep ? SEPT_V_NOT_MAPPED : why);
+	e = sept_read(ep);
+	if (!is_table(s, e, level)) {
+		r = violation(s, SEPT_V_NOT_MAPPED);
 		goto out;
 	}
 	child = pt_page_of(&s->arena, (void *)(uintptr_t)(spte_to_pfn(e) << 12));
