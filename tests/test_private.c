@@ -601,6 +601,57 @@ TEST(private_fault_injection_each_op)
 	}
 }
 
+/*
+ * An interposer that answers 0 without forwarding a removal: the mirror
+ * loses the leaf, the private table keeps it.  The audit must say so (the
+ * claim vmmu.h makes about such embedder ops), and the VM must still be
+ * destroyed cleanly (the module reclaims the page).
+ */
+static int swallow_remove(void *ctx, uint64_t gfn, int level, uint64_t spte)
+{
+	(void)ctx;
+	(void)gfn;
+	(void)level;
+	(void)spte;
+	return 0;
+}
+
+TEST(private_unforwarded_op_caught_by_audit)
+{
+	for_each_tdp_variant(var) {
+		struct penv e;
+		char why[256];
+
+		memset(&e, 0, sizeof(e));
+		e.smask = 1ULL << (var->tdp_levels == 5 ? 51 : 47);
+		{
+			struct vmmu_vm_config cfg;
+			struct vmmu_external_ops ops;
+			void *ctx;
+			struct vmmu_memslot s = { .slot = 0, .gpa = 0, .size = 4 * MB, .flags = VMMU_MEM_PRIVATE };
+			void *p;
+
+			private_config(var, &cfg);
+			ASSERT_OK(vmmu_vm_create(&cfg, &e.vm));
+			ASSERT_OK(vmmu_get_external_ops(e.vm, &ops, &ctx));
+			ops.remove_external_spte = swallow_remove;
+			ASSERT_OK(vmmu_set_external_ops(e.vm, &ops, ctx));
+			ops.free_external_spt = NULL;
+			ASSERT_ERR(vmmu_set_external_ops(e.vm, &ops, ctx), VMMU_EINVAL);
+			ASSERT_OK(vmmu_set_memslot(e.vm, &s));
+			ASSERT_OK(vmmu_memslot_hva(e.vm, 0, &p));
+			ASSERT_OK(vmmu_vcpu_create(e.vm, 0, &e.vcpu[0]));
+		}
+		ASSERT_OK(vmmu_set_memory_attributes(e.vm, 0, 4 * MB, PRIV));
+		pwr(&e, 0, false, 1);
+		ASSERT_AUDIT(e.vm);
+		ASSERT_OK(vmmu_set_memory_attributes(e.vm, 0, 4096, 0));
+		ASSERT_ERR(vmmu_audit(e.vm, why, sizeof(why)), VMMU_EIO);
+		ASSERT_TRUE(strstr(why, "secure table") != NULL);
+		vmmu_vm_destroy(e.vm);
+	}
+}
+
 /* ---- the module's rules, on a module of its own ---------------------------- */
 
 TEST(private_module_rules)
