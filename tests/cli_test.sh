@@ -129,6 +129,18 @@ check_keys "bench nested keys" roundtrip_ns_guest_mmu roundtrip_ns_single_mmu sp
 	meets_speedup walk_3d_ns host_access_ns walk_3d_overhead roundtrip_ns_guest_mmu_1vcpu_min \
 	roundtrip_ns_single_mmu_nvcpu_max nested_root_reuses
 check_rc 0 "bench nested npt 1 vcpu" "$VMMU" bench nested --reps 1 --tdp npt --vcpus 1 --json
+# Private memory: every read of the run is checked against a reference, the
+# bench verifies what it times; both fail on a security-module violation.
+for tdp in ept npt; do
+	check_rc 0 "run private $tdp" "$VMMU" run private --mem 32M --tdp $tdp --json
+	check_keys "run private $tdp keys" private_touch_ns_per_page to_shared_ns_per_page dma_ns_per_page \
+		to_private_ns_per_page conversions mirror_pt_pages secure_pt_pages violations
+done
+check_rc 0 "run private 2m 3 vcpus" "$VMMU" run private --mem 16M --host-page 2m --vcpus 3 --json
+check_rc 2 "run private shadow" "$VMMU" run private --mmu shadow
+check_rc 0 "bench private" "$VMMU" bench private --reps 1 --json
+check_keys "bench private keys" private_fault_ns shared_fault_ns private_overhead convert_4k_ns convert_2m_ns \
+	zap_all_ms violations verified
 
 echo "cli: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -403,6 +403,33 @@ TEST(bad_input)
 			vmmu_vm_destroy(vm);
 			continue;
 		}
+		{
+			/* A private VM (a TD) has no VMX: refused, nothing changes. */
+			struct vmmu_vm_config cfg;
+			vmmu_vm *vm;
+			vmmu_vcpu *v;
+			bool ept = var->tdp_format == VMMU_TDP_EPT;
+
+			variant_config(var, &cfg);
+			cfg.flags = (cfg.flags & ~VMMU_VM_AD_DISABLED) | VMMU_VM_PRIVATE;
+			cfg.maxphyaddr = 48;
+			cfg.tdp_levels = 4;
+			ASSERT_OK(vmmu_vm_create(&cfg, &vm));
+			ASSERT_OK(vmmu_vcpu_create(vm, 0, &v));
+			memset(&ns, 0, sizeof(ns));
+			if (ept)
+				ns.eptp = VMMU_EPTP_MT_WB | VMMU_EPTP_WALK_4;
+			else
+				ns.ncr3 = 0x1000;
+			ns.l2.cr0 = VMMU_CR0_PE;
+			ASSERT_ERR(vmmu_vcpu_enter_guest_mode(v, &ns), VMMU_ENOTSUP);
+			ASSERT_TRUE(!vmmu_vcpu_in_guest_mode(v));
+			if (ept)
+				ASSERT_ERR(vmmu_vcpu_invept(v, VMMU_INVEPT_ALL, 0), VMMU_ENOTSUP);
+			else
+				ASSERT_ERR(vmmu_vcpu_invlpga(v, 0, 1), VMMU_ENOTSUP);
+			vmmu_vm_destroy(vm);
+		}
 		if (!nt_variant_ok(var))
 			continue;
 		nt_setup(&t, var, 0, 1);

@@ -108,6 +108,18 @@ enum vmmu_tdp_format {
  * costs a clock read, so only for explaining a benchmark.
  */
 #define VMMU_VM_TIMING (1u << 8)
+/*
+ * A confidential VM (Intel TDX; AMD SEV-SNP has the same shape), TDP only
+ * (VMMU_ENOTSUP with VMMU_MMU_SHADOW).  Guest-physical addresses come in two
+ * aliases told apart by the shared bit (vmmu_vm_config.shared_bit): with it
+ * set an access is *shared* (ordinary memory through the slot's hva, mapped
+ * by the normal TDP root); without it, *private* (memory vmmu owns for
+ * VMMU_MEM_PRIVATE slots, mapped by a mirror root whose every change is
+ * propagated into the real private table of a security module through the
+ * external ops below).  Memslots and memory attributes are addressed by the
+ * gpa without the shared bit.  docs/mmu.md section 13.
+ */
+#define VMMU_VM_PRIVATE (1u << 9)
 
 struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
@@ -141,6 +153,14 @@ struct vmmu_vm_config {
 	 * entries one guest-mode stretch cannot fill the buffer).
 	 */
 	uint32_t pml_entries;
+	/*
+	 * VMMU_VM_PRIVATE: the GPA bit that selects the shared alias, or 0 to
+	 * derive it as TDX does (bit 47 with 4-level TDP, bit 51 with 5-level).
+	 * Must be at least 32 and below maxphyaddr (so MAXPHYADDR 48 or 52 for
+	 * the derived bits); VMMU_EINVAL otherwise, and without VMMU_VM_PRIVATE.
+	 */
+	uint32_t shared_bit;
+	uint32_t pad0;
 };
 
 #define VMMU_MAX_VCPUS 256
@@ -159,6 +179,15 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm);
 /* vmmu_memslot.flags */
 #define VMMU_MEM_LOG_DIRTY_PAGES (1u << 0)
 #define VMMU_MEM_READONLY        (1u << 1)	/* guest writes exit as MMIO writes */
+/*
+ * VMMU_VM_PRIVATE only (guest_memfd's role, KVM_MEM_GUEST_MEMFD): the slot
+ * also has private backing that vmmu allocates and never exposes (no hva of
+ * it is ever returned), used for the gfns whose attribute is private.  Not
+ * with READONLY (VMMU_EINVAL) or dirty logging (VMMU_ENOTSUP: private pages
+ * cannot be write-protected); such a slot cannot be moved (VMMU_EINVAL),
+ * and the flag cannot be toggled.
+ */
+#define VMMU_MEM_PRIVATE         (1u << 2)
 
 /* vmmu_memslot.backing, used only when hva == NULL (vmmu allocates) */
 enum vmmu_backing {
@@ -239,9 +268,68 @@ VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm);
 VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end, int clear,
 				   uint64_t *young_pages);
 
+/*
+ * Memory attributes (KVM_SET_MEMORY_ATTRIBUTES), VMMU_VM_PRIVATE only
+ * (VMMU_ENOTSUP otherwise).  Sets [gpa, gpa + size) -- page aligned, size > 0,
+ * below the shared bit -- to private (VMMU_MEMORY_ATTRIBUTE_PRIVATE) or shared
+ * (0); every gfn starts shared.  The alias no longer valid is unmapped before
+ * the call returns (private mappings on private -> shared, shared ones on
+ * shared -> private; a private huge page only partly converted is split
+ * first) and TLBs are flushed; a fault racing with the change retries.  A
+ * private page converted to shared and back reads as zeroes (TDX: the page
+ * is removed, and added again zeroed); shared memory is the embedder's and
+ * vmmu does not touch it.  An access whose alias disagrees with the
+ * attribute returns VMMU_EXIT_MEMORY_FAULT (is_private says which alias the
+ * guest used, error VMMU_EAGAIN): the embedder converts and runs again.
+ * Bad input (VMMU_EINVAL: alignment, size 0, wrap, unknown bits; VMMU_ERANGE:
+ * at or above the shared bit) changes nothing; so does an external op that
+ * fails (its error is returned; mappings already removed just fault again).
+ */
+#define VMMU_MEMORY_ATTRIBUTE_PRIVATE (1ULL << 3)
+VMMU_EXPORT int vmmu_set_memory_attributes(vmmu_vm *vm, uint64_t gpa, uint64_t size, uint64_t attrs);
+/* The attributes of the page at gpa (shared bit ignored). */
+VMMU_EXPORT int vmmu_get_memory_attributes(vmmu_vm *vm, uint64_t gpa, uint64_t *attrs);
+
+/*
+ * External page-table ops (KVM's link_external_spt, set_external_spte,
+ * remove_external_spte, free_external_spt, plus the demotion TDX's
+ * TDH.MEM.PAGE.DEMOTE does): how every change of a mirror SPTE reaches the
+ * real private table.  gfn is the first gfn the entry maps, level its level
+ * (1 = 4K), spte the final mirror SPTE (set) or the one going away (remove).
+ *  - link_external_spt: a table for the entry at (gfn, level) was linked;
+ *  - set_external_spte: a leaf (gfn, level) is mapped (RWX, its pfn);
+ *  - split_external_spt: the huge leaf (gfn, level) becomes a table of
+ *    level - 1 leaves mapping the same memory;
+ *  - remove_external_spte: the leaf (gfn, level) is unmapped;
+ *  - free_external_spt: the table under (gfn, level) goes (VM teardown).
+ * Each returns 0 or a negative VMMU_E* code; on an error vmmu restores the
+ * mirror SPTE and the change did not happen (a fault returns a memory-fault
+ * exit with that error, a conversion returns it).  Ops run with mmu_lock
+ * held (read side for faults, concurrently on different entries; write side
+ * for zaps) and must not call back into vmmu.  The default ops are vmmu's
+ * simulated security module, which owns the table the hardware walks for
+ * private gpas; an embedder's table interposes: it receives the ops that
+ * were installed (next, next_ctx) and must forward to them for a change to
+ * reach the hardware (not forwarding yet returning 0 breaks mirror == real
+ * table, which vmmu_audit reports).  Install before any vCPU is created.
+ */
+struct vmmu_external_ops {
+	int (*link_external_spt)(void *ctx, uint64_t gfn, int level);
+	int (*set_external_spte)(void *ctx, uint64_t gfn, int level, uint64_t spte);
+	int (*split_external_spt)(void *ctx, uint64_t gfn, int level);
+	int (*remove_external_spte)(void *ctx, uint64_t gfn, int level, uint64_t spte);
+	int (*free_external_spt)(void *ctx, uint64_t gfn, int level);
+};
+/* The ops in use now (the module's unless replaced). */
+VMMU_EXPORT int vmmu_get_external_ops(vmmu_vm *vm, struct vmmu_external_ops *ops, void **ctx);
+/* VMMU_EBUSY once a vCPU exists; ops NULL puts the module's back. */
+VMMU_EXPORT int vmmu_set_external_ops(vmmu_vm *vm, const struct vmmu_external_ops *ops, void *ctx);
+
 /* The host address backing slot id (useful when vmmu allocated it). */
 VMMU_EXPORT int vmmu_memslot_hva(vmmu_vm *vm, uint32_t slot, void **hva);
-/* Host address of a gpa, for embedder-side copies; VMMU_ENOENT outside slots. */
+/* Host address of a gpa, for embedder-side copies; VMMU_ENOENT outside slots.
+ * In a private VM the shared bit is ignored and the address is always the
+ * shared memory's: private backing is never reachable through an hva. */
 VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva);
 
 /* ------------------------------------------------------------------------ */
@@ -409,7 +497,8 @@ struct vmmu_nested_state {
  * MAXPHYADDR, both or neither of eptp/ncr3, unknown flags, an L2 state the
  * architecture refuses at VM entry, or L2 PAE PDPTEs that L1's tables do not
  * map; VMMU_EPERM when already in guest mode; VMMU_ENOTSUP on a shadow-paging
- * VM, or for NPT when L1 is not in 4/5-level paging.
+ * VM or a private one (a TD has no VMX), or for NPT when L1 is not in
+ * 4/5-level paging.
  */
 VMMU_EXPORT int vmmu_vcpu_enter_guest_mode(vmmu_vcpu *vcpu, const struct vmmu_nested_state *state);
 /*
@@ -464,7 +553,7 @@ VMMU_EXPORT int vmmu_vcpu_invlpga(vmmu_vcpu *vcpu, uint64_t gva, uint32_t asid);
 enum vmmu_exit_reason {
 	VMMU_EXIT_NONE = 0,
 	VMMU_EXIT_MMIO = 1,		/* access to a gpa outside RAM, or a write to a READONLY slot */
-	VMMU_EXIT_MEMORY_FAULT = 2,	/* host memory behind a slot is unusable */
+	VMMU_EXIT_MEMORY_FAULT = 2,	/* host memory unusable, or (private VMs) the wrong alias */
 	VMMU_EXIT_INTERNAL_ERROR = 3,	/* the VM is bugged; see vmmu_vm_bugged() */
 	VMMU_EXIT_GUEST_FAULT = 4,	/* the guest's own tables fault: inject it */
 	VMMU_EXIT_DIRTY_RING_FULL = 5,	/* harvest + vmmu_reset_dirty_rings(), then retry */
@@ -493,6 +582,15 @@ struct vmmu_exit {
 			uint64_t gpa;
 			uint64_t size;
 			int32_t error;		/* VMMU_EFAULT, ...                      */
+			/*
+			 * Private VMs: the alias the access used (KVM's
+			 * KVM_MEMORY_EXIT_FLAG_PRIVATE); gpa is without the shared
+			 * bit.  error VMMU_EAGAIN: the attribute says the other
+			 * kind (convert, then run again); VMMU_EFAULT: no private
+			 * backing (a slot without VMMU_MEM_PRIVATE, or no slot);
+			 * another code: an external op failed with it.
+			 */
+			uint8_t is_private;
 		} memory_fault;
 		struct {
 			int32_t error;
@@ -568,6 +666,16 @@ struct vmmu_vm_stats {
 	uint64_t shadow_unsync_pages;	/* leaf shadow pages out of sync now       */
 	uint64_t shadow_pte_writes;	/* emulated writes to shadowed guest tables */
 	uint64_t shadow_flooded;	/* pages zapped by write-flooding detection */
+	/* VMMU_VM_PRIVATE (all 0 otherwise). */
+	uint64_t private_pages_4k;	/* mirror leaves mapping 4K / 2M now       */
+	uint64_t private_pages_2m;
+	uint64_t mirror_pt_pages;	/* mirror tables, its root included        */
+	uint64_t secure_pt_pages;	/* the security module's tables, root incl. */
+	uint64_t secure_pages_4k;	/* leaves in the module's table            */
+	uint64_t secure_pages_2m;
+	uint64_t secure_violations;	/* rule breaks the module refused: 0     */
+	uint64_t attribute_changes;	/* vmmu_set_memory_attributes that changed something */
+	uint64_t private_splits;	/* private huge pages demoted              */
 };
 
 struct vmmu_vcpu_stats {

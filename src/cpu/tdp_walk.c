@@ -77,8 +77,18 @@ __hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;
 	struct tlb *tlb = v->tlb;
-	uint64_t gfn = gpa >> 12;
-	bool ad = f->ad_enabled;
+	/*
+	 * Private VMs: a gpa without the shared bit walks the security
+	 * module's table, one with it the shared root, indexed without the
+	 * bit (vmmu keys the shared root by the unaliased gfn; docs/mmu.md
+	 * 13.1).  The TLB and the paging-structure caches are keyed by the
+	 * full gpa, so the two aliases of a gfn never share an entry.  The
+	 * module's entries carry A and D already: nothing is set there.
+	 */
+	bool priv = vm_gpa_is_private(vm, gpa);
+	const struct hw_root *hr = priv ? &v->hw_priv : &v->hw;
+	uint64_t gfn = gpa >> 12, tgfn = (gpa & ~vm->shared_mask) >> 12;
+	bool ad = f->ad_enabled && !priv;
 	unsigned int eff;
 	uint64_t *table;
 	uint64_t spte;
@@ -86,8 +96,8 @@ __hot bool hw_walk(struct vmmu_vcpu *v, uint64_t gpa, unsigned int acc, uintptr_
 	struct psc_entry *p2, *p3;
 
 restart:
-	level = v->hw.level;
-	table = v->hw.table;
+	level = hr->level;
+	table = hr->table;
 	eff = HW_ALL;
 	p2 = psc2_entry(tlb, gpa);
 	p3 = psc3_entry(tlb, gpa);
@@ -102,7 +112,7 @@ restart:
 	}
 
 	for (;;) {
-		uint64_t *sptep = &table[spte_index(gfn, level)];
+		uint64_t *sptep = &table[spte_index(tgfn, level)];
 
 		spte = atomic_load_explicit((_Atomic uint64_t *)sptep, memory_order_acquire);
 		if (!spte_is_hw_present(f, spte)) {
@@ -143,7 +153,7 @@ restart:
 					goto restart;
 				/* Only after the cmpxchg won: a lost one set nothing. */
 				if (unlikely(bits & f->dirty) && v->pml.size) {
-					v->pml.gfn[v->pml.n++] = gfn;
+					v->pml.gfn[v->pml.n++] = tgfn;
 					STAT_INC(v->stat.pml_entries);
 				}
 				spte |= bits;

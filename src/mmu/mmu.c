@@ -6,6 +6,7 @@
 
 #include "cpu/hw.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "vm/attributes.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -180,12 +181,16 @@ __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	}
 
 	/* Sampled before the host page is touched: an invalidation racing
-	 * with the fault-in is then always noticed under mmu_lock. */
-	fault->mmu_seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
+	 * with the fault-in is then always noticed under mmu_lock.  (A private
+	 * VM samples it earlier, before the attributes it read.) */
+	if (!fault->mmu_seq_valid)
+		fault->mmu_seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
 	fault->slot = s;
 	/* A logged slot is mapped at 4K, so one write dirties one page. */
 	fault->max_level = memslot_max_mapping_level(s, fault->gfn,
 						     memslot_logging(s) ? PG_LEVEL_4K : vm->max_level);
+	if (fault->level_cap && fault->max_level > fault->level_cap)
+		fault->max_level = fault->level_cap;
 	fault->goal_level = fault->max_level;
 
 	/* What the embedder told us the host allows here: gone is a memory
@@ -453,15 +458,26 @@ int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct p
 
 	*fault = (struct page_fault){
 		.addr = gpa,
-		.gfn = gpa >> 12,
+		.gfn = (gpa & ~vm->shared_mask) >> 12,
 		.error_code = error_code,
 		.present = error_code & PFERR_PRESENT_MASK,
 		.write = error_code & PFERR_WRITE_MASK,
 		.exec = error_code & PFERR_FETCH_MASK,
 		.rsvd = error_code & PFERR_RSVD_MASK,
+		.is_private = vm_gpa_is_private(vm, gpa),
 	};
 	STAT_INC(v->stat.pf_taken);
 
+	/*
+	 * The module builds every entry of the private table itself, so the
+	 * hardware finding one malformed is an invariant break, and nothing
+	 * private is MMIO.
+	 */
+	if (unlikely(fault->is_private) && fault->rsvd) {
+		VM_BUG_ON(vm, true, "malformed private-table entry for gpa %#llx", (unsigned long long)gpa);
+		r = RET_PF_RETRY;
+		goto out;
+	}
 	if (fault->rsvd) {
 		r = handle_mmio_page_fault(v, fault);
 		if (r == RET_PF_EMULATE) {
@@ -473,7 +489,9 @@ int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct p
 			goto out;
 	}
 
-	if (!(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && page_fault_can_be_fast(vm, fault)) {
+	/* The fast path never runs on private pages: nothing fixes a private
+	 * SPTE without the frozen protocol and its op. */
+	if (!(vm->cfg.flags & VMMU_VM_NO_FAST_PF) && !fault->is_private && page_fault_can_be_fast(vm, fault)) {
 		r = fast_page_fault(v, fault);
 		if (r == RET_PF_FIXED) {
 			STAT_INC(v->stat.pf_fast_fixed);
@@ -486,9 +504,16 @@ int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct p
 		STAT_INC(v->stat.pf_fast_failed);
 	}
 
-	r = mmu_faultin(v, fault);
-	if (r != RET_PF_CONTINUE)
-		goto out;
+	if (unlikely(vm->shared_mask)) {
+		r = fault->is_private ? private_faultin(v, fault) : private_check_shared(v, fault);
+		if (r != RET_PF_CONTINUE)
+			goto out;
+	}
+	if (!fault->is_private) {
+		r = mmu_faultin(v, fault);
+		if (r != RET_PF_CONTINUE)
+			goto out;
+	}
 
 	if (pt_cache_topup(&vm->arena, &v->pt_cache, PT_CACHE_MIN)) {
 		fault->host_error = VMMU_ENOMEM;

@@ -34,6 +34,12 @@ struct page_fault {
 	gpa_t addr;
 	uint32_t error_code;
 	bool present, write, exec, rsvd;
+	/* Private VMs: an input, from the gpa's shared bit (seed 001: "is_private
+	 * is input ... gfn and slot are working variables"); gfn is the gpa
+	 * without the shared bit. */
+	bool is_private;
+	bool mmu_seq_valid;	/* mmu_seq sampled already (before the attributes) */
+	int level_cap;		/* 0, or the largest level the attributes allow */
 
 	gfn_t gfn;
 	const struct memslot *slot;

@@ -29,6 +29,7 @@ struct pt_page {
 	struct rcu_head rcu;
 	struct pt_arena *arena;
 	void *owner;			/* shadow paging: its struct shadow_page */
+	bool is_mirror;			/* TDP: a table of the mirror root (KVM's role.is_mirror) */
 };
 
 struct pt_arena {

@@ -9,6 +9,7 @@
 
 #include "mmu/mmu.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "vm/attributes.h"
 #include "vm/vmmu_int.h"
 
 /* Remove mappings of [start, end) and flush; mmu_lock taken here. */
@@ -214,6 +215,8 @@ VMMU_EXPORT void vmmu_release(vmmu_vm *vm)
 	/* Every fault from now on is a memory fault; then nothing stays mapped. */
 	atomic_store_explicit(&vm->released, true, memory_order_release);
 	vm_zap_all(vm);
+	/* Zap-all leaves the mirror; release takes the private pages too. */
+	private_release(vm);
 }
 
 VMMU_EXPORT int vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end)

@@ -76,7 +76,7 @@ int memslot_check(const struct memslots *cur, const struct vmmu_memslot *req, un
 
 	if (req->slot >= VMMU_MAX_MEMSLOTS)
 		return VMMU_EINVAL;
-	if (req->flags & ~(uint32_t)(VMMU_MEM_READONLY | VMMU_MEM_LOG_DIRTY_PAGES))
+	if (req->flags & ~(uint32_t)(VMMU_MEM_READONLY | VMMU_MEM_LOG_DIRTY_PAGES | VMMU_MEM_PRIVATE))
 		return VMMU_EINVAL;
 	old = memslots_find_id(cur, req->slot);
 
@@ -221,6 +221,10 @@ void memslot_free_backing(struct memslot *s)
 	if (s->owned && s->map_base)
 		munmap(s->map_base, s->map_size);
 	s->map_base = NULL;
+	/* VMMU_MEM_PRIVATE: the private backing is always vmmu's. */
+	if (s->priv_map_base)
+		munmap(s->priv_map_base, s->priv_map_size);
+	s->priv_map_base = NULL;
 }
 
 __hot int memslot_max_mapping_level(const struct memslot *s, gfn_t gfn, int max_level)

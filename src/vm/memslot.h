@@ -47,6 +47,14 @@ struct memslot {
 	 * snapshot of the slot and freed a grace period after logging stops.
 	 */
 	uint64_t *dirty_bitmap;
+	/*
+	 * VMMU_MEM_PRIVATE: the private backing (vmmu's own mapping, never
+	 * handed out), congruent with the gfns modulo 2M so private 2M pages
+	 * are possible; unmapped with the slot.
+	 */
+	uintptr_t priv_hva;
+	void *priv_map_base;
+	size_t priv_map_size;
 	/* Shadow paging: rmaps and write-track counts, shared like the bitmap. */
 	struct shadow_slot *shadow;
 };

@@ -10,6 +10,7 @@
 
 #include "mmu/mmu.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "vm/attributes.h"
 #include "vm/vmmu_int.h"
 
 static void memslots_free_cb(struct rcu_head *head)
@@ -98,6 +99,8 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 	pthread_mutex_lock(&vm->slots_lock);
 	cur = vm->memslots;
 	r = memslot_check(cur, req, vm->cfg.maxphyaddr, &change, &oldp);
+	if (!r)
+		r = private_memslot_check(vm, req, oldp);
 	if (r || change == MEMSLOT_NOCHANGE)
 		goto out;
 	/* cur (and oldp with it) is freed below once no reader can see it. */
@@ -121,6 +124,10 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 						  req->backing);
 			if (r)
 				goto out;
+		}
+		if ((req->flags & VMMU_MEM_PRIVATE) && (r = private_backing_alloc(&s, req->size, req->host_page_size))) {
+			memslot_free_backing(&s);
+			goto out;
 		}
 		if ((req->flags & VMMU_MEM_LOG_DIRTY_PAGES) && (r = alloc_dirty_bitmap(vm, &s))) {
 			memslot_free_backing(&s);
@@ -225,6 +232,9 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		vmmu_synchronize_rcu();
 		free(cur);
 		vm_zap_gfn_range(vm, old->base_gfn, old->base_gfn + old->npages, true);
+		/* Private slots cannot move: this is a delete, its private pages go. */
+		if (!private_zap_slot(vm, old))
+			old->priv_map_base = NULL;
 		/* Shadow pages of guest tables in the slot count on its
 		 * write-track array: they go before it does (or moves). */
 		vmmu_rcu_read_lock();
@@ -242,6 +252,8 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 				if (mid->slots[i].id == req->slot)
 					dead = &mid->slots[i];
 			if (dead) {
+				if (!old->priv_map_base)
+					dead->priv_map_base = NULL;	/* still mapped privately: keep it */
 				memslot_free_backing(dead);
 				free(dead->dirty_bitmap);
 				shadow_slot_free(dead);
@@ -286,6 +298,8 @@ VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva)
 		return VMMU_EINVAL;
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
+	/* Either alias names the shared memory; private memory has no hva. */
+	gpa &= ~vm->shared_mask;
 	s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
 	if (s && !(s->flags & MEMSLOT_INVALID)) {
 		*hva = (void *)(memslot_gfn_to_hva(s, gpa >> 12) + (gpa & 0xfff));

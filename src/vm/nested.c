@@ -12,6 +12,15 @@
 #include "vm/vcpu.h"
 
 /* SDM Vol. 3C 26.2.1.1 (VM-entry checks on the EPTP), as a VM entry applies them. */
+
+/*
+ * Nested guests run on TDP VMs (no shadow-on-shadow) that are not
+ * confidential: a TD has no VMX of its own (TDX before TD partitioning).
+ */
+static bool vm_runs_nested(const struct vmmu_vm *vm)
+{
+	return !vm_shadow_paging(vm) && !vm->shared_mask;
+}
 static int check_eptp(const struct vmmu_vm *vm, uint64_t eptp)
 {
 	uint64_t mt = eptp & 7, walk = eptp & (7ULL << 3);
@@ -101,7 +110,7 @@ VMMU_EXPORT int vmmu_vcpu_enter_guest_mode(vmmu_vcpu *v, const struct vmmu_neste
 
 	if (!v || !ns)
 		return VMMU_EINVAL;
-	if (vm_shadow_paging(v->vm))
+	if (!vm_runs_nested(v->vm))
 		return VMMU_ENOTSUP;
 	if (v->nested.active)
 		return VMMU_EPERM;
@@ -178,7 +187,7 @@ VMMU_EXPORT int vmmu_vcpu_invept(vmmu_vcpu *v, unsigned type, uint64_t eptp)
 
 	if (!v)
 		return VMMU_EINVAL;
-	if (vm_shadow_paging(v->vm) || !v->vm->fmt.ept)
+	if (!vm_runs_nested(v->vm) || !v->vm->fmt.ept)
 		return VMMU_ENOTSUP;
 	if (v->nested.active)
 		return VMMU_EPERM;
@@ -204,7 +213,7 @@ VMMU_EXPORT int vmmu_vcpu_invvpid(vmmu_vcpu *v, unsigned type, uint16_t vpid, ui
 
 	if (!v)
 		return VMMU_EINVAL;
-	if (vm_shadow_paging(v->vm) || !v->vm->fmt.ept)
+	if (!vm_runs_nested(v->vm) || !v->vm->fmt.ept)
 		return VMMU_ENOTSUP;
 	if (v->nested.active)
 		return VMMU_EPERM;
@@ -230,7 +239,7 @@ VMMU_EXPORT int vmmu_vcpu_invlpga(vmmu_vcpu *v, uint64_t gva, uint32_t asid)
 
 	if (!v)
 		return VMMU_EINVAL;
-	if (vm_shadow_paging(v->vm) || v->vm->fmt.ept)
+	if (!vm_runs_nested(v->vm) || v->vm->fmt.ept)
 		return VMMU_ENOTSUP;
 	if (v->nested.active)
 		return VMMU_EPERM;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cpu/hw.h"
+#include "cpu/secure_ept.h"
 #include "mmu/mmu.h"
 #include "mmu/nested.h"
 #include "test_hook.h"
@@ -61,6 +62,12 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	}
 	if (vm_pml(vm))
 		v->pml.size = v->pml.l1_size = vm->cfg.pml_entries ? vm->cfg.pml_entries : PML_MAX_ENTRIES;
+	/* A private VM's contexts have the mirror as their second root, and
+	 * the hardware the module's table for private gpas. */
+	if (vm->mirror_root) {
+		v->mirror = vm->mirror_root;
+		v->hw_priv = sept_hw_root(vm->sept);
+	}
 	/* Generation 0 marks never-filled and invalidated entries. */
 	for (int i = 0; i < 2; i++) {
 		v->tlbs[i].gen = 1;
@@ -220,12 +227,13 @@ static int mmio_exit(struct vmmu_exit *exit, uint64_t gpa, size_t n, size_t offs
 	return VMMU_EXIT;
 }
 
-static int memory_fault_exit(struct vmmu_exit *exit, uint64_t gpa, int error)
+static int memory_fault_exit(struct vmmu_exit *exit, uint64_t gpa, int error, bool is_private)
 {
 	exit->reason = VMMU_EXIT_MEMORY_FAULT;
 	exit->u.memory_fault.gpa = gpa & ~0xfffULL;
 	exit->u.memory_fault.size = 4096;
 	exit->u.memory_fault.error = error;
+	exit->u.memory_fault.is_private = is_private;
 	return VMMU_EXIT;
 }
 
@@ -316,7 +324,7 @@ static int vcpu_handle_nested_exit(struct vmmu_vcpu *v, const struct hw_exit *he
 			return tracked_store(v, site, sf.gpa, sf.hva, stored);
 		return mmio_exit(exit, sf.gpa, site->n, site->offset, site->write, sf.readonly_write);
 	case RET_PF_FAULT:
-		return memory_fault_exit(exit, sf.gpa, sf.host_error);
+		return memory_fault_exit(exit, sf.gpa, sf.host_error, false);
 	default:
 		return 0;
 	}
@@ -355,7 +363,9 @@ __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he,
 			return tracked_store(v, site, he->gpa, fault.hva, stored);
 		return mmio_exit(exit, he->gpa, site->n, site->offset, site->write, fault.readonly_write);
 	case RET_PF_FAULT:
-		return memory_fault_exit(exit, he->gpa, fault.host_error);
+		/* KVM_EXIT_MEMORY_FAULT: the gpa without the shared bit, and
+		 * which alias the access used. */
+		return memory_fault_exit(exit, fault.gfn << 12, fault.host_error, fault.is_private);
 	default:
 		return 0;
 	}
@@ -394,7 +404,7 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
 		}
 		return mmio_exit(exit, sf->gpa, n, offset, write, sf->readonly_write);
 	case RET_PF_FAULT:
-		return memory_fault_exit(exit, sf->gpa, sf->host_error);
+		return memory_fault_exit(exit, sf->gpa, sf->host_error, false);
 	default:
 		return 0;
 	}
@@ -592,6 +602,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				exit->u.memory_fault.gpa = pf.addr & ~0xfffULL;
 				exit->u.memory_fault.size = 4096;
 				exit->u.memory_fault.error = pf.host_error;
+				exit->u.memory_fault.is_private = 0;
 				return VMMU_EXIT;
 			}
 			hvas[i] = pf.hva + (pf.addr & 0xfff);

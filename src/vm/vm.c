@@ -10,7 +10,10 @@
 
 #include "cpu/hw.h"
 #include "mmu/mmu.h"
+#include "cpu/secure_ept.h"
+#include "mmu/tdp/mirror.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "vm/attributes.h"
 #include "vm/vcpu.h"
 #include "vm/vmmu_int.h"
 
@@ -109,6 +112,7 @@ VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg)
 VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 {
 	struct vmmu_vm *vm;
+	uint64_t shared_mask;
 	int r;
 
 	if (!cfg || !out)
@@ -131,7 +135,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		return VMMU_EINVAL;
 	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
 			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT | VMMU_VM_PML |
-			   VMMU_VM_NESTED_ONE_MMU | VMMU_VM_TIMING))
+			   VMMU_VM_NESTED_ONE_MMU | VMMU_VM_TIMING | VMMU_VM_PRIVATE))
 		return VMMU_EINVAL;
 	/* The nested ablation is about a TDP VM's two MMUs. */
 	if ((cfg->flags & VMMU_VM_NESTED_ONE_MMU) && cfg->mmu != VMMU_MMU_TDP)
@@ -158,6 +162,10 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	    (cfg->dirty_ring_size < DIRTY_RING_MIN || (cfg->dirty_ring_size & (cfg->dirty_ring_size - 1))))
 		return VMMU_EINVAL;
 
+	r = private_config_check(cfg, &shared_mask);
+	if (r)
+		return r;
+
 	pthread_once(&membarrier_once, membarrier_init);
 	vmmu_rcu_thread_online();
 
@@ -179,10 +187,11 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		free(vm);
 		return r;
 	}
+	vm->shared_mask = shared_mask;
 	atomic_init(&vm->memslots, memslots_new_empty());
 	/* Every VM has the shadow MMU: shadow paging uses it for the guest's
 	 * tables, a TDP VM for the EPT/NPT tables of its nested guests. */
-	if (!vm->memslots || shadow_vm_init(vm)) {
+	if (!vm->memslots || shadow_vm_init(vm) || (shared_mask && mirror_init(vm))) {
 		free(vm->memslots);
 		pt_arena_destroy(&vm->arena);
 		free(vm);
@@ -229,9 +238,14 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 		vm->root = NULL;
 		tdp_mmu_put_root(vm, root);
 	}
+	/* The mirror goes only now (never on zap-all): TD teardown. */
+	mirror_destroy_root(vm);
 	shadow_vm_destroy(vm);
 	/* Every deferred free touches the arena: drain them before it goes. */
 	vmmu_rcu_barrier();
+	if (vm->sept)
+		mirror_destroy_module(vm);
+	private_vm_free(vm);
 	ms = vm->memslots;
 	for (unsigned int i = 0; i < ms->n; i++) {
 		memslot_free_backing(&ms->slots[i]);
@@ -280,6 +294,8 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
 		tables++;
 	}
 	if (!r && shadow_audit(vm, &tables, why, len))
+		r = VMMU_EIO;
+	if (!r && vm->sept && mirror_audit(vm, why, len))
 		r = VMMU_EIO;
 	for (int l = PG_LEVEL_4K; !r && l <= PG_LEVEL_1G; l++) {
 		uint64_t stat = atomic_load(&vm->stat.pages[l]);
@@ -332,6 +348,20 @@ VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
 		out->shadow_pages_recycled = atomic_load(&sh->recycled);
 		out->shadow_pte_writes = atomic_load(&sh->pte_writes);
 		out->shadow_flooded = atomic_load(&sh->flooded);
+	}
+	if (vm->sept) {
+		struct secure_ept_stats ss;
+
+		sept_get_stats(vm->sept, &ss);
+		out->private_pages_4k = atomic_load(&vm->stat.private_pages[PG_LEVEL_4K]);
+		out->private_pages_2m = atomic_load(&vm->stat.private_pages[PG_LEVEL_2M]);
+		out->mirror_pt_pages = atomic_load(&vm->stat.mirror_pt_pages);
+		out->secure_pt_pages = ss.tables;
+		out->secure_pages_4k = ss.leaves[PG_LEVEL_4K];
+		out->secure_pages_2m = ss.leaves[PG_LEVEL_2M];
+		out->secure_violations = ss.violations;
+		out->attribute_changes = atomic_load(&vm->stat.attribute_changes);
+		out->private_splits = atomic_load(&vm->stat.private_splits);
 	}
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();

@@ -32,6 +32,8 @@
 
 
 struct tdp_root;
+struct secure_ept;
+struct attr_set;
 
 /* Relaxed per-thread counters readable by others without tearing: a plain
  * increment in the owner, no locked instruction on the hot path. */
@@ -95,6 +97,11 @@ struct vmmu_vcpu {
 
 	struct tdp_root *root;		/* [vcpu] TDP: ref held while loaded */
 	struct hw_root hw;		/* [vcpu] what the hardware walks (mmu_load sets it) */
+	/* Private VMs: the second root of the context (the VM's mirror, which
+	 * lives as long as the VM) and the module's table the hardware walks
+	 * for private gpas instead of hw. */
+	struct tdp_root *mirror;	/* [const] */
+	struct hw_root hw_priv;		/* [const] */
 	bool mmu_ready;			/* [vcpu] roots loaded (TDP or shadow) */
 	struct shadow_vcpu sh;		/* [vcpu] shadow paging: roles and roots */
 
@@ -157,6 +164,9 @@ static inline uint64_t vcpu_clock(const struct vmmu_vcpu *v);
 struct vm_stats {
 	_Atomic uint64_t pages[PG_LEVEL_1G + 1];
 	_Atomic uint64_t pt_pages, remote_tlb_flushes, zapped_sptes, mmio_sptes;
+	/* Private VMs: the mirror's leaves and tables (not in pages/pt_pages). */
+	_Atomic uint64_t private_pages[PG_LEVEL_1G + 1];
+	_Atomic uint64_t mirror_pt_pages, attribute_changes, private_splits;
 };
 
 struct vmmu_vm {
@@ -172,6 +182,21 @@ struct vmmu_vm {
 	 * it was obsoleted, so zapping them must not count again. */
 	bool tdp_teardown;			/* [mmu_lock:W] */
 	struct shadow_vm *shadow;	/* shadow paging only; see shadow_mmu.h */
+
+	/*
+	 * Private VMs (VMMU_VM_PRIVATE; docs/mmu.md 13).  shared_mask is the
+	 * shared bit of a gpa (0 otherwise: every test of it is then false).
+	 * The mirror root is created with the VM and never replaced.  The
+	 * external ops are the module's glue unless the embedder interposed.
+	 */
+	uint64_t shared_mask;			/* [const] */
+	struct tdp_root *mirror_root;		/* [const] */
+	struct secure_ept *sept;		/* [const] the security module */
+	struct vmmu_external_ops xops;		/* [const] once a vCPU exists */
+	void *xops_ctx;				/* [const] likewise */
+	bool mirror_teardown;			/* [mmu_lock:W] VM destroy: no block/track */
+	/* Private ranges of gfns (memory attributes), replaced under slots_lock. */
+	struct attr_set *_Atomic attrs;		/* [rcu] */
 	struct pt_arena arena;		/* own lock */
 
 	/*
@@ -410,6 +435,12 @@ static inline uint64_t vcpu_clock(const struct vmmu_vcpu *v)
 static inline bool vm_shadow_paging(const struct vmmu_vm *vm)
 {
 	return vm->cfg.mmu == VMMU_MMU_SHADOW;
+}
+
+/* A private access: the VM is private and the gpa lacks the shared bit. */
+static inline bool vm_gpa_is_private(const struct vmmu_vm *vm, uint64_t gpa)
+{
+	return vm->shared_mask && !(gpa & vm->shared_mask);
 }
 
 /* Dirty logging by D bits and the PML buffer rather than write protection. */

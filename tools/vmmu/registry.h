@@ -35,6 +35,7 @@ struct tool_entry {
 	X(scenario_demand)		\
 	X(scenario_paging)		\
 	X(scenario_nested)		\
+	X(scenario_private)		\
 	/* a new one goes above, so it is one line */
 
 #define TOOL_BENCHES(X)			\
@@ -48,6 +49,7 @@ struct tool_entry {
 	X(bench_cr3switch)		\
 	X(bench_ptwrite)		\
 	X(bench_nested)			\
+	X(bench_private)		\
 	/* a new one goes above, so it is one line */
 
 #define TOOL_DECLARE_ENTRY(entry) extern const struct tool_entry entry;

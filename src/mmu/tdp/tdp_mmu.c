@@ -5,9 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mmu/tdp/mirror.h"
 #include "mmu/tdp/tdp_iter.h"
 
 static void handle_removed_pt(struct vmmu_vm *vm, uint64_t *pt, bool shared);
+
+/* Results of an SPTE change besides success (0) and an external op's
+ * negative VMMU_E* error. */
+#define SPTE_SET_RACE 1	/* the cmpxchg lost: it->old_spte holds the current value */
+
+/* Whether the walk is over the mirror root (never for VMs that are not private). */
+static inline bool tdp_iter_is_mirror(const struct vmmu_vm *vm, const struct tdp_iter *it)
+{
+	return vm->mirror_root && it->pt_path[it->root_level] == vm->mirror_root->pt->spt;
+}
 
 static inline _Atomic uint64_t *atomic_sptep(uint64_t *sptep)
 {
@@ -19,7 +30,7 @@ static inline _Atomic uint64_t *atomic_sptep(uint64_t *sptep)
  * handle_changed_spte()).  Runs after the change is visible.
  */
 __hot static void handle_changed_spte(struct vmmu_vm *vm, uint64_t gfn, uint64_t old, uint64_t new, int level,
-				bool shared)
+				bool shared, bool mirror)
 {
 	const struct spte_fmt *f = &vm->fmt;
 	bool was_present = is_mmu_present_spte(old);
@@ -43,10 +54,19 @@ __hot static void handle_changed_spte(struct vmmu_vm *vm, uint64_t gfn, uint64_t
 		      (unsigned long long)gfn, level))
 		return;
 
-	if (was_leaf && level <= PG_LEVEL_1G && !vm->tdp_teardown)
-		atomic_fetch_sub_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
-	if (is_leaf && level <= PG_LEVEL_1G)
-		atomic_fetch_add_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
+	if (unlikely(mirror)) {
+		/* The mirror's leaves are counted apart: the shared root's
+		 * counts stay what they always were. */
+		if (was_leaf && level <= PG_LEVEL_1G)
+			atomic_fetch_sub_explicit(&vm->stat.private_pages[level], 1, memory_order_relaxed);
+		if (is_leaf && level <= PG_LEVEL_1G)
+			atomic_fetch_add_explicit(&vm->stat.private_pages[level], 1, memory_order_relaxed);
+	} else {
+		if (was_leaf && level <= PG_LEVEL_1G && !vm->tdp_teardown)
+			atomic_fetch_sub_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
+		if (is_leaf && level <= PG_LEVEL_1G)
+			atomic_fetch_add_explicit(&vm->stat.pages[level], 1, memory_order_relaxed);
+	}
 	if (was_present && !is_present)
 		VM_STAT_ADD(vm->stat.zapped_sptes, 1);
 	if (is_mmio_spte(f, new) && !is_frozen_spte(new))
@@ -66,6 +86,7 @@ static void handle_removed_pt(struct vmmu_vm *vm, uint64_t *pt, bool shared)
 {
 	struct pt_page *sp = pt_page_of(&vm->arena, pt);
 	int level = sp->level;
+	bool mirror = sp->is_mirror;
 
 	if (VM_BUG_ON(vm, !pt_arena_contains(&vm->arena, pt), "removed table %p outside the arena", (void *)pt))
 		return;
@@ -85,26 +106,78 @@ static void handle_removed_pt(struct vmmu_vm *vm, uint64_t *pt, bool shared)
 			}
 			caa_cpu_relax();
 		}
-		handle_changed_spte(vm, gfn, old, FROZEN_SPTE, level, shared);
+		/*
+		 * A mirror table is unlinked only at teardown (mirror.h): each
+		 * leaf under it leaves the private table as it leaves the
+		 * mirror, and the table itself once it is empty (below).  The
+		 * module reclaims what an op refuses, so errors leak nothing.
+		 */
+		if (unlikely(mirror) && is_mmu_present_spte(old) && is_last_spte(&vm->fmt, old, level))
+			(void)mirror_propagate(vm, gfn, old, SPTE_NONPRESENT, level);
+		handle_changed_spte(vm, gfn, old, FROZEN_SPTE, level, shared, mirror);
 	}
-	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+	if (unlikely(mirror)) {
+		mirror_free_table(vm, sp->gfn, level + 1);
+		atomic_fetch_sub_explicit(&vm->stat.mirror_pt_pages, 1, memory_order_relaxed);
+	} else {
+		atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+	}
 	pt_page_free_rcu(sp);
 }
 
 /*
- * Install new_spte where iter points, if the entry still holds
- * iter->old_spte.  On failure iter->old_spte holds the current value.
+ * The frozen protocol (seed 001's tdp_mmu_set_spte_atomic; mirror.h): a
+ * mirror SPTE and the private table change together.  The cmpxchg to FROZEN
+ * claims the entry against every other fault (they see FROZEN and retry;
+ * none waits inside the op), the op changes the private table, and the
+ * release store of the final value publishes both.  An op that fails gets
+ * the old value back: nobody else can have written the entry meanwhile.
+ * FROZEN is not present to any walker, and the hardware never walks the
+ * mirror, so the frozen window hides nothing from a vCPU: the private
+ * table it walks is changed by the op alone.  This composes with
+ * handle_removed_pt(), which freezes the children of unlinked tables: that
+ * happens under the write side, where no fault holds a mirror entry frozen.
  */
-__hot static bool tdp_mmu_set_spte_atomic(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
+static int mirror_set_spte_atomic(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
+{
+	uint64_t old = it->old_spte;
+	int r;
+
+	if (VM_BUG_ON(vm, is_frozen_spte(old) || is_frozen_spte(new_spte), "frozen mirror SPTE in a change at gfn %#llx",
+		      (unsigned long long)it->gfn))
+		return SPTE_SET_RACE;
+	if (!atomic_compare_exchange_strong_explicit(atomic_sptep(it->sptep), &it->old_spte, FROZEN_SPTE,
+						     memory_order_acq_rel, memory_order_acquire))
+		return SPTE_SET_RACE;
+	r = mirror_propagate(vm, it->gfn, old, new_spte, it->level);
+	if (r) {
+		atomic_store_explicit(atomic_sptep(it->sptep), old, memory_order_release);
+		it->old_spte = old;
+		return r;
+	}
+	atomic_store_explicit(atomic_sptep(it->sptep), new_spte, memory_order_release);
+	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, true, true);
+	it->old_spte = new_spte;
+	return 0;
+}
+
+/*
+ * Install new_spte where iter points, if the entry still holds
+ * iter->old_spte: 0, SPTE_SET_RACE (iter->old_spte then holds the current
+ * value), or on the mirror an external op's error (nothing changed).
+ */
+__hot static int tdp_mmu_set_spte_atomic(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
 {
 	uint64_t old = it->old_spte;
 
+	if (unlikely(tdp_iter_is_mirror(vm, it)))
+		return mirror_set_spte_atomic(vm, it, new_spte);
 	if (!atomic_compare_exchange_strong_explicit(atomic_sptep(it->sptep), &it->old_spte, new_spte,
 						     memory_order_acq_rel, memory_order_acquire))
-		return false;
-	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, true);
+		return SPTE_SET_RACE;
+	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, true, false);
 	it->old_spte = new_spte;
-	return true;
+	return 0;
 }
 
 /* Exclusive-mode write: still an exchange, the hardware may be setting A/D. */
@@ -112,9 +185,31 @@ static uint64_t tdp_mmu_set_spte(struct vmmu_vm *vm, struct tdp_iter *it, uint64
 {
 	uint64_t old = atomic_exchange_explicit(atomic_sptep(it->sptep), new_spte, memory_order_acq_rel);
 
-	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, false);
+	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, false, false);
 	it->old_spte = new_spte;
 	return old;
+}
+
+/*
+ * The mirror under the write side: nothing else can touch the entry, so
+ * the op runs first and the SPTE changes only if it succeeded (a leaf that
+ * goes; a table that goes is emptied, and its children leave the private
+ * table, in handle_removed_pt).  0 or the op's error.
+ */
+static int mirror_set_spte(struct vmmu_vm *vm, struct tdp_iter *it, uint64_t new_spte)
+{
+	uint64_t old = it->old_spte;
+	int r;
+
+	if (is_mmu_present_spte(old) && is_last_spte(&vm->fmt, old, it->level)) {
+		r = mirror_propagate(vm, it->gfn, old, new_spte, it->level);
+		if (r && !vm->mirror_teardown)
+			return r;
+	}
+	old = atomic_exchange_explicit(atomic_sptep(it->sptep), new_spte, memory_order_acq_rel);
+	handle_changed_spte(vm, it->gfn, old, new_spte, it->level, false, true);
+	it->old_spte = new_spte;
+	return 0;
 }
 
 __hot __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, struct page_fault *fault, struct tdp_iter *it)
@@ -124,6 +219,7 @@ __hot __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, stru
 	uint64_t old = it->old_spte;
 	uint64_t new_spte;
 	bool flush;
+	int r;
 
 	if (is_frozen_spte(old))
 		return RET_PF_RETRY;
@@ -153,8 +249,14 @@ __hot __hot static int tdp_mmu_map_handle_target_level(struct vmmu_vcpu *v, stru
 	flush = is_mmu_present_spte(old) &&
 		(!is_last_spte(f, old, it->level) || spte_to_pfn(old) != spte_to_pfn(new_spte));
 
-	if (!tdp_mmu_set_spte_atomic(vm, it, new_spte))
-		return RET_PF_RETRY;
+	r = tdp_mmu_set_spte_atomic(vm, it, new_spte);
+	if (r) {
+		if (r == SPTE_SET_RACE)
+			return RET_PF_RETRY;
+		/* The module refused: nothing changed; the access exits. */
+		fault->host_error = r;
+		return RET_PF_FAULT;
+	}
 	/*
 	 * Marked after the SPTE became writable, never before: a harvest that
 	 * cleared the bit in between would otherwise leave a writable SPTE
@@ -205,31 +307,50 @@ static void tdp_fill_split_child(struct vmmu_vm *vm, struct pt_page *sp, uint64_
  * hardware setting A/D on the huge leaf) nothing is linked, the child is
  * zeroed again and it->old_spte holds the current value.
  */
-static bool tdp_link_child(struct vmmu_vm *vm, struct tdp_iter *it, struct pt_page *sp)
+static int tdp_link_child(struct vmmu_vm *vm, struct tdp_iter *it, struct pt_page *sp)
 {
 	bool split = is_mmu_present_spte(it->old_spte);
+	bool mirror = tdp_iter_is_mirror(vm, it);
+	int r;
 
 	sp->gfn = it->gfn;
 	sp->level = it->level - 1;
+	/* The role of the table: the mirror's tables are the mirror's. */
+	sp->is_mirror = mirror;
 	if (split)
 		tdp_fill_split_child(vm, sp, it->old_spte, it->level);
-	if (!tdp_mmu_set_spte_atomic(vm, it, make_nonleaf_spte(&vm->fmt, (uintptr_t)sp->spt >> 12))) {
+	/* On the mirror this is a link, or for a split a demotion (mirror.c). */
+	r = tdp_mmu_set_spte_atomic(vm, it, make_nonleaf_spte(&vm->fmt, (uintptr_t)sp->spt >> 12));
+	if (r) {
 		if (split)
 			memset(sp->spt, 0, 4096);
-		return false;
+		sp->is_mirror = false;
+		return r;
+	}
+	if (mirror) {
+		atomic_fetch_add_explicit(&vm->stat.mirror_pt_pages, 1, memory_order_relaxed);
+		if (split) {
+			atomic_fetch_add_explicit(&vm->stat.private_pages[it->level - 1], PT64_ENT_PER_PAGE,
+						  memory_order_relaxed);
+			VM_STAT_ADD(vm->stat.private_splits, 1);
+		}
+		return 0;
 	}
 	atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
 	if (split)
 		atomic_fetch_add_explicit(&vm->stat.pages[it->level - 1], PT64_ENT_PER_PAGE, memory_order_relaxed);
-	return true;
+	return 0;
 }
 
 __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 	const struct spte_fmt *f = &vm->fmt;
-	struct tdp_root *root = v->root;
+	/* Private faults build the mirror (seed 001's kvm_gfn_for_root: the
+	 * gfn is the same, the root says which alias). */
+	struct tdp_root *root = fault->is_private ? v->mirror : v->root;
 	struct tdp_iter it;
+	int r;
 
 	lockdep_assert_mmu_lock_held(vm);
 	/* A root made obsolete while this fault slept must not gain mappings. */
@@ -239,8 +360,23 @@ __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 	for_each_tdp_pte(it, f, root->pt->spt, root->level, fault->gfn, fault->gfn + 1) {
 		struct pt_page *sp;
 
-		if (it.level == fault->goal_level)
+		if (it.level == fault->goal_level) {
+			/*
+			 * A mirror table where a huge leaf could go: mirror
+			 * tables go only at teardown (the private table cannot
+			 * promote), so map below it.  The frame moves to the
+			 * smaller page's first one.
+			 */
+			if (fault->is_private && is_mmu_present_spte(it.old_spte) &&
+			    !is_last_spte(f, it.old_spte, it.level)) {
+				uint64_t big = spte_level_pages(it.level), small = spte_level_pages(it.level - 1);
+
+				fault->pfn += (fault->gfn & (big - 1) & ~(small - 1));
+				fault->goal_level--;
+				continue;
+			}
 			return tdp_mmu_map_handle_target_level(v, fault, &it);
+		}
 		if (is_frozen_spte(it.old_spte))
 			return RET_PF_RETRY;
 		if (is_mmu_present_spte(it.old_spte) && !is_large_pte(f, it.old_spte))
@@ -255,9 +391,13 @@ __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 		sp = pt_cache_take(&v->pt_cache);
 		if (VM_BUG_ON(vm, !sp, "page-table cache empty in fault"))
 			return RET_PF_RETRY;
-		if (!tdp_link_child(vm, &it, sp)) {
+		r = tdp_link_child(vm, &it, sp);
+		if (r) {
 			pt_cache_put(&v->pt_cache, sp);
-			return RET_PF_RETRY;
+			if (r == SPTE_SET_RACE)
+				return RET_PF_RETRY;
+			fault->host_error = r;
+			return RET_PF_FAULT;
 		}
 	}
 	VM_BUG_ON(vm, true, "TDP walk for gfn %#llx ended above level %d", (unsigned long long)fault->gfn,
@@ -271,6 +411,15 @@ bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start
 	struct tdp_iter it;
 	bool flush = false;
 
+	/* The mirror loses leaves through tdp_mmu_zap_private_range(); only
+	 * its teardown comes here, and it takes everything. */
+	if (unlikely(root->is_mirror)) {
+		VM_BUG_ON(vm, !vm->mirror_teardown, "range zap of the mirror root outside teardown");
+		for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end)
+			if (is_mmu_present_spte(it.old_spte))
+				(void)mirror_set_spte(vm, &it, SPTE_NONPRESENT);
+		return false;
+	}
 	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end) {
 		bool covered;
 
@@ -330,6 +479,9 @@ bool tdp_mmu_log_protect_range(struct vmmu_vm *vm, struct tdp_root *root, uint64
 	bool flush = false;
 
 	lockdep_assert_mmu_lock_held(vm);
+	/* Private pages are never write-protected (TDX): a bug to try. */
+	if (VM_BUG_ON(vm, root->is_mirror, "dirty-log protection of the mirror root"))
+		return false;
 	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end)
 		flush |= log_protect_spte(f, &it, pml);
 	return flush;
@@ -345,6 +497,8 @@ bool tdp_mmu_log_protect_bitmap(struct vmmu_vm *vm, struct tdp_root *root, uint6
 	uint64_t w = 0;
 
 	lockdep_assert_mmu_lock_held(vm);
+	if (VM_BUG_ON(vm, root->is_mirror, "dirty-log protection of the mirror root"))
+		return false;
 	/* One walk per run of non-zero words: dense logs stream through the
 	 * leaf tables once, sparse ones skip what nobody dirtied. */
 	while (w < nr_words) {
@@ -427,6 +581,9 @@ uint64_t tdp_mmu_age_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_t s
 	struct tdp_iter it;
 	uint64_t young = 0;
 
+	/* No A/D harvesting of private pages (TDX): a bug to try. */
+	if (VM_BUG_ON(vm, root->is_mirror, "aging of the mirror root"))
+		return 0;
 	/*
 	 * Lockless: the caller's RCU section keeps tables alive; every change
 	 * is a cmpxchg against a present leaf, so a zapped or frozen entry is
@@ -470,8 +627,12 @@ bool tdp_mmu_split_huge_range(struct vmmu_vm *vm, struct tdp_root *root, uint64_
 			/* Out of tables: what is left splits on its first write. */
 			if (!sp)
 				return false;
-			if (!tdp_link_child(vm, &it, sp))
+			if (tdp_link_child(vm, &it, sp)) {
 				pt_page_free_now(sp);
+				/* The module refused a demotion: leave it huge. */
+				if (root->is_mirror)
+					return false;
+			}
 		}
 	}
 	/* Same memory, same rights at a finer grain: no flush needed for the
@@ -581,7 +742,8 @@ void tdp_mmu_put_root(struct vmmu_vm *vm, struct tdp_root *root)
 	tdp_mmu_zap_leafs(vm, root, 0, tdp_max_gfn(root->level));
 	vm->tdp_teardown = false;
 	pthread_rwlock_unlock(&vm->mmu_lock);
-	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(root->is_mirror ? &vm->stat.mirror_pt_pages : &vm->stat.pt_pages, 1,
+				  memory_order_relaxed);
 	pt_page_free_rcu(root->pt);
 	vmmu_call_rcu(&root->rcu, tdp_root_free_cb);
 }
@@ -609,6 +771,57 @@ struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm)
 	 */
 	vm_make_all_vcpus_request(vm, VCPU_REQ_MMU_RELOAD | VCPU_REQ_TLB_FLUSH);
 	return old;
+}
+
+int tdp_mmu_zap_private_range(struct vmmu_vm *vm, uint64_t start, uint64_t end)
+{
+	struct tdp_root *root = vm->mirror_root;
+	const struct spte_fmt *f = &vm->fmt;
+	uint64_t bounds[2] = { start, end };
+	struct tdp_iter it;
+	int r;
+
+	lockdep_assert_mmu_lock_held(vm);
+	if (!root || start >= end)
+		return 0;
+	/*
+	 * A private huge page across either bound is demoted first (TDX has
+	 * no other way to unmap part of it, and the part outside keeps its
+	 * mapping and its contents); the leaves are then wholly in or out.
+	 */
+	for (int b = 0; b < 2; b++) {
+		uint64_t g = bounds[b];
+
+		if (g >= tdp_max_gfn(root->level))
+			continue;
+		for_each_tdp_pte_min_level(it, f, root->pt->spt, root->level, PG_LEVEL_2M, g, g + 1) {
+			struct pt_page *sp;
+
+			if (!is_mmu_present_spte(it.old_spte) || !is_large_pte(f, it.old_spte) || it.gfn == g)
+				continue;
+			sp = pt_page_alloc(&vm->arena);
+			if (!sp)
+				return VMMU_ENOMEM;
+			r = tdp_link_child(vm, &it, sp);
+			if (r) {
+				pt_page_free_now(sp);
+				/* Nobody races under the write side. */
+				return r == SPTE_SET_RACE ? VMMU_EIO : r;
+			}
+		}
+	}
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end) {
+		if (!is_mmu_present_spte(it.old_spte) || !is_last_spte(f, it.old_spte, it.level))
+			continue;
+		if (VM_BUG_ON(vm, it.gfn < start || it.gfn + spte_level_pages(it.level) > end,
+			      "private leaf at gfn %#llx L%d crosses a zapped range's bound after the splits",
+			      (unsigned long long)it.gfn, it.level))
+			return VMMU_EIO;
+		r = mirror_set_spte(vm, &it, SPTE_NONPRESENT);
+		if (r)
+			return r;
+	}
+	return 0;
 }
 
 /*

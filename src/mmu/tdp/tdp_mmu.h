@@ -32,6 +32,12 @@ struct tdp_root {
 	struct tdp_root *next_obsolete;	/* [mmu_lock:W] on vm->obsolete_roots while invalid */
 	struct rcu_head rcu;
 	struct vmmu_vm *vm;
+	/*
+	 * Private VMs: the mirror of the security module's private table
+	 * (mirror.h).  Never made obsolete (zap-all and memslot changes leave
+	 * it), torn down at VM destroy only, never walked by the hardware.
+	 */
+	bool is_mirror;			/* [const] */
 };
 
 /* A referenced, valid root (allocated on first use). */
@@ -87,6 +93,15 @@ uint64_t tdp_mmu_get_spte(struct vmmu_vm *vm, struct tdp_root *root, uint64_t gf
  * counts[level] and *tables accumulate what the root holds. */
 int tdp_mmu_audit(struct vmmu_vm *vm, struct tdp_root *root, uint64_t counts[PG_LEVEL_1G + 1], uint64_t *tables,
 		  char *why, size_t len);
+
+/*
+ * Private VMs, mmu_lock held for write: remove the private (mirror) leaves
+ * of [start, end), through the external ops, splitting first any private
+ * huge page only partly inside.  0, or the error of the op that failed: the
+ * SPTE it was for is unchanged (leaves before it are gone, which only
+ * means they fault again).
+ */
+int tdp_mmu_zap_private_range(struct vmmu_vm *vm, uint64_t start, uint64_t end);
 
 static inline uint64_t tdp_max_gfn(int root_level)
 {
