@@ -164,17 +164,14 @@ static int bench_dirtylog_run(const struct cli_opts *o)
 		return report_finish(&r, o, false, err);
 	}
 
-	m_get = cli_median(get, i_get);
-	m_clear = cli_median(clear, i_get);
-	m_dget = cli_median(dget, i_dget);
-	report_f(&r, "populate_ns_per_page", 1, cli_median(populate, i_run));
-	report_f(&r, "enable_ms_per_gib", 3, cli_median(enable, i_run));
-	report_f(&r, "dirty_ns_per_page", 1, cli_median(dirty, i_dirty));
-	report_f(&r, "get_ms_per_gib", 3, m_get);
-	report_f(&r, "clear_ms_per_gib", 3, m_clear);
+	report_spread(&r, "populate_ns_per_page", 1, populate, i_run);
+	report_spread(&r, "enable_ms_per_gib", 3, enable, i_run);
+	report_spread(&r, "dirty_ns_per_page", 1, dirty, i_dirty);
+	m_get = report_spread(&r, "get_ms_per_gib", 3, get, i_get);
+	m_clear = report_spread(&r, "clear_ms_per_gib", 3, clear, i_get);
 	report_f(&r, "get_clear_ms_per_gib", 3, m_get + m_clear);
-	report_f(&r, "default_get_ms_per_gib", 3, m_dget);
-	report_f(&r, "disable_ms_per_gib", 3, cli_median(disable, i_run));
+	m_dget = report_spread(&r, "default_get_ms_per_gib", 3, dget, i_dget);
+	report_spread(&r, "disable_ms_per_gib", 3, disable, i_run);
 	report_f(&r, "target_get_clear_ms_per_gib", 3, DIRTYLOG_TARGET_GET_CLEAR);
 	report_bool(&r, "meets_get_clear", m_get + m_clear <= DIRTYLOG_TARGET_GET_CLEAR);
 	report_bool(&r, "meets_default_get", m_dget <= DIRTYLOG_TARGET_GET_CLEAR);

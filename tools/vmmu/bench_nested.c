@@ -213,28 +213,6 @@ static bool bn_time(struct bn_vm *b, void (*call)(struct crew_worker *), const c
 	return true;
 }
 
-static void bn_spread(double *v, unsigned int n, double *mn, double *mx)
-{
-	*mn = *mx = v[0];
-	for (unsigned int i = 1; i < n; i++) {
-		if (v[i] < *mn)
-			*mn = v[i];
-		if (v[i] > *mx)
-			*mx = v[i];
-	}
-}
-
-static void bn_report3(struct report *r, const char *key, const char *kmin, const char *kmax, double *v,
-		       unsigned int n)
-{
-	double mn, mx;
-
-	bn_spread(v, n, &mn, &mx);
-	report_f(r, key, 1, cli_median(v, n));
-	report_f(r, kmin, 1, mn);
-	report_f(r, kmax, 1, mx);
-}
-
 static volatile uint64_t bn_zero_mask;
 
 static int bench_nested_run(const struct cli_opts *o)
@@ -348,29 +326,24 @@ static int bench_nested_run(const struct cli_opts *o)
 
 	{
 		unsigned int c = nmax > 1 ? 1 : 0;
-		double g = cli_median(rt[c][0], reps), sgl = cli_median(rt[c][1], reps);
-		double w = cli_median(walk, reps), h = cli_median(host, reps);
+		double speedup;
 
-		bn_report3(&r, "roundtrip_ns_guest_mmu_1vcpu", "roundtrip_ns_guest_mmu_1vcpu_min",
-			   "roundtrip_ns_guest_mmu_1vcpu_max", rt[0][0], reps);
-		bn_report3(&r, "roundtrip_ns_single_mmu_1vcpu", "roundtrip_ns_single_mmu_1vcpu_min",
-			   "roundtrip_ns_single_mmu_1vcpu_max", rt[0][1], reps);
-		report_f(&r, "speedup_1vcpu", 2, cli_median(rt[0][1], reps) / cli_median(rt[0][0], reps));
+		report_spread(&r, "roundtrip_ns_guest_mmu_1vcpu", 1, rt[0][0], reps);
+		report_spread(&r, "roundtrip_ns_single_mmu_1vcpu", 1, rt[0][1], reps);
+		report_ratio(&r, "speedup_1vcpu", 2, rt[0][1], rt[0][0], reps);
 		if (nmax > 1) {
-			bn_report3(&r, "roundtrip_ns_guest_mmu_nvcpu", "roundtrip_ns_guest_mmu_nvcpu_min",
-				   "roundtrip_ns_guest_mmu_nvcpu_max", rt[1][0], reps);
-			bn_report3(&r, "roundtrip_ns_single_mmu_nvcpu", "roundtrip_ns_single_mmu_nvcpu_min",
-				   "roundtrip_ns_single_mmu_nvcpu_max", rt[1][1], reps);
+			report_spread(&r, "roundtrip_ns_guest_mmu_nvcpu", 1, rt[1][0], reps);
+			report_spread(&r, "roundtrip_ns_single_mmu_nvcpu", 1, rt[1][1], reps);
 		}
 		/* The headline: the most vCPUs measured (seed 003: 16). */
-		report_f(&r, "roundtrip_ns_guest_mmu", 1, g);
-		report_f(&r, "roundtrip_ns_single_mmu", 1, sgl);
-		report_f(&r, "speedup", 2, sgl / g);
+		report_spread(&r, "roundtrip_ns_guest_mmu", 1, rt[c][0], reps);
+		report_spread(&r, "roundtrip_ns_single_mmu", 1, rt[c][1], reps);
+		speedup = report_ratio(&r, "speedup", 2, rt[c][1], rt[c][0], reps);
 		report_f(&r, "target_speedup", 1, BN_TARGET_SPEEDUP);
-		report_bool(&r, "meets_speedup", sgl / g >= BN_TARGET_SPEEDUP);
-		bn_report3(&r, "walk_3d_ns", "walk_3d_ns_min", "walk_3d_ns_max", walk, reps);
-		report_f(&r, "host_access_ns", 1, h);
-		report_f(&r, "walk_3d_overhead", 2, w / h);
+		report_bool(&r, "meets_speedup", speedup >= BN_TARGET_SPEEDUP);
+		report_spread(&r, "walk_3d_ns", 1, walk, reps);
+		report_spread(&r, "host_access_ns", 1, host, reps);
+		report_ratio(&r, "walk_3d_overhead", 2, walk, host, reps);
 		report_u64(&r, "walk_3d_pages", hpages);
 	}
 	ok = true;

@@ -206,13 +206,13 @@ static int bench_notifier_run(const struct cli_opts *o)
 			goto out;
 		}
 	}
-	report_f(&r, "ranges_per_s", 0, cli_median(rps, reps));
-	report_f(&r, "vcpu_accesses_per_s", 0, cli_median(aps, reps));
-	report_f(&r, "idle_ranges_per_s", 0, cli_median(idle, reps));
+	report_spread(&r, "ranges_per_s", 0, rps, reps);
+	report_spread(&r, "vcpu_accesses_per_s", 0, aps, reps);
+	report_spread(&r, "idle_ranges_per_s", 0, idle, reps);
 	/* How hard the storm hit the vCPUs: faults taken, and how many of
 	 * them retried (raced with, or waited for, an invalidation). */
-	report_f(&r, "vcpu_faults_per_s", 0, cli_median(fps, reps));
-	report_f(&r, "vcpu_fault_retries_per_s", 0, cli_median(rtps, reps));
+	report_spread(&r, "vcpu_faults_per_s", 0, fps, reps);
+	report_spread(&r, "vcpu_fault_retries_per_s", 0, rtps, reps);
 	ok = true;
 out:
 	if (h.vm && vmmu_vm_bugged(h.vm, NULL)) {

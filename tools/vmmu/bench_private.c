@@ -258,25 +258,11 @@ static bool bp_zap_all(struct bp *b, unsigned int reps, double *ms)
 	return bp_destroy(b, &v) && ok;
 }
 
-static void bp_report3(struct report *r, const char *med, const char *min, const char *max, int prec, double *v,
-		       unsigned int n)
-{
-	double lo = v[0], hi = v[0];
-
-	for (unsigned int i = 1; i < n; i++) {
-		lo = v[i] < lo ? v[i] : lo;
-		hi = v[i] > hi ? v[i] : hi;
-	}
-	report_f(r, med, prec, cli_median(v, n));
-	report_f(r, min, prec, lo);
-	report_f(r, max, prec, hi);
-}
-
 #define BP_MAX_REPS 64
 
 static int bench_private_run(const struct cli_opts *o)
 {
-	unsigned int reps = o->reps_set ? o->reps : CLI_DEFAULT_REPS;
+	unsigned int reps = cli_reps(o);
 	double pf[BP_MAX_REPS], sf[BP_MAX_REPS], ratio[BP_MAX_REPS], pfc[BP_MAX_REPS], sfc[BP_MAX_REPS],
 		ratioc[BP_MAX_REPS], c4s[BP_MAX_REPS], c4p[BP_MAX_REPS],
 		c4[BP_MAX_REPS], c2s[BP_MAX_REPS], c2p[BP_MAX_REPS], c2[BP_MAX_REPS], zap[BP_MAX_REPS];
@@ -304,29 +290,23 @@ static int bench_private_run(const struct cli_opts *o)
 	}
 	ok = ok && bp_zap_all(&b, reps, zap);
 	if (ok) {
-		double overhead = cli_median(ratio, reps);
+		double overhead;
 
-		bp_report3(&r, "private_fault_ns", "private_fault_ns_min", "private_fault_ns_max", 1, pf, reps);
-		bp_report3(&r, "shared_fault_ns", "shared_fault_ns_min", "shared_fault_ns_max", 1, sf, reps);
-		bp_report3(&r, "private_overhead", "private_overhead_min", "private_overhead_max", 3, ratio, reps);
+		report_spread(&r, "private_fault_ns", 1, pf, reps);
+		report_spread(&r, "shared_fault_ns", 1, sf, reps);
+		overhead = report_spread(&r, "private_overhead", 3, ratio, reps);
 		report_f(&r, "target_private_overhead", 2, BP_TARGET_OVERHEAD);
-		bp_report3(&r, "private_fault_cold_ns", "private_fault_cold_ns_min", "private_fault_cold_ns_max", 1, pfc,
-			   reps);
-		bp_report3(&r, "shared_fault_cold_ns", "shared_fault_cold_ns_min", "shared_fault_cold_ns_max", 1, sfc,
-			   reps);
-		report_f(&r, "private_overhead_cold", 3, cli_median(ratioc, reps));
+		report_spread(&r, "private_fault_cold_ns", 1, pfc, reps);
+		report_spread(&r, "shared_fault_cold_ns", 1, sfc, reps);
+		report_spread(&r, "private_overhead_cold", 3, ratioc, reps);
 		report_bool(&r, "meets_private_overhead", overhead <= BP_TARGET_OVERHEAD);
-		bp_report3(&r, "convert_4k_ns", "convert_4k_ns_min", "convert_4k_ns_max", 1, c4, reps);
-		bp_report3(&r, "convert_4k_to_shared_ns", "convert_4k_to_shared_ns_min", "convert_4k_to_shared_ns_max", 1,
-			   c4s, reps);
-		bp_report3(&r, "convert_4k_to_private_ns", "convert_4k_to_private_ns_min",
-			   "convert_4k_to_private_ns_max", 1, c4p, reps);
-		bp_report3(&r, "convert_2m_ns", "convert_2m_ns_min", "convert_2m_ns_max", 1, c2, reps);
-		bp_report3(&r, "convert_2m_to_shared_ns", "convert_2m_to_shared_ns_min", "convert_2m_to_shared_ns_max", 1,
-			   c2s, reps);
-		bp_report3(&r, "convert_2m_to_private_ns", "convert_2m_to_private_ns_min",
-			   "convert_2m_to_private_ns_max", 1, c2p, reps);
-		bp_report3(&r, "zap_all_ms", "zap_all_ms_min", "zap_all_ms_max", 3, zap, reps);
+		report_spread(&r, "convert_4k_ns", 1, c4, reps);
+		report_spread(&r, "convert_4k_to_shared_ns", 1, c4s, reps);
+		report_spread(&r, "convert_4k_to_private_ns", 1, c4p, reps);
+		report_spread(&r, "convert_2m_ns", 1, c2, reps);
+		report_spread(&r, "convert_2m_to_shared_ns", 1, c2s, reps);
+		report_spread(&r, "convert_2m_to_private_ns", 1, c2p, reps);
+		report_spread(&r, "zap_all_ms", 3, zap, reps);
 	}
 	report_u64(&r, "violations", b.violations);
 	if (ok && b.violations) {

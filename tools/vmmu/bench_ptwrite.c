@@ -407,12 +407,12 @@ static int bench_ptwrite_run(const struct cli_opts *o)
 	}
 	vmmu_vcpu_get_stats(p.vcpu, &vs);
 	vmmu_vm_get_stats(p.vm, &ms);
-	report_f(&r, "ptwrite_emulated_ns", 1, cli_median(em, reps));
-	report_f(&r, "ptwrite_emulated_cycle_ns", 1, cli_median(em_cycle, reps));
-	report_f(&r, "ptwrite_unsync_ns", 1, cli_median(un, reps));
-	report_f(&r, "ptwrite_unsync_first_ns", 1, cli_median(un_first, reps));
-	report_f(&r, "ptwrite_unsync_cycle_ns", 1, cli_median(un_cycle, reps));
-	report_f(&r, "emulated_over_unsync", 2, cli_median(em, reps) / cli_median(un, reps));
+	report_spread(&r, "ptwrite_emulated_ns", 1, em, reps);
+	report_spread(&r, "ptwrite_emulated_cycle_ns", 1, em_cycle, reps);
+	report_spread(&r, "ptwrite_unsync_ns", 1, un, reps);
+	report_spread(&r, "ptwrite_unsync_first_ns", 1, un_first, reps);
+	report_spread(&r, "ptwrite_unsync_cycle_ns", 1, un_cycle, reps);
+	report_ratio(&r, "emulated_over_unsync", 2, em, un, reps);
 	report_f(&r, "clock_ns", 1, clock_ns);
 	/* totals over the whole run (warm-up included) ... */
 	report_u64(&r, "pt_write_emulations", vs.pt_write_emulations);

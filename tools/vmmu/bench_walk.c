@@ -266,17 +266,16 @@ static int bench_walk_run(const struct cli_opts *o)
 	}
 	{
 		struct vmmu_vcpu_stats st;
-		double m_hit = cli_median(hit, reps), m_walk = cli_median(walk, reps);
-		double m_host = cli_median(host, reps);
+		double over;
 
 		vmmu_vcpu_get_stats(w.vcpu, &st);
-		report_f(&r, "tlb_hit_ns", 1, m_hit);
-		report_f(&r, "walk_2d_ns", 1, m_walk);
-		report_f(&r, "host_access_ns", 1, m_host);
-		report_f(&r, "host_access_overlapped_ns", 1, cli_median(host_tp, reps));
-		report_f(&r, "walk_overhead", 3, m_walk / m_host);
+		report_spread(&r, "tlb_hit_ns", 1, hit, reps);
+		report_spread(&r, "walk_2d_ns", 1, walk, reps);
+		report_spread(&r, "host_access_ns", 1, host, reps);
+		report_spread(&r, "host_access_overlapped_ns", 1, host_tp, reps);
+		over = report_ratio(&r, "walk_overhead", 3, walk, host, reps);
 		report_f(&r, "target_walk_overhead", 3, WALK_TARGET_OVERHEAD);
-		report_bool(&r, "meets_walk_overhead", m_walk / m_host <= WALK_TARGET_OVERHEAD);
+		report_bool(&r, "meets_walk_overhead", over <= WALK_TARGET_OVERHEAD);
 		report_u64(&r, "tlb_misses", st.tlb_misses);
 		report_u64(&r, "tdp_faults", st.pf_taken);
 		ok = true;

@@ -74,7 +74,7 @@ static int bench_zap_run(const struct cli_opts *o)
 {
 	unsigned int reps = cli_reps(o), nr_vcpus = o->vcpus_set ? o->vcpus : 2;
 	uint64_t mem = o->mem_bytes, pages = mem / CLI_PAGE_SIZE, gfn_space;
-	double del[CLI_MAX_REPS], fast[CLI_MAX_REPS], slow[CLI_MAX_REPS], m_del, m_fast, m_slow;
+	double del[CLI_MAX_REPS], fast[CLI_MAX_REPS], slow[CLI_MAX_REPS], m_del;
 	struct env_mem hmem = { 0 };
 	struct bare_vm h = { 0 };
 	struct phase_result res;
@@ -168,14 +168,11 @@ static int bench_zap_run(const struct cli_opts *o)
 			goto out;
 		}
 	}
-	m_del = cli_median(del, reps);
-	m_fast = cli_median(fast, reps);
-	m_slow = cli_median(slow, reps);
-	report_f(&r, "delete_ns_per_page", 2, m_del);
+	m_del = report_spread(&r, "delete_ns_per_page", 2, del, reps);
 	report_f(&r, "delete_ms", 3, m_del * (double)pages / 1e6);
-	report_f(&r, "zap_all_fast_us", 1, m_fast);
-	report_f(&r, "zap_all_slow_us", 1, m_slow);
-	report_f(&r, "slow_over_fast", 2, m_slow / m_fast);
+	report_spread(&r, "zap_all_fast_us", 1, fast, reps);
+	report_spread(&r, "zap_all_slow_us", 1, slow, reps);
+	report_ratio(&r, "slow_over_fast", 2, slow, fast, reps);
 	report_f(&r, "target_delete_ns_per_page", 1, ZAP_TARGET_DELETE_NS_PER_PAGE);
 	report_bool(&r, "meets_delete", m_del <= ZAP_TARGET_DELETE_NS_PER_PAGE);
 	ok = true;

@@ -278,7 +278,7 @@ static struct report_item *report_add(struct report *r, const char *key, enum re
 		abort();
 	}
 	it = &r->items[r->n++];
-	it->key = key;
+	snprintf(it->key, sizeof(it->key), "%s", key);
 	it->kind = kind;
 	return it;
 }
@@ -308,6 +308,43 @@ void report_f(struct report *r, const char *key, int prec, double val)
 	}
 	it = report_add(r, key, REPORT_NUM);
 	snprintf(it->val, sizeof(it->val), "%.*f", prec, val);
+}
+
+double report_spread(struct report *r, const char *key, int prec, const double *v, unsigned n)
+{
+	char k[REPORT_KEY_LEN];
+	double lo = NAN, hi = NAN, m = cli_median(v, n);
+
+	for (unsigned i = 0; i < n; i++) {
+		if (isnan(v[i]))
+			continue;
+		if (isnan(lo) || v[i] < lo)
+			lo = v[i];
+		if (isnan(hi) || v[i] > hi)
+			hi = v[i];
+	}
+	report_f(r, key, prec, m);
+	snprintf(k, sizeof(k), "%s_min", key);
+	report_f(r, k, prec, lo);
+	snprintf(k, sizeof(k), "%s_max", key);
+	report_f(r, k, prec, hi);
+	return m;
+}
+
+double report_ratio(struct report *r, const char *key, int prec, const double *num, const double *den,
+		    unsigned n)
+{
+	double *q = malloc((n ? n : 1) * sizeof(*q)), m;
+
+	if (!q) {
+		report_null(r, key);
+		return NAN;
+	}
+	for (unsigned i = 0; i < n; i++)
+		q[i] = num[i] / den[i];
+	m = report_spread(r, key, prec, q, n);
+	free(q);
+	return m;
 }
 
 void report_bool(struct report *r, const char *key, bool val)

@@ -165,11 +165,12 @@ enum report_kind {
 	REPORT_NULL,
 };
 
-#define REPORT_MAX_ITEMS	64
+#define REPORT_MAX_ITEMS	160
+#define REPORT_KEY_LEN		64
 #define REPORT_VAL_LEN		256
 
 struct report_item {
-	const char *key;	/* string literal, snake_case */
+	char key[REPORT_KEY_LEN];	/* snake_case */
 	enum report_kind kind;
 	char val[REPORT_VAL_LEN];
 };
@@ -185,6 +186,21 @@ void report_u64(struct report *r, const char *key, uint64_t val);
 void report_f(struct report *r, const char *key, int prec, double val);
 void report_bool(struct report *r, const char *key, bool val);
 void report_null(struct report *r, const char *key);
+/*
+ * A timed figure over the repetitions: key is the median, key_min and
+ * key_max the spread beside it (benchmarks report every figure this way,
+ * so a reader sees how far one quiet run can be trusted).  Returns the
+ * median.
+ */
+double report_spread(struct report *r, const char *key, int prec, const double *v, unsigned n);
+/*
+ * A comparison of two variants measured in the same repetitions (their
+ * passes interleaved): the median, min and max of the per-repetition
+ * ratios num[i] / den[i], so that drift across repetitions cancels.
+ * Returns the median ratio.
+ */
+double report_ratio(struct report *r, const char *key, int prec, const double *num, const double *den,
+		    unsigned n);
 void report_print_json(const struct report *r, FILE *f);
 void report_print_text(const struct report *r, FILE *f);
 void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
