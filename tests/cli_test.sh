@@ -79,9 +79,14 @@ check_rc 2 "guest mode for demand" "$VMMU" run demand --guest pae
 check_rc 2 "paging memory too small" "$VMMU" run paging --mem 64K --vcpus 4
 check_rc 0 "bench demand" "$VMMU" bench demand --mem 64M --reps 1 --json
 check_keys "bench demand keys" first_touch_ns_per_page retouch_ns_per_page fault_ns \
-	host_first_touch_ns_per_page host_retouch_ns_per_page first_touch_overhead retouch_overhead
-check_rc 0 "bench vcpus" "$VMMU" bench vcpus --mem 64M --reps 1 --json
-check_keys "bench vcpus keys" pages_per_s_1vcpu pages_per_s_2vcpu scaling
+	host_first_touch_ns_per_page host_retouch_ns_per_page first_touch_overhead retouch_overhead \
+	first_touch_overhead_min first_touch_overhead_max first_touch_ns_per_page_min fault_ns_max \
+	embedder_first_touch_overhead embedder_retouch_overhead meets_embedder_first_touch \
+	breakdown_host_faultin_ns breakdown_mmu_fault_ns breakdown_hw_walk_ns breakdown_copy_ns \
+	embedder_breakdown_host_faultin_ns
+check_rc 0 "bench vcpus" "$VMMU" bench vcpus --mem 64M --reps 3 --json
+check_keys "bench vcpus keys" pages_per_s_1vcpu pages_per_s_2vcpu pages_per_s_1vcpu_min scaling_bound \
+	disturbed_reps host_cpus scaling
 
 check_rc 0 "bench walk" "$VMMU" bench walk --mem 16M --reps 1 --json
 check_keys "bench walk keys" tlb_hit_ns walk_2d_ns host_access_ns walk_overhead
@@ -109,8 +114,9 @@ check_rc 0 "bench cr3switch" "$VMMU" bench cr3switch --reps 1 --json
 check_keys "bench cr3switch keys" switch_ns_p1 switch_ns_p2 switch_ns_p3 switch_ns_p4 switch_ns_p5 \
 	switch_ns_p6 switch_ns_noprev_p2 root_fast_switches_p1 root_slow_switches_p1 root_fast_switches_p4 \
 	root_slow_switches_p4 root_fast_switches_p5 root_slow_switches_p5 root_fast_switches_noprev_p2 \
-	root_slow_switches_noprev_p2 noprev_over_p2 target_noprev_over_p2 meets_noprev_over_p2 \
-	cliff_p5_over_p4 prev_roots reps
+	root_slow_switches_noprev_p2 noprev_over_p2 switch_ns_unsync_p2 switch_ns_unsync_noprev_p2 \
+	unsync_syncs_unsync_p2 unsync_syncs_unsync_noprev_p2 unsync_cache_gain unsync_cache_gain_min \
+	target_unsync_cache_gain meets_unsync_cache_gain cliff_p5_over_p4 prev_roots reps
 check_rc 0 "bench ptwrite" "$VMMU" bench ptwrite --reps 1 --json
 check_keys "bench ptwrite keys" ptwrite_emulated_ns ptwrite_emulated_cycle_ns ptwrite_unsync_ns \
 	ptwrite_unsync_first_ns ptwrite_unsync_cycle_ns pt_write_emulations unsync_syncs shadow_pte_writes \

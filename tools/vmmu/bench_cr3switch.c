@@ -331,6 +331,14 @@ static int bench_cr3switch_run(const struct cli_opts *o)
 	for (unsigned int k = 0; k < CS_NR_CONFS; k++)
 		if (!env_vm_healthy(c[k].vm, err, sizeof(err)))
 			goto out;
+	/* The comparison is only one if each side took its path. */
+	if (!c[CS_UNSYNC_NOPREV_P2].syncs || !c[CS_UNSYNC_P2].fast || c[CS_UNSYNC_P2].slow) {
+		cli_set_error(err, sizeof(err),
+			      "unsync configurations: %" PRIu64 " resyncs without the cache, %" PRIu64 " fast and %" PRIu64
+			      " slow switches with it", c[CS_UNSYNC_NOPREV_P2].syncs, c[CS_UNSYNC_P2].fast,
+			      c[CS_UNSYNC_P2].slow);
+		goto out;
+	}
 	for (unsigned int k = 0; k < CS_NR_CONFS; k++)
 		report_spread(&r, cs_confs[k].ns_key, 1, ns[k], reps);
 	for (unsigned int k = 0; k < CS_NR_CONFS; k++) {
