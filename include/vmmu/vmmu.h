@@ -255,6 +255,8 @@ VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm);
  * hva_end) and flushes TLBs before it returns; a fault that raced with the
  * invalidation sees the sequence change and retries, and faults on the range
  * wait until end.  Calls nest and may overlap (KVM's mmu_invalidate_* rules).
+ * Every begin is counted and needs one end with the same arguments; an empty
+ * or inverted range (hva_end <= hva_start) is counted too, and covers nothing.
  */
 VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);
 VMMU_EXPORT void vmmu_invalidate_range_end(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);

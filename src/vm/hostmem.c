@@ -75,7 +75,9 @@ static bool zap_hva_range_locked(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he)
 
 VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end)
 {
-	if (!vm || hva_start >= hva_end)
+	bool empty = hva_start >= hva_end;
+
+	if (!vm)
 		return;
 	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
@@ -84,18 +86,20 @@ VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, u
 	 * KVM's mmu_invalidate_begin(): count it in progress and widen the
 	 * range first, so no fault installs into the range from here until
 	 * the matching end; then remove what is mapped and flush before
-	 * returning (the caller changes host memory right after).
+	 * returning (the caller changes host memory right after).  An empty
+	 * (or inverted) range is counted like any other, since its end will
+	 * be, but covers nothing.
 	 */
 	if (atomic_fetch_add_explicit(&vm->mmu_invalidate_in_progress, 1, memory_order_acq_rel) == 0) {
-		vm->mmu_invalidate_range_start = hva_start;
-		vm->mmu_invalidate_range_end = hva_end;
-	} else {
+		vm->mmu_invalidate_range_start = empty ? UINTPTR_MAX : hva_start;
+		vm->mmu_invalidate_range_end = empty ? 0 : hva_end;
+	} else if (!empty) {
 		if (hva_start < vm->mmu_invalidate_range_start)
 			vm->mmu_invalidate_range_start = hva_start;
 		if (hva_end > vm->mmu_invalidate_range_end)
 			vm->mmu_invalidate_range_end = hva_end;
 	}
-	if (zap_hva_range_locked(vm, hva_start, hva_end))
+	if (!empty && zap_hva_range_locked(vm, hva_start, hva_end))
 		vm_flush_remote_tlbs(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
