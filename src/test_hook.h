@@ -20,6 +20,10 @@ enum vmmu_test_hook_point {
 	/* An emulated physical store (VMMU_ACCESS_PHYS under shadow paging)
 	 * is about to write guest memory; no lock held.  arg: the gfn. */
 	VMMU_TEST_HOOK_PHYS_STORE,
+	/* A fault (TDP or shadow) has sampled the invalidation sequence and
+	 * faulted its host page(s) in; it has not checked for invalidations
+	 * yet, and holds no lock.  arg: the gfn. */
+	VMMU_TEST_HOOK_FAULTIN_DONE,
 };
 
 typedef void (*vmmu_test_hook_fn)(enum vmmu_test_hook_point point, uint64_t arg);

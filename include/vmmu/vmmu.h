@@ -253,10 +253,13 @@ VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm);
  * Between begin and end no translation of the range exists or is created:
  * begin removes every mapping of a gfn whose hva lies in [hva_start,
  * hva_end) and flushes TLBs before it returns; a fault that raced with the
- * invalidation sees the sequence change and retries, and faults on the range
- * wait until end.  Calls nest and may overlap (KVM's mmu_invalidate_* rules).
- * Every begin is counted and needs one end with the same arguments; an empty
- * or inverted range (hva_end <= hva_start) is counted too, and covers nothing.
+ * invalidation retries, and accesses to the range wait until end.  Accesses
+ * elsewhere do not wait, whatever else is open.  Calls nest and may overlap
+ * (KVM's mmu_invalidate_* rules).  Every begin is counted and needs one end
+ * with the same arguments (an end matching no open begin marks the VM
+ * bugged); an empty or inverted range (hva_end <= hva_start) is counted too,
+ * and covers nothing.  Under TDP, begin takes no lock when nothing of the
+ * range is mapped, and end never does.
  */
 VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);
 VMMU_EXPORT void vmmu_invalidate_range_end(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);

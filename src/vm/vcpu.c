@@ -293,6 +293,27 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
 }
 
 /*
+ * What a fault at gpa that asked to be retried waits for: a slot being
+ * deleted or moved, or an open invalidation of the page (as opposed to a
+ * lost race, which the next try wins).  Shadow faults report the gpa of the
+ * guest table their walk could not read; TDP faults the gpa that exited.
+ */
+static enum inv_wait vcpu_retry_wait(struct vmmu_vcpu *v, uint64_t gpa)
+{
+	const struct memslot *s;
+	enum inv_wait w = INV_WAIT_NONE;
+
+	vmmu_rcu_read_lock();
+	s = memslots_find_gfn(vm_memslots(v->vm), gpa >> 12);
+	if (s && (s->flags & MEMSLOT_INVALID))
+		w = INV_WAIT_OTHER;
+	else if (s)
+		w = inv_blocked(&v->vm->inv, memslot_gfn_to_hva(s, gpa >> 12), 4096, vmmu_thread_token());
+	vmmu_rcu_read_unlock();
+	return w;
+}
+
+/*
  * One window of an access: translate every page, then copy.  *done gets the
  * bytes transferred when 0 is returned: all of len, or less when a store had
  * to be emulated by the MMU (shadow paging), which ends the window early.
@@ -305,6 +326,7 @@ __hot static int access_window(struct vmmu_vcpu *v, uint64_t addr, uint8_t *buf,
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
 	unsigned int fixed_loops = 0, retries = 0;
 	struct timespec retry_start = { 0, 0 };
+	bool waiting = false;
 	struct walk_result wr;
 	struct hw_exit he;
 	size_t off, n;
@@ -376,14 +398,16 @@ again:
 				       (unsigned long long)fault_gpa, fixed_loops);
 				return internal_error_exit(exit, VMMU_EIO);
 			}
-		} else if (unlikely(++retries % 64 == 0)) {
-			/* A long wait: let the thread we wait for run. */
+		} else if (vcpu_retry_wait(v, fault_gpa) != INV_WAIT_NONE || unlikely(++retries % 64 == 0)) {
+			/* A wait, or a long run of lost races: let the thread we
+			 * wait for run rather than spin against it. */
 			struct timespec t;
 
 			sched_yield();
 			clock_gettime(CLOCK_MONOTONIC, &t);
-			if (retries == 64) {
+			if (!waiting) {
 				retry_start = t;
+				waiting = true;
 			} else if (t.tv_sec - retry_start.tv_sec > ACCESS_MAX_RETRY_SECONDS) {
 				vm_bug(v->vm, __FILE__, __LINE__, "fault at gpa %#llx retried for %d s",
 				       (unsigned long long)fault_gpa, ACCESS_MAX_RETRY_SECONDS);

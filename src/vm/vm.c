@@ -197,6 +197,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	pthread_mutex_init(&vm->vcpus_lock, NULL);
 	pthread_mutex_init(&vm->ring_lock, NULL);
 	pthread_mutex_init(&vm->hostprot_lock, NULL);
+	inv_init(&vm->inv);
 	*out = vm;
 	return 0;
 }
@@ -217,7 +218,7 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	if (vm->root) {
 		struct tdp_root *root = vm->root;
 
-		vm->root = NULL;
+		__atomic_store_n(&vm->root, NULL, __ATOMIC_RELEASE);
 		tdp_mmu_put_root(vm, root);
 	}
 	shadow_vm_destroy(vm);
@@ -236,6 +237,7 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	pthread_mutex_destroy(&vm->vcpus_lock);
 	pthread_mutex_destroy(&vm->ring_lock);
 	pthread_mutex_destroy(&vm->hostprot_lock);
+	inv_destroy(&vm->inv);
 	free(atomic_load(&vm->hostprot));
 	free((void *)vm->bug_reason);
 	free(vm);

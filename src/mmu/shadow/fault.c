@@ -20,8 +20,10 @@ static int swalk_read(void *ctx, uint64_t gpa, unsigned int size, uint64_t *val)
 	const struct memslot *s = memslots_find_gfn(vm_memslots(w->v->vm), gpa >> 12);
 
 	/* Wait for a slot being deleted or moved, as a data page's fault does. */
-	if (s && (s->flags & MEMSLOT_INVALID))
+	if (s && (s->flags & MEMSLOT_INVALID)) {
+		w->bad_gpa = gpa;
 		return WALK_ABORT_RETRY;
+	}
 	if (shadow_guest_read(w->v->vm, gpa, size, val))
 		return WALK_ABORT_NOT_RAM;
 	return 0;
@@ -44,8 +46,10 @@ static int swalk_cmpxchg(void *ctx, uint64_t gpa, unsigned int size, uint64_t ol
 
 	if (!s)
 		return WALK_ABORT_NOT_RAM;
-	if (s->flags & MEMSLOT_INVALID)
+	if (s->flags & MEMSLOT_INVALID) {
+		w->bad_gpa = gpa;
 		return WALK_ABORT_RETRY;
+	}
 	hva = memslot_gfn_to_hva(s, gpa >> 12);
 	hostprot_uniform(hs, hva, 4096, &prot);
 	if (prot != VMMU_HOST_RW || (s->flags & VMMU_MEM_READONLY) ||
@@ -419,8 +423,10 @@ int shadow_page_fault(struct vmmu_vcpu *v, uint64_t gva, unsigned int walk_acces
 			out->gpa = w.bad_gpa;
 			return RET_PF_FAULT;
 		}
-		if (r == WALK_ABORT_RETRY)
+		if (r == WALK_ABORT_RETRY) {
+			out->gpa = w.bad_gpa;	/* the guest table's: what the access waits for */
 			return mmu_count_pf_result(v, RET_PF_RETRY);
+		}
 	}
 	out->gpa = wr.gpa;
 
