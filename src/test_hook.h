@@ -24,6 +24,9 @@ enum vmmu_test_hook_point {
 	 * faulted its host page(s) in; it has not checked for invalidations
 	 * yet, and holds no lock.  arg: the gfn. */
 	VMMU_TEST_HOOK_FAULTIN_DONE,
+	/* A TDP invalidation zapped its range under mmu_lock held for read and
+	 * has not flushed TLBs yet.  arg: the range's first hva. */
+	VMMU_TEST_HOOK_INV_ZAPPED,
 };
 
 typedef void (*vmmu_test_hook_fn)(enum vmmu_test_hook_point point, uint64_t arg);

@@ -8,6 +8,7 @@
  * Runs in every tree (plain, ASan+UBSan, TSan).
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include "harness.h"
@@ -87,6 +88,233 @@ TEST(invalidate_empty_and_inverted_ranges_pair)
 	vmmu_invalidate_range_end(vm, b + 0x180000, b + 0x180000);
 	expect_vm_works(vm, c);
 	vmmu_vm_destroy(vm);
+}
+
+static vmmu_vm *variant_vm(const struct mmu_variant *var)
+{
+	struct vmmu_vm_config cfg;
+	vmmu_vm *vm = NULL;
+
+	variant_config(var, &cfg);
+	ASSERT_OK(vmmu_vm_create(&cfg, &vm));
+	return vm;
+}
+
+/* Caller memory for a slot, filled with the byte fill. */
+static uint8_t *caller_mem(size_t len, int fill)
+{
+	uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ASSERT_TRUE(p != MAP_FAILED);
+	memset(p, fill, len);
+	return p;
+}
+
+/* Every byte of [p, p + len) is b. */
+static bool all_bytes(const uint8_t *p, size_t len, uint8_t b)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != b)
+			return false;
+	return true;
+}
+
+/*
+ * Issue 14 item 2: an access that exits has transferred exactly a prefix,
+ * exit.done bytes, for every exit reason; up to VMMU_ACCESS_ATOMIC_PAGES
+ * pages touched it is all-or-nothing (done 0).
+ */
+TEST(access_exit_reports_done)
+{
+	const size_t P = PAGE, W = VMMU_ACCESS_ATOMIC_PAGES * PAGE;
+
+	for_each_mmu_variant(var) {
+		vmmu_vm *vm = variant_vm(var);
+		uint8_t *ram = caller_mem(128 * P, 0x11), *buf = caller_mem(64 * P, 0x22);
+		struct vmmu_memslot s = { .slot = 0, .gpa = 0, .size = 40 * P, .hva = ram };
+		struct vmmu_memslot s2 = { .slot = 1, .gpa = 1024 * P, .size = 64 * P, .hva = ram + 64 * P };
+		struct vmmu_exit x;
+		vmmu_vcpu *c;
+
+		ASSERT_OK(vmmu_set_memslot(vm, &s));	/* RAM is [0, 40 pages); MMIO above */
+		ASSERT_OK(vmmu_set_memslot(vm, &s2));
+		ASSERT_OK(vmmu_vcpu_create(vm, 0, &c));
+
+		/* 64 pages written, page 40 is MMIO: the first window went in. */
+		memset(&x, 0xff, sizeof(x));
+		ASSERT_EQ(vmmu_vcpu_access(c, 0, buf, 64 * P, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+		ASSERT_EQ_U64(x.u.mmio.gpa, 40 * P);
+		ASSERT_EQ_U64(x.done, W);
+		ASSERT_EQ(x.pad, 0);
+		ASSERT_TRUE(all_bytes(ram, W, 0x22));
+		ASSERT_TRUE(all_bytes(ram + W, 40 * P - W, 0x11));
+
+		/* Unaligned: the first window ends where 32 pages are touched. */
+		memset(ram, 0x11, 40 * P);
+		ASSERT_EQ(vmmu_vcpu_access(c, 0x800, buf, 63 * P, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+		ASSERT_EQ_U64(x.done, W - 0x800);
+		ASSERT_TRUE(all_bytes(ram + 0x800, W - 0x800, 0x22));
+		ASSERT_TRUE(all_bytes(ram + W, 40 * P - W, 0x11));
+
+		/* Touching exactly 32 pages, the last one MMIO: nothing moves. */
+		memset(ram, 0x11, 40 * P);
+		ASSERT_EQ(vmmu_vcpu_access(c, 9 * P + 0x800, buf, 31 * P + 0x800, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+		ASSERT_EQ_U64(x.u.mmio.gpa, 40 * P);
+		ASSERT_EQ_U64(x.done, 0);
+		ASSERT_TRUE(all_bytes(ram, 40 * P, 0x11));
+
+		/* Reads: the prefix is in buf, the rest untouched. */
+		memset(buf, 0x33, 64 * P);
+		ASSERT_EQ(vmmu_vcpu_access(c, 0, buf, 64 * P, VMMU_ACCESS_READ, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+		ASSERT_EQ_U64(x.done, W);
+		ASSERT_TRUE(all_bytes(buf, W, 0x11));
+		ASSERT_TRUE(all_bytes(buf + W, 64 * P - W, 0x33));
+
+		/* A memory fault in the third window: two windows done. */
+		ASSERT_OK(vmmu_set_host_protection(vm, (uintptr_t)ram + 64 * P + 70 * P - 64 * P,
+						   (uintptr_t)ram + 64 * P + 71 * P - 64 * P, VMMU_HOST_NONE));
+		memset(buf, 0x44, 64 * P);
+		ASSERT_EQ(vmmu_vcpu_access(c, 1024 * P, buf, 64 * P, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_MEMORY_FAULT);
+		ASSERT_EQ_U64(x.u.memory_fault.gpa, 1030 * P);
+		ASSERT_EQ_U64(x.done, 0);	/* page 6 of the access: first window */
+		ASSERT_OK(vmmu_set_host_protection(vm, (uintptr_t)ram + 70 * P, (uintptr_t)ram + 71 * P,
+						   VMMU_HOST_RW));
+		ASSERT_OK(vmmu_set_host_protection(vm, (uintptr_t)ram + 100 * P, (uintptr_t)ram + 101 * P,
+						   VMMU_HOST_NONE));
+		ASSERT_EQ(vmmu_vcpu_access(c, 1024 * P, buf, 64 * P, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_MEMORY_FAULT);
+		ASSERT_EQ_U64(x.u.memory_fault.gpa, 1060 * P);
+		ASSERT_EQ_U64(x.done, W);
+		ASSERT_TRUE(all_bytes(ram + 64 * P, W, 0x44));
+		ASSERT_TRUE(all_bytes(ram + 64 * P + W, 64 * P - W, 0x11));
+		ASSERT_OK(vmmu_set_host_protection(vm, (uintptr_t)ram + 100 * P, (uintptr_t)ram + 101 * P,
+						   VMMU_HOST_RW));
+		/* And done: all of it. */
+		ASSERT_OK(vmmu_vcpu_access(c, 1024 * P, buf, 64 * P, VMMU_ACCESS_WRITE, &x));
+		ASSERT_TRUE(all_bytes(ram + 64 * P, 64 * P, 0x44));
+		ASSERT_FALSE(vmmu_vm_bugged(vm, NULL));
+		ASSERT_AUDIT(vm);
+		vmmu_vm_destroy(vm);
+		munmap(ram, 128 * P);
+		munmap(buf, 64 * P);
+	}
+}
+
+/* The ring-full exit's done is exit.done too. */
+TEST(ring_full_exit_reports_done)
+{
+	struct vmmu_vm_config cfg;
+	vmmu_vm *vm;
+	vmmu_vcpu *c;
+	struct vmmu_exit x;
+	uint8_t *buf = caller_mem(1024 * PAGE, 0x55);
+	struct vmmu_memslot s = { .slot = 0, .gpa = 0, .size = 16 * MB, .flags = VMMU_MEM_LOG_DIRTY_PAGES };
+	int rc;
+
+	vmmu_vm_config_init(&cfg);
+	cfg.pt_arena_bytes = 1ULL << 30;
+	cfg.dirty_ring_size = 1024;
+	ASSERT_OK(vmmu_vm_create(&cfg, &vm));
+	ASSERT_OK(vmmu_set_memslot(vm, &s));
+	ASSERT_OK(vmmu_vcpu_create(vm, 0, &c));
+	rc = vmmu_vcpu_access(c, 0, buf, 1024 * PAGE, VMMU_ACCESS_WRITE, &x);
+	ASSERT_EQ(rc, VMMU_EXIT);
+	ASSERT_EQ(x.reason, VMMU_EXIT_DIRTY_RING_FULL);
+	ASSERT_GT(x.done, 0);
+	ASSERT_LT(x.done, 1024 * PAGE);
+	ASSERT_EQ_U64(x.done % (VMMU_ACCESS_ATOMIC_PAGES * PAGE), 0);
+	ASSERT_EQ_U64(x.u.ring_full.done, x.done);
+	vmmu_vm_destroy(vm);
+	munmap(buf, 1024 * PAGE);
+}
+
+struct opener {
+	vmmu_vm *vm;
+	uintptr_t start, end;
+};
+
+static void *open_invalidation(void *p)
+{
+	struct opener *o = p;
+
+	vmmu_invalidate_range_begin(o->vm, o->start, o->end);
+	return NULL;
+}
+
+/*
+ * Issue 14 item 4: an access into an invalidation the calling thread holds
+ * open exits with VMMU_EXIT_RETRY (cause SELF) instead of waiting forever;
+ * with VMMU_ACCESS_NOWAIT, one into another thread's open invalidation
+ * exits too (cause INVALIDATION).  Nothing of the page moves; what came
+ * before it in earlier windows did (exit.done).
+ */
+TEST(access_retry_exit_instead_of_waiting)
+{
+	const size_t P = PAGE, W = VMMU_ACCESS_ATOMIC_PAGES * PAGE;
+
+	for_each_mmu_variant(var) {
+		vmmu_vm *vm = variant_vm(var);
+		uint8_t *ram = caller_mem(128 * P, 0x11), *buf = caller_mem(64 * P, 0x22);
+		struct vmmu_memslot s = { .slot = 0, .gpa = 0, .size = 128 * P, .hva = ram };
+		uintptr_t b = (uintptr_t)ram;
+		struct vmmu_exit x;
+		vmmu_vcpu *c;
+		uint64_t v = 0x77;
+		struct opener o = { vm, b + 50 * P, b + 51 * P };
+		pthread_t t;
+
+		ASSERT_OK(vmmu_set_memslot(vm, &s));
+		ASSERT_OK(vmmu_vcpu_create(vm, 0, &c));
+		ASSERT_OK(vmmu_vcpu_access(c, 0, buf, 64 * P, VMMU_ACCESS_WRITE, &x));	/* all mapped */
+
+		/* This thread's own invalidation of page 3. */
+		memset(ram, 0x11, 128 * P);
+		vmmu_invalidate_range_begin(vm, b + 3 * P, b + 4 * P);
+		ASSERT_EQ(vmmu_vcpu_access(c, 3 * P + 8, &v, 8, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_RETRY);
+		ASSERT_EQ(x.u.retry.cause, VMMU_RETRY_SELF);
+		ASSERT_EQ_U64(x.u.retry.gpa, 3 * P);
+		ASSERT_EQ_U64(x.done, 0);
+		ASSERT_EQ(vmmu_vcpu_access(c, 3 * P, &v, 8, VMMU_ACCESS_READ | VMMU_ACCESS_NOWAIT, &x), VMMU_EXIT);
+		ASSERT_EQ(x.u.retry.cause, VMMU_RETRY_SELF);
+		ASSERT_TRUE(all_bytes(ram, 128 * P, 0x11));
+		/* Its neighbours do not wait. */
+		ASSERT_OK(vmmu_vcpu_access(c, 2 * P, &v, 8, VMMU_ACCESS_WRITE, &x));
+		ASSERT_OK(vmmu_vcpu_access(c, 4 * P, &v, 8, VMMU_ACCESS_WRITE, &x));
+		vmmu_invalidate_range_end(vm, b + 3 * P, b + 4 * P);
+		ASSERT_OK(vmmu_vcpu_access(c, 3 * P, &v, 8, VMMU_ACCESS_WRITE, &x));
+		ASSERT_EQ_U64(*(uint64_t *)(ram + 3 * P), 0x77);
+
+		/* Another thread's, page 50 of a 64-page write from page 0 at
+		 * VMMU_ACCESS_NOWAIT: the first window went in. */
+		memset(ram, 0x11, 128 * P);
+		pthread_create(&t, NULL, open_invalidation, &o);
+		pthread_join(t, NULL);
+		ASSERT_EQ(vmmu_vcpu_access(c, 0, buf, 64 * P, VMMU_ACCESS_WRITE | VMMU_ACCESS_NOWAIT, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_RETRY);
+		ASSERT_EQ(x.u.retry.cause, VMMU_RETRY_INVALIDATION);
+		ASSERT_EQ_U64(x.u.retry.gpa, 50 * P);
+		ASSERT_EQ_U64(x.done, W);
+		ASSERT_TRUE(all_bytes(ram, W, 0x22));
+		ASSERT_TRUE(all_bytes(ram + W, 96 * P, 0x11));
+		/* Physical accesses too. */
+		ASSERT_EQ(vmmu_vcpu_access(c, 50 * P, &v, 8, VMMU_ACCESS_READ | VMMU_ACCESS_PHYS | VMMU_ACCESS_NOWAIT,
+					   &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_RETRY);
+		vmmu_invalidate_range_end(vm, o.start, o.end);	/* any thread may end it */
+		ASSERT_OK(vmmu_vcpu_access(c, 0, buf, 64 * P, VMMU_ACCESS_WRITE | VMMU_ACCESS_NOWAIT, &x));
+		ASSERT_TRUE(all_bytes(ram, 64 * P, 0x22));
+		ASSERT_FALSE(vmmu_vm_bugged(vm, NULL));
+		ASSERT_AUDIT(vm);
+		vmmu_vm_destroy(vm);
+		munmap(ram, 128 * P);
+		munmap(buf, 64 * P);
+	}
 }
 
 int main(int argc, char **argv)

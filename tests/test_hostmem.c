@@ -29,6 +29,8 @@
  *  - invalidate_waits_only_for_its_range: an access waits for an open
  *    invalidation of its own page only, not for the union of the open ones
  *    nor for a huge page that holds an invalidated page.
+ *  - invalidate_flushes_for_a_concurrent_zap: an invalidation that finds its
+ *    range already zapped by another one, not yet flushed, flushes itself.
  *  - fault_retries_only_for_overlapping_ends: a fault whose host fault-in
  *    raced with the end of an invalidation retries only if that range
  *    overlapped its own (a test hook opens the window).
@@ -871,7 +873,7 @@ static void *storm_invalidator(void *p)
 				st_poison(st, o);
 			n_open++;
 			atomic_fetch_add_explicit(&st->invalidations, 1, memory_order_relaxed);
-			if (n_open > st->max_depth)
+			if (a->poison && n_open > st->max_depth)	/* its own nesting */
 				st->max_depth = n_open;
 			/* Hold it a little: the vCPUs must wait, not fail. */
 			if ((r >> 60) == 0)
@@ -1310,6 +1312,72 @@ TEST(fault_retries_only_for_overlapping_ends)
 			vmmu_vm_destroy(vm);
 			hmem_unmap(&hm);
 		}
+	}
+	vmmu_set_test_hook(NULL);
+}
+
+/* ---- two invalidations zapping the same range ---------------------------------------- */
+
+static struct {
+	vmmu_vm *vm;
+	vmmu_vcpu *c;
+	uintptr_t start, end;
+	uint64_t gpa;
+	_Atomic bool armed;
+	int rc;
+	struct vmmu_exit x;
+} cz;
+
+/*
+ * Inside invalidation A, after its zap and before its flush: invalidation B
+ * of the same range (this thread, so A cannot finish meanwhile) finds every
+ * SPTE gone, and must still flush before it returns, since A has not.  Then
+ * this thread's vCPU touches the page: with its translation flushed it
+ * faults, sees the range open (begun by this thread) and exits; a TLB entry
+ * that survived would let the read complete.
+ */
+static void cz_hook(enum vmmu_test_hook_point point, uint64_t hva)
+{
+	bool armed = true;
+	uint64_t v;
+
+	if (point != VMMU_TEST_HOOK_INV_ZAPPED || hva != cz.start ||
+	    !atomic_compare_exchange_strong(&cz.armed, &armed, false))
+		return;
+	vmmu_invalidate_range_begin(cz.vm, cz.start, cz.end);
+	cz.rc = vmmu_vcpu_access(cz.c, cz.gpa, &v, 8, VMMU_ACCESS_READ, &cz.x);
+	vmmu_invalidate_range_end(cz.vm, cz.start, cz.end);
+}
+
+TEST(invalidate_flushes_for_a_concurrent_zap)
+{
+	vmmu_set_test_hook(cz_hook);
+	for_each_tdp_variant(var) {
+		struct hmem hm;
+		uint8_t *buf = hmem_map(&hm, 2 * MB, 2 * MB, false);
+		vmmu_vm *vm = new_vm(var);
+		vmmu_vcpu *c;
+
+		ASSERT_TRUE(buf != NULL);
+		set_slot(vm, 1, 0, WO_GPA, buf, 2 * MB, PAGE);
+		ASSERT_OK(vmmu_vcpu_create(vm, 0, &c));
+		EXPECT_WRITE_OK(c, WO_GPA + 7 * PAGE, tok(7, 1));
+		EXPECT_READ(c, WO_GPA + 7 * PAGE, tok(7, 1));	/* in the TLB now */
+		cz = (typeof(cz)){ .vm = vm, .c = c, .start = (uintptr_t)buf + 7 * PAGE,
+				   .end = (uintptr_t)buf + 8 * PAGE, .gpa = WO_GPA + 7 * PAGE };
+		atomic_store(&cz.armed, true);
+		vmmu_invalidate_range_begin(vm, cz.start, cz.end);
+		ASSERT_FALSE(atomic_load(&cz.armed));
+		if (cz.rc != VMMU_EXIT || cz.x.reason != VMMU_EXIT_RETRY)
+			test_fail(__FILE__, __LINE__, "[%s] read inside two invalidations: rc %d exit %s", var->name,
+				  cz.rc, cz.rc == VMMU_EXIT ? exit_name(cz.x.reason) : "-");
+		ASSERT_EQ(cz.x.u.retry.cause, VMMU_RETRY_SELF);
+		vmmu_invalidate_range_end(vm, cz.start, cz.end);
+		EXPECT_READ(c, WO_GPA + 7 * PAGE, tok(7, 1));
+		ASSERT_FALSE(vmmu_vm_bugged(vm, NULL));
+		ASSERT_AUDIT(vm);
+		vmmu_vm_destroy(vm);
+		hmem_unmap(&hm);
 	}
 	vmmu_set_test_hook(NULL);
 }

@@ -369,6 +369,18 @@ VMMU_EXPORT int vmmu_vcpu_invpcid(vmmu_vcpu *vcpu, unsigned type, uint32_t pcid,
 /* Flag: an implicit supervisor-mode access (descriptor tables, ...): the
  * supervisor rules apply even at CPL 3, and SMAP whatever EFLAGS.AC says. */
 #define VMMU_ACCESS_IMPLICIT (1u << 5)
+/*
+ * Flag: never wait.  Where the access would wait for another thread -- an
+ * invalidation (vmmu_invalidate_range_begin) of a page it touches, or the
+ * deletion or move of its memslot -- it exits with VMMU_EXIT_RETRY instead;
+ * run it again later.  Without the flag it waits, except for an invalidation
+ * the calling thread itself began: that one it cannot end while it waits, so
+ * the access always exits with VMMU_EXIT_RETRY (cause VMMU_RETRY_SELF).
+ */
+#define VMMU_ACCESS_NOWAIT (1u << 6)
+
+/* Accesses that touch at most this many pages are all-or-nothing. */
+#define VMMU_ACCESS_ATOMIC_PAGES 32
 
 enum vmmu_exit_reason {
 	VMMU_EXIT_NONE = 0,
@@ -377,11 +389,22 @@ enum vmmu_exit_reason {
 	VMMU_EXIT_INTERNAL_ERROR = 3,	/* the VM is bugged; see vmmu_vm_bugged() */
 	VMMU_EXIT_GUEST_FAULT = 4,	/* the guest's own tables fault: inject it */
 	VMMU_EXIT_DIRTY_RING_FULL = 5,	/* harvest + vmmu_reset_dirty_rings(), then retry */
+	VMMU_EXIT_RETRY = 6,		/* it would have waited; see VMMU_ACCESS_NOWAIT */
 };
+
+/* vmmu_exit.u.retry.cause */
+#define VMMU_RETRY_INVALIDATION 1	/* an invalidation of the page is open */
+#define VMMU_RETRY_SELF 2		/* ... and the calling thread began it */
+#define VMMU_RETRY_MEMSLOT 3		/* the page's memslot is being deleted or moved */
 
 struct vmmu_exit {
 	uint32_t reason;	/* enum vmmu_exit_reason */
-	uint32_t pad;
+	uint32_t pad;		/* written as 0 */
+	/*
+	 * Bytes of the access transferred before the exit, whatever the reason:
+	 * exactly buf[0, done) was read or written, nothing after it.
+	 */
+	uint64_t done;
 	union {
 		struct {
 			uint64_t gpa;		/* first byte of the fragment            */
@@ -399,13 +422,19 @@ struct vmmu_exit {
 			int32_t error;
 		} internal;
 		struct {
-			uint64_t done;		/* bytes of the access completed before it */
+			uint64_t done;		/* the same as vmmu_exit.done */
 		} ring_full;
 		struct {
 			uint8_t vector;		/* 14 (#PF) or 13 (#GP: non-canonical) */
 			uint32_t error_code;	/* #PF error code (P, W, U, RSVD, I/D, PK) */
 			uint64_t addr;		/* CR2 for #PF */
 		} guest_fault;
+		struct {
+			uint64_t gpa;		/* the page it would wait for */
+			uint32_t cause;		/* VMMU_RETRY_* */
+		} retry;
+		/* Room for the exits to come: the union keeps this size. */
+		uint64_t reserved[8];
 	} u;
 };
 
@@ -417,15 +446,19 @@ struct vmmu_exit {
  * Guest paging is off (the vCPU starts in flat 32-bit protected mode), so the
  * gva is the gpa and must be below 4 GiB unless VMMU_ACCESS_PHYS is given.
  *
- * An access is all-or-nothing with respect to guest memory: if any page of it
- * needs an exit, no byte is transferred and *exit describes the first page
- * that needs one (MMIO fragments are for the embedder to emulate).  One
- * exception, as with KVM's emulator: under shadow paging a store into a
- * write-protected guest page table is performed by vmmu page by page, so the
- * pages before it are written even if a later page of the access exits.
+ * If it returns VMMU_EXIT, exactly the first exit->done bytes of the access
+ * were transferred and none after them; exit->done is 0 for an access that
+ * touches at most VMMU_ACCESS_ATOMIC_PAGES (32) pages, except that under
+ * shadow paging a store into a write-protected guest page table is performed
+ * page by page.
+ * (Longer accesses are done in 32-page windows, each all-or-nothing, as KVM's
+ * emulator does a string instruction piece by piece; *exit describes the
+ * first page of its window that needs one, and the embedder continues the
+ * access at buf + done once it has dealt with the exit.  MMIO fragments are
+ * for the embedder to emulate.)
  *
- * Returns 0 when done, VMMU_EXIT with *exit filled, or a negative error for
- * bad arguments (nothing transferred).
+ * Returns 0 when all len bytes were transferred, VMMU_EXIT with *exit filled,
+ * or a negative error for bad arguments (nothing transferred).
  */
 VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *vcpu, uint64_t gva, void *buf, size_t len,
 				 unsigned access, struct vmmu_exit *exit);

@@ -10,6 +10,7 @@
 
 #include "mmu/mmu.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "test_hook.h"
 #include "vm/vmmu_int.h"
 
 /* Remove mappings of [start, end) and flush; mmu_lock taken here. */
@@ -182,8 +183,10 @@ VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, u
 		/*
 		 * Shadow faults check and install under mmu_lock for write, so
 		 * the write lock alone orders them: one that checked before the
-		 * range was open has installed, and the zap removes it.
+		 * range was open has installed, and the zap removes it.  Physical
+		 * accesses copy outside the lock, in install sections.
 		 */
+		inv_wait_installers(vm);
 		pthread_rwlock_wrlock(&vm->mmu_lock);
 		vm_zap_section_begin(vm);
 		if (zap_hva_range(vm, hva_start, hva_end, false))
@@ -211,6 +214,7 @@ VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, u
 	ended = atomic_load_explicit(&vm->zap_sections_ended, memory_order_acquire);
 	started = atomic_load_explicit(&vm->zap_sections_started, memory_order_acquire);
 	flush = zap_hva_range(vm, hva_start, hva_end, true);
+	vmmu_test_hook(VMMU_TEST_HOOK_INV_ZAPPED, hva_start);
 	/*
 	 * Another invalidation zapping beside this one (the write lock excludes
 	 * every other zap) may have removed SPTEs of this range that this walk

@@ -15,8 +15,10 @@
 extern bool vmmu_membarrier_ok;
 
 /* Pages translated before any byte moves: accesses up to this size are
- * all-or-nothing; longer ones are done in windows of this size. */
-#define ACCESS_WINDOW_PAGES 32
+ * all-or-nothing; longer ones are done in windows of this size.  A window is
+ * one guest-mode stretch, which remote flushes wait out, and the dirty ring
+ * keeps room for one window (DIRTY_RING_SLACK): both want it short. */
+#define ACCESS_WINDOW_PAGES VMMU_ACCESS_ATOMIC_PAGES
 /*
  * Livelock guards.  A fault the MMU reports as fixed (or spurious) must let
  * the access through after a few more exits at most (a racing zap can undo a
@@ -298,19 +300,38 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
  * lost race, which the next try wins).  Shadow faults report the gpa of the
  * guest table their walk could not read; TDP faults the gpa that exited.
  */
-static enum inv_wait vcpu_retry_wait(struct vmmu_vcpu *v, uint64_t gpa)
+static uint32_t vcpu_retry_wait(struct vmmu_vcpu *v, uint64_t gpa)
 {
 	const struct memslot *s;
-	enum inv_wait w = INV_WAIT_NONE;
+	uint32_t cause = 0;
 
+	vmmu_rcu_thread_online();
 	vmmu_rcu_read_lock();
 	s = memslots_find_gfn(vm_memslots(v->vm), gpa >> 12);
-	if (s && (s->flags & MEMSLOT_INVALID))
-		w = INV_WAIT_OTHER;
-	else if (s)
-		w = inv_blocked(&v->vm->inv, memslot_gfn_to_hva(s, gpa >> 12), 4096, vmmu_thread_token());
+	if (s && (s->flags & MEMSLOT_INVALID)) {
+		cause = VMMU_RETRY_MEMSLOT;
+	} else if (s) {
+		switch (inv_blocked(&v->vm->inv, memslot_gfn_to_hva(s, gpa >> 12), 4096, vmmu_thread_token())) {
+		case INV_WAIT_OTHER:
+			cause = VMMU_RETRY_INVALIDATION;
+			break;
+		case INV_WAIT_SELF:
+			cause = VMMU_RETRY_SELF;
+			break;
+		default:
+			break;
+		}
+	}
 	vmmu_rcu_read_unlock();
-	return w;
+	return cause;
+}
+
+static int retry_exit(struct vmmu_exit *exit, uint64_t gpa, uint32_t cause)
+{
+	exit->reason = VMMU_EXIT_RETRY;
+	exit->u.retry.gpa = gpa & ~0xfffULL;
+	exit->u.retry.cause = cause;
+	return VMMU_EXIT;
 }
 
 /*
@@ -319,14 +340,15 @@ static enum inv_wait vcpu_retry_wait(struct vmmu_vcpu *v, uint64_t gpa)
  * to be emulated by the MMU (shadow paging), which ends the window early.
  */
 __hot static int access_window(struct vmmu_vcpu *v, uint64_t addr, uint8_t *buf, size_t len, unsigned int acc,
-			       unsigned int walk_access, bool phys, size_t base_offset, struct vmmu_exit *exit,
-			       size_t *done)
+			       unsigned int walk_access, bool phys, bool nowait, size_t base_offset,
+			       struct vmmu_exit *exit, size_t *done)
 {
 	bool write = acc & ACC_WRITE;
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
 	unsigned int fixed_loops = 0, retries = 0;
 	struct timespec retry_start = { 0, 0 };
 	bool waiting = false;
+	uint32_t cause;
 	struct walk_result wr;
 	struct hw_exit he;
 	size_t off, n;
@@ -398,10 +420,14 @@ again:
 				       (unsigned long long)fault_gpa, fixed_loops);
 				return internal_error_exit(exit, VMMU_EIO);
 			}
-		} else if (vcpu_retry_wait(v, fault_gpa) != INV_WAIT_NONE || unlikely(++retries % 64 == 0)) {
+		} else if ((cause = vcpu_retry_wait(v, fault_gpa)) || unlikely(++retries % 64 == 0)) {
 			/* A wait, or a long run of lost races: let the thread we
-			 * wait for run rather than spin against it. */
+			 * wait for run rather than spin against it -- unless we
+			 * are that thread, or were asked not to wait. */
 			struct timespec t;
+
+			if (cause == VMMU_RETRY_SELF || (cause && nowait))
+				return retry_exit(exit, fault_gpa, cause);
 
 			sched_yield();
 			clock_gettime(CLOCK_MONOTONIC, &t);
@@ -433,8 +459,8 @@ again:
  * and, for stores to shadowed guest tables, the update of the shadow.
  * All-or-nothing like any access: every page is checked before a byte moves.
  */
-static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, bool write,
-			      struct vmmu_exit *exit)
+static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, bool write, bool nowait,
+			      struct vmmu_exit *exit, size_t *donep)
 {
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
 	const struct memslot *slots[ACCESS_WINDOW_PAGES];
@@ -462,6 +488,10 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 			if (r == RET_PF_RETRY) {
 				/* A slot being deleted or moved: wait for it. */
 				vmmu_rcu_read_unlock();
+				if (nowait) {
+					*donep = done;
+					return retry_exit(exit, pf.addr, VMMU_RETRY_MEMSLOT);
+				}
 				sched_yield();
 				goto retry;
 			}
@@ -474,6 +504,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				exit->u.mmio.offset = (uint32_t)(done + off);
 				exit->u.mmio.is_write = write;
 				exit->u.mmio.readonly_slot = pf.readonly_write;
+				*donep = done;
 				return VMMU_EXIT;
 			}
 			if (r == RET_PF_FAULT) {
@@ -482,10 +513,43 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				exit->u.memory_fault.gpa = pf.addr & ~0xfffULL;
 				exit->u.memory_fault.size = 4096;
 				exit->u.memory_fault.error = pf.host_error;
+				*donep = done;
 				return VMMU_EXIT;
 			}
 			hvas[i] = pf.hva + (pf.addr & 0xfff);
 			slots[i] = pf.slot;
+		}
+		/*
+		 * No translation is involved, but an invalidated page is off
+		 * limits all the same (docs/mmu.md 10.1): the check and the copy
+		 * form an install section, which an invalidation's begin waits
+		 * out if the check could not see its range.
+		 */
+		vcpu_install_begin(v);
+		for (off = 0, i = 0; off < chunk; off += n, i++) {
+			uint32_t cause = 0;
+
+			n = 4096 - ((gpa + done + off) & 0xfff);
+			if (n > chunk - off)
+				n = chunk - off;
+			switch (inv_blocked(&v->vm->inv, hvas[i] & ~(uintptr_t)0xfff, 4096, vmmu_thread_token())) {
+			case INV_WAIT_SELF:
+				cause = VMMU_RETRY_SELF;
+				break;
+			case INV_WAIT_OTHER:
+				cause = VMMU_RETRY_INVALIDATION;
+				break;
+			default:
+				continue;
+			}
+			vcpu_install_end(v);
+			vmmu_rcu_read_unlock();
+			if (cause == VMMU_RETRY_SELF || nowait) {
+				*donep = done;
+				return retry_exit(exit, gpa + done + off, cause);
+			}
+			sched_yield();
+			goto retry;
 		}
 		for (off = 0, i = 0; off < chunk; off += n, i++) {
 			uint64_t a = gpa + done + off;
@@ -506,6 +570,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 			copy_fragment((void *)hvas[i], buf + done + off, n, true);
 			shadow_phys_store_done(v, s, a, (unsigned int)n);
 		}
+		vcpu_install_end(v);
 		vmmu_rcu_read_unlock();
 		done += chunk;
 retry:;
@@ -526,7 +591,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	if (!v || !buf || !exit || len == 0)
 		return VMMU_EINVAL;
 	if (type > VMMU_ACCESS_FETCH ||
-	    (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT)))
+	    (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT | VMMU_ACCESS_NOWAIT)))
 		return VMMU_EINVAL;
 	/* Without TDP, paging off is translated by (direct) shadow pages. */
 	phys = (access & VMMU_ACCESS_PHYS) || (v->wcpu.mode == WALK_MODE_NONE && !v->vm->shadow);
@@ -542,8 +607,11 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	} else if (len > ~gva) {
 		return VMMU_ERANGE;
 	}
-	if (unlikely(vm_is_bugged(v->vm)))
+	if (unlikely(vm_is_bugged(v->vm))) {
+		exit->pad = 0;
+		exit->done = 0;
 		return internal_error_exit(exit, VMMU_EIO);
+	}
 
 	acc = type == VMMU_ACCESS_WRITE ? ACC_WRITE : type == VMMU_ACCESS_FETCH ? ACC_EXEC : 0;
 	walk_access = (type == VMMU_ACCESS_WRITE ? WALK_WRITE : 0) | (type == VMMU_ACCESS_FETCH ? WALK_FETCH : 0) |
@@ -554,9 +622,12 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	 * (A TLB hit dirties nothing new, so the dirty ring needs no check --
 	 * except with PML, where the walk itself logs the pages it dirties.) */
 	if (unlikely(v->vm->shadow) && (access & VMMU_ACCESS_PHYS)) {
+		exit->reason = VMMU_EXIT_NONE;
+		exit->pad = 0;
 		self = vcpu_self_enter(v);
-		r = shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, exit);
+		r = shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, access & VMMU_ACCESS_NOWAIT, exit, &done);
 		vcpu_self_exit(self);
+		exit->done = done;
 		return r;
 	}
 	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->mmu_ready) &&
@@ -584,6 +655,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		vcpu_exit_guest_mode(v);
 	}
 	exit->reason = VMMU_EXIT_NONE;
+	exit->pad = 0;
 	self = vcpu_self_enter(v);
 	/*
 	 * No RCU read section here: like a real CPU, the hardware walk and the
@@ -603,13 +675,16 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		}
 		if (chunk > len - done)
 			chunk = len - done;
-		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys, done, exit,
-				  &chunk);
+		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys,
+				  access & VMMU_ACCESS_NOWAIT, done, exit, &chunk);
 		if (r)
 			break;
 		done += chunk;
 	}
 	vcpu_self_exit(self);
+	/* Windows run in order and each is all-or-nothing (an emulated
+	 * page-table store ends its window where it is): a prefix is done. */
+	exit->done = done;
 	return r;
 }
 
