@@ -321,11 +321,15 @@ struct vmmu_cpu_state {
 };
 
 /*
- * Loads CR0/CR3/CR4/EFER/PKRU/CPL/RFLAGS.  In PAE mode the PDPTEs are read
- * from guest memory at CR3, with their reserved-bit checks.  An invalid
- * combination (PG without PE, long mode without PAE, LA57 changed while in
- * long mode, PCIDE outside long mode, reserved bits, bad PDPTEs) returns
- * VMMU_EINVAL and changes nothing; the embedder injects #GP.
+ * Loads CR0/CR3/CR4/EFER/PKRU/CPL/RFLAGS, as the MOVs to those registers
+ * would.  In PAE mode the PDPTE registers are reloaded from guest memory at
+ * CR3, with their reserved-bit checks, exactly when the architecture does
+ * (SDM Vol. 3A 4.4.1): CR3 changed, or CR0.CD/NW/PG or CR4.PAE/PGE/PSE/SMEP
+ * changed; otherwise (a CPL or CR0.WP change, say) they are kept.  Whatever
+ * the architecture would #GP on -- for example PG without PE, long mode
+ * without PAE, LA57 changed while in long mode, PCIDE outside long mode,
+ * reserved bits, bad PDPTEs -- returns VMMU_EINVAL and changes nothing; the
+ * embedder injects #GP.
  * Changing paging-relevant state flushes this vCPU's TLB as the architecture
  * says a MOV to CR0/CR4 does; CR3 changes follow vmmu_vcpu_write_cr3().
  */

@@ -56,7 +56,7 @@ static enum walk_mode paging_mode(const struct vmmu_cpu_state *s)
  * walk role.  Nothing is changed here.
  */
 static int derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, const struct vmmu_cpu_state *in,
-			struct vmmu_cpu_state *out, struct walk_cpu *w)
+			bool mov_cr3, struct vmmu_cpu_state *out, struct walk_cpu *w)
 {
 	unsigned int maxphyaddr = v->vm->cfg.maxphyaddr;
 	bool cur_lma = cur->efer & VMMU_EFER_LMA;
@@ -115,9 +115,22 @@ static int derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, c
 	w->pkru = s.pkru;
 
 	memset(s.pdptrs, 0, sizeof(s.pdptrs));
-	if (w->mode == WALK_MODE_PAE) {
-		/* SDM 4.4.1: loaded from the 32-byte aligned table at CR3[31:5];
-		 * a present PDPTE with reserved bits makes the load #GP. */
+	if (w->mode == WALK_MODE_PAE && !mov_cr3 && s.cr3 == cur->cr3 &&
+	    !((cur->cr0 ^ s.cr0) & (VMMU_CR0_PG | CR0_CD | CR0_NW)) &&
+	    !((cur->cr4 ^ s.cr4) & (VMMU_CR4_PAE | VMMU_CR4_PGE | VMMU_CR4_PSE | VMMU_CR4_SMEP))) {
+		/*
+		 * SDM Vol. 3A 4.4.1: the PDPTE registers are loaded by a MOV to
+		 * CR3 in PAE mode, and by a MOV to CR0/CR4 that changes CR0.CD,
+		 * NW or PG, or CR4.PAE, PGE, PSE or SMEP with PAE paging in use
+		 * after it -- not by anything else (CPL, CR0.WP, EFLAGS.AC...).
+		 * A guest that edits a PDPTE keeps using the old one until then.
+		 * (Entering PAE paging changes PG or PAE, so it always loads.)
+		 */
+		memcpy(s.pdptrs, cur->pdptrs, sizeof(s.pdptrs));
+		memcpy(w->pdptes, cur->pdptrs, sizeof(w->pdptes));
+	} else if (w->mode == WALK_MODE_PAE) {
+		/* Loaded from the 32-byte aligned table at CR3[31:5]; a present
+		 * PDPTE with reserved bits makes the load #GP. */
 		for (int i = 0; i < 4; i++) {
 			uint64_t e;
 
@@ -165,7 +178,7 @@ void vcpu_init_state(struct vmmu_vcpu *v)
 	memset(&s, 0, sizeof(s));
 	s.cr0 = VMMU_CR0_PE;
 	memset(&v->arch, 0, sizeof(v->arch));
-	r = derive_state(v, &v->arch, &s, &s, &w);
+	r = derive_state(v, &v->arch, &s, false, &s, &w);
 	(void)r;
 	apply_state(v, &s, &w);
 	mmu_update_context(v);
@@ -180,7 +193,8 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 
 	if (!v || !in)
 		return VMMU_EINVAL;
-	r = derive_state(v, &v->arch, in, &s, &w);
+	/* A CR3 that changes is a MOV to CR3; one that does not is none. */
+	r = derive_state(v, &v->arch, in, false, &s, &w);
 	if (r)
 		return r;
 	old = v->arch;
@@ -229,7 +243,7 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 		cr3 &= ~VMMU_CR3_PCID_NOFLUSH;
 	in = old;
 	in.cr3 = cr3;
-	r = derive_state(v, &old, &in, &s, &w);
+	r = derive_state(v, &old, &in, true, &s, &w);
 	if (r)
 		return r;
 	self = vcpu_self_enter(v);
