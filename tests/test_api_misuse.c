@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -316,6 +318,106 @@ TEST(access_retry_exit_instead_of_waiting)
 		munmap(buf, 64 * P);
 	}
 }
+
+/* A vCPU driven from its own thread for a while, as an embedder would. */
+static void *drive_vcpu(void *p)
+{
+	vmmu_vcpu *c = p;
+	struct vmmu_exit x;
+	uint64_t v;
+
+	for (uint64_t i = 0; i < 256; i++) {
+		v = i;
+		if (vmmu_vcpu_access(c, i * PAGE, &v, 8, VMMU_ACCESS_WRITE, &x))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* The child's half: exit code 0, or the step that failed. */
+static int fork_child(vmmu_vm *vm, vmmu_vcpu *c)
+{
+	struct vmmu_memslot del = { .slot = 1 }, again = { .slot = 1, .gpa = 64 * MB, .size = 2 * MB };
+	struct vmmu_exit x;
+	vmmu_vm *vm2;
+	vmmu_vcpu *c2;
+	uint64_t v = 0;
+
+	alarm(60);	/* a hang kills the child: the parent sees the signal */
+	if (vmmu_vcpu_access(c, 5 * PAGE, &v, 8, VMMU_ACCESS_READ, &x) || v != 5)
+		return 2;
+	v = 99;
+	if (vmmu_vcpu_access(c, 5 * PAGE, &v, 8, VMMU_ACCESS_WRITE, &x))
+		return 3;
+	vmmu_zap_all(vm);				/* a root freed through call_rcu */
+	if (vmmu_set_memslot(vm, &del) || vmmu_set_memslot(vm, &again))	/* grace periods */
+		return 4;
+	if (vmmu_vcpu_access(c, 5 * PAGE, &v, 8, VMMU_ACCESS_READ, &x) || v != 99)
+		return 5;
+	vmmu_vm_destroy(vm);				/* rcu_barrier */
+	vm2 = default_vm();
+	add_ram(vm2, 16 * MB);
+	if (vmmu_vcpu_create(vm2, 0, &c2) || vmmu_vcpu_access(c2, 0x3000, &v, 8, VMMU_ACCESS_WRITE, &x))
+		return 6;
+	vmmu_vm_destroy(vm2);
+	return 0;
+}
+
+/*
+ * Issue 14 item 5: a child of fork() may go on using vmmu -- its inherited
+ * VMs included -- when no other thread was inside vmmu at the fork.  Before
+ * the fork hooks, its first vmmu_vm_destroy waited forever for a call_rcu
+ * thread that only the parent has.
+ */
+TEST(fork_child_uses_and_destroys_vms)
+{
+	vmmu_vm *vm = default_vm();
+	struct vmmu_memslot s1 = { .slot = 1, .gpa = 32 * MB, .size = 2 * MB };
+	vmmu_vcpu *c;
+	pthread_t t;
+	void *ret;
+	pid_t pid;
+	int status;
+
+	add_ram(vm, 16 * MB);
+	ASSERT_OK(vmmu_set_memslot(vm, &s1));
+	ASSERT_OK(vmmu_vcpu_create(vm, 0, &c));
+	pthread_create(&t, NULL, drive_vcpu, c);
+	pthread_join(t, &ret);
+	ASSERT_TRUE(ret == NULL);
+	vmmu_zap_all(vm);	/* call_rcu in use: its worker thread exists */
+	expect_vm_works(vm, c);
+
+	pid = fork();
+	ASSERT_TRUE(pid >= 0);
+	if (pid == 0)
+		_exit(fork_child(vm, c));
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	if (WIFSIGNALED(status))
+		test_fail(__FILE__, __LINE__, "the child died of signal %d (SIGALRM: it hung)", WTERMSIG(status));
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(WEXITSTATUS(status), 0);
+	/* The parent is unaffected. */
+	expect_vm_works(vm, c);
+	vmmu_vm_destroy(vm);
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+#ifdef TEST_TSAN
+/* The fork test's child starts a thread (liburcu's new call_rcu worker),
+ * which TSan refuses after a multithreaded fork unless told otherwise. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+	return "die_after_fork=0";
+}
+#endif
 
 int main(int argc, char **argv)
 {

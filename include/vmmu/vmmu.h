@@ -9,6 +9,13 @@
  * Threading: a VM may be used from any number of threads. A vCPU is driven by
  * one thread at a time (the embedder's vCPU thread); different vCPUs run in
  * parallel. See docs/mmu.md for the locking rules behind these promises.
+ *
+ * fork(): a child may keep using vmmu -- the VMs and vCPUs it inherited, and
+ * new ones -- provided no other thread of the parent was inside a vmmu call
+ * when fork() was called (a lock or an RCU read section held by a thread
+ * that does not exist in the child is never released).  vmmu registers
+ * liburcu's call_rcu fork hooks with pthread_atfork() for this.  A child
+ * that only calls exec or _exit needs nothing.
  */
 #ifndef VMMU_VMMU_H
 #define VMMU_VMMU_H

@@ -78,9 +78,21 @@ static void rcu_thread_exit(void *arg)
 	}
 }
 
+/*
+ * fork(): liburcu's call_rcu worker threads do not exist in a child, so the
+ * child's first rcu_barrier() (every vmmu_vm_destroy) or callback would wait
+ * forever.  liburcu's own hooks pause the workers around the fork and give
+ * the child a new default worker, which inherits the queued callbacks.
+ * (liburcu-memb 0.13 has no urcu_memb_before_fork() for the grace-period
+ * state itself, unlike urcu-bp: a child inherits the reader registry as it
+ * was, which is fine when no other thread was inside vmmu at the fork --
+ * the rule vmmu.h states.)
+ */
 static void rcu_key_init(void)
 {
 	pthread_key_create(&rcu_key, rcu_thread_exit);
+	pthread_atfork(urcu_memb_call_rcu_before_fork, urcu_memb_call_rcu_after_fork_parent,
+		       urcu_memb_call_rcu_after_fork_child);
 }
 
 void vmmu_rcu_thread_register(void)
