@@ -2,9 +2,21 @@
 /*
  * vmmu: the x86 MMU of a hypervisor, as a userspace library.
  *
- * This is the one public header. Every handle is opaque; every object has a
- * create/destroy pair; every fallible call returns 0 or a negative VMMU_E*
- * code (see vmmu_strerror()). A call that fails leaves the VM unchanged.
+ * This is the one public header. Every handle is opaque. A VM has a
+ * create/destroy pair; a vCPU is created with vmmu_vcpu_create() and lives
+ * until its VM is destroyed (as in KVM, one vCPU cannot be destroyed alone).
+ * Every fallible call returns 0 or a negative VMMU_E* code (see
+ * vmmu_strerror()); a call that fails leaves the VM unchanged.
+ *
+ * ABI growth: every struct the embedder passes in has a struct_size field.
+ * 0 means the layout of this header version, so callers that zero-initialize
+ * (memset, designated initializers) keep working; a later version appends
+ * fields after it and reads only the bytes a caller's struct_size covers.
+ * A struct_size larger than vmmu knows is accepted when the unknown bytes are
+ * zero (VMMU_ENOTSUP otherwise); a smaller non-zero one is VMMU_EINVAL.
+ * Reserved and pad fields must be zero.  Output structs keep spare room
+ * (reserved[]) that vmmu writes as zero.  vmmu_check_extension() and
+ * vmmu_vm_config_supported() say what this build and host support.
  *
  * Threading: a VM may be used from any number of threads. A vCPU is driven by
  * one thread at a time (the embedder's vCPU thread); different vCPUs run in
@@ -50,7 +62,8 @@ extern "C" {
 #define VMMU_ERANGE   (-34)  /* address beyond MAXPHYADDR / the slot            */
 #define VMMU_ENOTSUP  (-95)  /* valid request this build/host cannot do         */
 
-/* vmmu_vcpu_access() returns this (> 0) when *exit says why it stopped. */
+/* vmmu_vcpu_access() returns this (> 0) when *exit says why it stopped;
+ * vmmu_strerror() names it too. */
 #define VMMU_EXIT      1
 
 VMMU_EXPORT const char *vmmu_strerror(int err);
@@ -113,7 +126,7 @@ struct vmmu_vm_config {
 	uint64_t pt_arena_bytes;	/* address space reserved for page tables; 0 = default */
 	/*
 	 * Dirty ring (KVM_CAP_DIRTY_LOG_RING): entries per vCPU, a power of two
-	 * >= 1024, or 0 for bitmaps.  With rings, dirty pages of logged slots go
+	 * from 1024 to VMMU_DIRTY_RING_MAX_ENTRIES, or 0 for bitmaps.  With rings, dirty pages of logged slots go
 	 * to the ring of the vCPU that dirtied them and the bitmap calls fail.
 	 */
 	uint32_t dirty_ring_size;
@@ -135,14 +148,45 @@ struct vmmu_vm_config {
 	 * entries one guest-mode stretch cannot fill the buffer).
 	 */
 	uint32_t pml_entries;
+	/* sizeof(struct vmmu_vm_config), or 0: see "ABI growth" above. */
+	uint32_t struct_size;
 };
 
 #define VMMU_MAX_VCPUS 256
 #define VMMU_MAX_PREV_ROOTS 8
+#define VMMU_DIRTY_RING_MAX_ENTRIES 65536	/* KVM's KVM_DIRTY_RING_MAX_ENTRIES */
 
 /* Fills *cfg with defaults: TDP, EPT, 4 levels, MAXPHYADDR 46, A/D on, hugepages on,
- * 3 previous roots. */
+ * 3 previous roots, struct_size set.  Does nothing for NULL. */
 VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg);
+/*
+ * 0 if vmmu_vm_create() would accept cfg in this build on this host, or the
+ * error it would return (VMMU_EINVAL, VMMU_ENOTSUP); creates nothing.
+ */
+VMMU_EXPORT int vmmu_vm_config_supported(const struct vmmu_vm_config *cfg);
+
+/* Capabilities for vmmu_check_extension() (KVM_CHECK_EXTENSION). */
+enum vmmu_cap {
+	VMMU_CAP_TDP_EPT = 1,		/* VMMU_TDP_EPT tables */
+	VMMU_CAP_TDP_NPT = 2,		/* VMMU_TDP_NPT tables */
+	VMMU_CAP_TDP_5LEVEL = 3,	/* tdp_levels 5, MAXPHYADDR 52 */
+	VMMU_CAP_SHADOW = 4,		/* VMMU_MMU_SHADOW */
+	VMMU_CAP_PML = 5,		/* VMMU_VM_PML */
+	VMMU_CAP_DIRTY_RING = 6,	/* dirty rings: the most entries per vCPU */
+	VMMU_CAP_MANUAL_PROTECT = 7,	/* VMMU_VM_MANUAL_PROTECT, VMMU_VM_DIRTY_INIT_SET */
+	VMMU_CAP_EAGER_SPLIT = 8,	/* VMMU_VM_EAGER_SPLIT */
+	VMMU_CAP_HUGETLB_2M = 9,	/* the host offers 2M hugetlb pages (VMMU_BACKING_HUGETLB) */
+	VMMU_CAP_HUGETLB_1G = 10,	/* ... 1G ones */
+	VMMU_CAP_THP = 11,		/* the host's transparent huge pages are on (always or madvise) */
+	VMMU_CAP_MAX_VCPUS = 12,	/* VMMU_MAX_VCPUS */
+	VMMU_CAP_MAX_MEMSLOTS = 13,	/* VMMU_MAX_MEMSLOTS */
+	VMMU_CAP_ACCESS_NOWAIT = 14,	/* VMMU_ACCESS_NOWAIT, VMMU_EXIT_RETRY */
+	VMMU_CAP_NESTED = 15,		/* nested virtualization (not yet: 0) */
+	VMMU_CAP_PRIVATE_MEM = 16,	/* private (confidential-VM) memory (not yet: 0) */
+};
+/* 0 when cap is unsupported or unknown to this build; > 0 when it is
+ * supported (the limit, for the caps that name one). */
+VMMU_EXPORT int vmmu_check_extension(uint32_t cap);
 VMMU_EXPORT int  vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out);
 /* Destroys the VM and its vCPUs. No vCPU may be inside vmmu_vcpu_access(). */
 VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm);
@@ -168,7 +212,7 @@ struct vmmu_memslot {
 	void *hva;		/* caller's page-aligned backing, or NULL      */
 	uint64_t host_page_size;	/* 4K, 2M or 1G: bounds the mapping level; 0 = 4K */
 	uint32_t backing;	/* enum vmmu_backing, when hva == NULL         */
-	uint32_t pad;
+	uint32_t struct_size;	/* sizeof(struct vmmu_memslot), or 0 (ABI growth) */
 };
 
 #define VMMU_MAX_MEMSLOTS 512
@@ -181,11 +225,13 @@ struct vmmu_memslot {
 VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *slot);
 /*
  * Dirty logging (slots with VMMU_MEM_LOG_DIRTY_PAGES).  bitmap has one bit per
- * page of the slot (bit i of word i/64 = page i).  Never lost: a guest
- * write is reported by the first harvest that begins after both the write
- * and the fault that made its page writable have returned (a vCPU can write
+ * page of the slot (bit i of word i/64 = page i).  Never lost: every guest
+ * write is reported by at least one harvest, at the latest by the first
+ * harvest that begins after both the write and the fault that made its page
+ * writable have returned; a harvest that runs while the write is in flight
+ * may report it already (and the next one then need not).  (A vCPU can write
  * through an SPTE another vCPU's fault has just made writable, before that
- * fault has marked the page: as in KVM, the mark then lands a harvest later).
+ * fault has marked the page: as in KVM, the mark then lands a harvest later.)
  *  - vmmu_get_dirty_log(): copies the slot's dirty bitmap out; without
  *    VMMU_VM_MANUAL_PROTECT it also clears it and write-protects the pages it
  *    returned, so their next write is caught; TLBs are flushed before it
@@ -228,7 +274,8 @@ VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm);
  * of [gfn_start, gfn_end) accessed since their last clear; with clear, their
  * accessed state is cleared too (A bits, or access tracking without A/D).
  * Lockless for TDP; no TLB flush, so a page used only through a cached
- * translation may look old, as in KVM.
+ * translation may look old, as in KVM.  gfn_end is clamped to the guest's
+ * MAXPHYADDR, so [0, UINT64_MAX) means every page.
  */
 VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end, int clear,
 				   uint64_t *young_pages);
@@ -241,7 +288,8 @@ VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva);
 /* ------------------------------------------------------------------------ */
 /* MMU control from the host side                                            */
 
-/* Removes every mapping of gfns [gfn_start, gfn_end); TLBs flushed on return. */
+/* Removes every mapping of gfns [gfn_start, gfn_end); TLBs flushed on return.
+ * gfn_end is clamped to the guest's MAXPHYADDR ([0, UINT64_MAX): everything). */
 VMMU_EXPORT int  vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end);
 /* Removes every mapping of the VM; TLBs flushed on return. */
 VMMU_EXPORT void vmmu_zap_all(vmmu_vm *vm);
@@ -325,6 +373,10 @@ struct vmmu_cpu_state {
 	uint32_t pkru;
 	uint32_t cpl;		/* 0..3 */
 	uint64_t pdptrs[4];	/* out: the PAE PDPTE registers as loaded */
+	/* In: sizeof(struct vmmu_cpu_state) or 0 (ABI growth).  vmmu_vcpu_get_state()
+	 * writes this layout, struct_size included, and never more. */
+	uint32_t struct_size;
+	uint32_t pad;		/* 0 */
 };
 
 /*
@@ -494,6 +546,7 @@ struct vmmu_vm_stats {
 	uint64_t shadow_unsync_pages;	/* leaf shadow pages out of sync now       */
 	uint64_t shadow_pte_writes;	/* emulated writes to shadowed guest tables */
 	uint64_t shadow_flooded;	/* pages zapped by write-flooding detection */
+	uint64_t reserved[16];		/* counters to come; written as 0 */
 };
 
 struct vmmu_vcpu_stats {
@@ -521,10 +574,12 @@ struct vmmu_vcpu_stats {
 	uint64_t unsync_syncs;		/* unsync shadow pages resynchronized      */
 	uint64_t pml_entries;		/* VMMU_VM_PML: gpas logged (D bits set)   */
 	uint64_t pml_full_exits;	/* VMMU_VM_PML: exits on a full PML buffer */
+	uint64_t reserved[16];		/* counters to come; written as 0 */
 };
 
-VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
-VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *vcpu, struct vmmu_vcpu_stats *out);
+/* 0, or VMMU_EINVAL for a NULL argument. */
+VMMU_EXPORT int vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
+VMMU_EXPORT int vmmu_vcpu_get_stats(vmmu_vcpu *vcpu, struct vmmu_vcpu_stats *out);
 
 /* ---- trace events ------------------------------------------------------------ */
 enum vmmu_trace_kind {
@@ -555,7 +610,8 @@ VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx);
  */
 VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len);
 
-/* Non-zero once an internal invariant broke; the VM then refuses work. */
+/* Non-zero once an internal invariant broke; the VM then refuses work.
+ * VMMU_EINVAL (non-zero too) for a NULL vm. */
 VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why);
 
 /* Version string, "MAJOR.MINOR.PATCH". */

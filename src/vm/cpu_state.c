@@ -62,7 +62,14 @@ static int derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, c
 	bool cur_lma = cur->efer & VMMU_EFER_LMA;
 	struct vmmu_cpu_state s = *in;
 	bool lma;
+	int r = vmmu_abi_check(in, in->struct_size, sizeof(*in));
 
+	if (r)
+		return r;
+	if (in->pad)
+		return VMMU_EINVAL;
+	/* What get_state reports: this layout. */
+	s.struct_size = sizeof(s);
 	if (s.cpl > 3 || (s.cr0 & ~CR0_KNOWN) || (s.cr4 & ~CR4_KNOWN) || (s.efer & ~EFER_KNOWN))
 		return VMMU_EINVAL;
 	/* SDM 2.5 / MOV to CR0: PG needs PE; NW without CD is invalid. */

@@ -347,12 +347,23 @@ VMMU_EXPORT void vmmu_release(vmmu_vm *vm)
 	vm_zap_all(vm);
 }
 
+/* No gfn lies at or above 2^(MAXPHYADDR - 12): a range is clamped there, so
+ * "everything" can be asked for as [0, UINT64_MAX).  false: nothing left. */
+static bool clamp_gfn_range(const struct vmmu_vm *vm, uint64_t gfn_start, uint64_t *gfn_end)
+{
+	uint64_t limit = 1ULL << (vm->cfg.maxphyaddr - 12);
+
+	if (*gfn_end > limit)
+		*gfn_end = limit;
+	return gfn_start < *gfn_end;
+}
+
 VMMU_EXPORT int vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end)
 {
 	if (!vm || gfn_start >= gfn_end)
 		return VMMU_EINVAL;
-	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
-		return VMMU_ERANGE;
+	if (!clamp_gfn_range(vm, gfn_start, &gfn_end))
+		return 0;
 	vmmu_rcu_thread_online();
 	vm_zap_gfn_range(vm, gfn_start, gfn_end, true);
 	return 0;
@@ -381,8 +392,10 @@ VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn
 
 	if (!vm || !young_pages || gfn_start >= gfn_end)
 		return VMMU_EINVAL;
-	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
-		return VMMU_ERANGE;
+	if (!clamp_gfn_range(vm, gfn_start, &gfn_end)) {
+		*young_pages = 0;
+		return 0;
+	}
 	vmmu_rcu_thread_online();
 	if (vm->shadow) {
 		/* Rmaps change under mmu_lock: aging through them takes it. */

@@ -25,6 +25,7 @@ VMMU_EXPORT const char *vmmu_strerror(int err)
 	case VMMU_ENOSPC: return "no space left in a fixed-size table";
 	case VMMU_ERANGE: return "address out of range";
 	case VMMU_ENOTSUP: return "not supported";
+	case VMMU_EXIT: return "the vCPU exited: struct vmmu_exit says why";
 	default: return "unknown error";
 	}
 }
@@ -53,11 +54,31 @@ void vm_bug(struct vmmu_vm *vm, const char *file, int line, const char *fmt, ...
 
 VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why)
 {
-	int b = atomic_load(&vm->bugged);
+	int b;
+
+	if (!vm) {
+		if (why)
+			*why = NULL;
+		return VMMU_EINVAL;
+	}
+	b = atomic_load(&vm->bugged);
 
 	if (why)
 		*why = b == 1 ? vm->bug_reason : NULL;
 	return b != 0;
+}
+
+int vmmu_abi_check(const void *p, uint32_t struct_size, size_t size)
+{
+	if (struct_size == 0 || struct_size == size)
+		return 0;
+	if (struct_size < size)
+		return VMMU_EINVAL;
+	/* A newer caller's struct: fine as long as it asks for nothing new. */
+	for (size_t i = size; i < struct_size; i++)
+		if (((const unsigned char *)p)[i])
+			return VMMU_ENOTSUP;
+	return 0;
 }
 
 /* ---- RCU ------------------------------------------------------------------ */

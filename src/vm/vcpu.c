@@ -688,9 +688,14 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	return r;
 }
 
-VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
+VMMU_EXPORT int vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 {
-	struct vcpu_stats *s = &v->stat;
+	struct vcpu_stats *s;
+
+	if (!v || !out)
+		return VMMU_EINVAL;
+	s = &v->stat;
+	memset(out, 0, sizeof(*out));
 
 	out->accesses = STAT_READ(s->accesses);
 	out->tlb_hits = STAT_READ(s->tlb_hits);
@@ -716,4 +721,5 @@ VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->unsync_syncs = STAT_READ(s->unsync_syncs);
 	out->pml_entries = STAT_READ(s->pml_entries);
 	out->pml_full_exits = STAT_READ(s->pml_full_exits);
+	return 0;
 }

@@ -205,6 +205,13 @@ static inline bool vm_is_bugged(const struct vmmu_vm *vm)
 	return atomic_load_explicit(&vm->bugged, memory_order_relaxed);
 }
 
+/*
+ * An input struct's struct_size against the size this build knows (vmmu.h,
+ * "ABI growth"): 0, VMMU_EINVAL (smaller than this build's, and not 0) or
+ * VMMU_ENOTSUP (larger, with non-zero bytes this build does not know).
+ */
+int vmmu_abi_check(const void *p, uint32_t struct_size, size_t size);
+
 /* ---- RCU ------------------------------------------------------------------ */
 /*
  * liburcu (memb flavour) read sections.  Threads are registered lazily on
