@@ -4,7 +4,6 @@
  * the MMU-notifier equivalents (invalidate_range_begin/end with KVM's
  * sequence and retry), host protections, release, aging.  docs/mmu.md 10.1.
  */
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,19 +111,8 @@ static void inv_wait_installers(struct vmmu_vm *vm)
 	pthread_mutex_unlock(&vm->vcpus_lock);
 	for (unsigned int i = 0; i < n; i++)
 		seen[i] = atomic_load_explicit(&vm->vcpus[i]->install, memory_order_seq_cst);
-	for (unsigned int i = 0; i < n; i++) {
-		unsigned int spins = 0;
-
-		if (!(seen[i] & 1))
-			continue;
-		/* A check and an install: short, and never waits for us. */
-		while (atomic_load_explicit(&vm->vcpus[i]->install, memory_order_acquire) == seen[i]) {
-			if (++spins < 64)
-				caa_cpu_relax();
-			else
-				sched_yield();
-		}
-	}
+	/* A check and an install: short, and never waits for us. */
+	vcpus_wait_out(vm, n, seen, true);
 }
 
 /*

@@ -69,14 +69,21 @@ void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 	/*
 	 * Wait out every guest-mode stretch that began before the request was
 	 * visible.  Those are short (one access: a walk and a copy) and never
-	 * block, so spinning is bounded; yield in case the vCPU was preempted.
+	 * block, so spinning is bounded.
 	 */
+	vcpus_wait_out(vm, n, seen, false);
+}
+
+void vcpus_wait_out(struct vmmu_vm *vm, unsigned int n, const uint64_t *seen, bool install)
+{
 	for (unsigned int i = 0; i < n; i++) {
+		_Atomic uint64_t *ctr = install ? &vm->vcpus[i]->install : &vm->vcpus[i]->mode;
 		unsigned int spins = 0;
 
 		if (!(seen[i] & 1))
 			continue;
-		while (atomic_load_explicit(&vm->vcpus[i]->mode, memory_order_acquire) == seen[i]) {
+		/* Yield in case the vCPU's thread was preempted. */
+		while (atomic_load_explicit(ctr, memory_order_acquire) == seen[i]) {
 			if (++spins < 64)
 				caa_cpu_relax();
 			else

@@ -295,6 +295,9 @@ static inline void lockdep_assert_mmu_lock_held(struct vmmu_vm *vm) { (void)vm; 
 
 /* ---- vCPU requests -------------------------------------------------------- */
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req);
+/* Wait until each of vCPUs [0, n) whose counter was seen odd (in guest mode,
+ * or, with install, in an install section) has moved on. */
+void vcpus_wait_out(struct vmmu_vm *vm, unsigned int n, const uint64_t *seen, bool install);
 /* The vCPU this thread is driving inside a vCPU call, or NULL (vcpu_self_*). */
 extern __thread struct vmmu_vcpu *vmmu_self_vcpu;
 static inline struct vmmu_vcpu *vcpu_self_enter(struct vmmu_vcpu *v)
