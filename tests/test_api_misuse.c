@@ -495,7 +495,9 @@ TEST(struct_size_and_pad_fields)
 	bigs.more[0] = 0;
 	ASSERT_OK(vmmu_set_memslot(vm, &bigs.s));
 	bigs.s = (struct vmmu_memslot){ .slot = 1, .gpa = 64 * MB, .size = 2 * MB,
-					.struct_size = sizeof(struct vmmu_memslot) };
+					.struct_size = sizeof(struct vmmu_memslot), .backing = 7 };
+	ASSERT_ERR(vmmu_set_memslot(vm, &bigs.s), VMMU_EINVAL);	/* no such backing */
+	bigs.s.backing = VMMU_BACKING_ANON;
 	ASSERT_OK(vmmu_set_memslot(vm, &bigs.s));
 	expect_vm_works(vm, c);
 

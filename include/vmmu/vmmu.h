@@ -211,7 +211,7 @@ struct vmmu_memslot {
 	uint64_t size;		/* page aligned; 0 deletes the slot            */
 	void *hva;		/* caller's page-aligned backing, or NULL      */
 	uint64_t host_page_size;	/* 4K, 2M or 1G: bounds the mapping level; 0 = 4K */
-	uint32_t backing;	/* enum vmmu_backing, when hva == NULL         */
+	uint32_t backing;	/* enum vmmu_backing, used when hva == NULL    */
 	uint32_t struct_size;	/* sizeof(struct vmmu_memslot), or 0 (ABI growth) */
 };
 
