@@ -20,6 +20,13 @@ enum vmmu_test_hook_point {
 	/* An emulated physical store (VMMU_ACCESS_PHYS under shadow paging)
 	 * is about to write guest memory; no lock held.  arg: the gfn. */
 	VMMU_TEST_HOOK_PHYS_STORE,
+	/* A fault (TDP or shadow) has sampled the invalidation sequence and
+	 * faulted its host page(s) in; it has not checked for invalidations
+	 * yet, and holds no lock.  arg: the gfn. */
+	VMMU_TEST_HOOK_FAULTIN_DONE,
+	/* A TDP invalidation zapped its range under mmu_lock held for read and
+	 * has not flushed TLBs yet.  arg: the range's first hva. */
+	VMMU_TEST_HOOK_INV_ZAPPED,
 };
 
 typedef void (*vmmu_test_hook_fn)(enum vmmu_test_hook_point point, uint64_t arg);

@@ -22,7 +22,18 @@
  *    begin/end and, inside the outermost one, poisons the host memory and
  *    restores it before the end, as page migration copies a page: a vCPU
  *    access that completed between begin and end would read the poison or
- *    have its write destroyed by the restore, and both are caught.
+ *    have its write destroyed by the restore, and both are caught.  The
+ *    storm ends when every vCPU has done a fixed number of accesses and the
+ *    invalidator a fixed number of invalidations (progress by operation
+ *    counts, on both sides, issue 14 item 3).
+ *  - invalidate_waits_only_for_its_range: an access waits for an open
+ *    invalidation of its own page only, not for the union of the open ones
+ *    nor for a huge page that holds an invalidated page.
+ *  - invalidate_flushes_for_a_concurrent_zap: an invalidation that finds its
+ *    range already zapped by another one, not yet flushed, flushes itself.
+ *  - fault_retries_only_for_overlapping_ends: a fault whose host fault-in
+ *    raced with the end of an invalidation retries only if that range
+ *    overlapped its own (a test hook opens the window).
  *  - invalidate_blocks_access: deterministically, an access to an
  *    invalidated range does not complete before the end (nested ranges
  *    too), accesses elsewhere do, begin leaves nothing mapped.
@@ -48,6 +59,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "test_hook.h"
 
 #define MB (1ULL << 20)
 #define PAGE 4096ULL
@@ -715,6 +727,9 @@ TEST(memslot_churn_stress)
 #define ST_PAGES (ST_SIZE / PAGE)
 #define ST_POISON 0xa5
 #define ST_MAX_OPEN 3
+#define ST_OPS (UNDER_SANITIZER ? 300u : 2000u)
+#define ST_MIN_INVALIDATIONS 200u
+#define ST_LIVENESS_SECONDS 120
 
 struct storm {
 	vmmu_vm *vm;
@@ -722,8 +737,13 @@ struct storm {
 	uint8_t *mem;
 	uint64_t *shadow[2];
 	_Atomic bool done;
-	uint64_t ops[2], max_depth, poisoned_pages;
+	_Atomic uint64_t ops[2];	/* completed write+read pairs, published as they go */
+	uint64_t max_depth, poisoned_pages;
 	_Atomic uint64_t invalidations;
+	/* Other ranges only: the vCPUs use pages [1, ST_PAGES / 2), the
+	 * invalidations hit the rest, and page 0 stays invalidated throughout
+	 * (KVM's union of the open ranges would then cover everything). */
+	bool others;
 	struct failbox fb;
 };
 
@@ -741,7 +761,7 @@ static void *storm_vcpu(void *p)
 	struct vmmu_exit x;
 
 	for (i = 0; !fb_stopped(&st->fb) && !atomic_load_explicit(&st->done, memory_order_acquire); i++) {
-		uint64_t pg = xorshift(&seed) % ST_PAGES;
+		uint64_t pg = st->others ? 1 + xorshift(&seed) % (ST_PAGES / 2 - 1) : xorshift(&seed) % ST_PAGES;
 		/* Each vCPU owns one word per page: both fault on the same pages,
 		 * neither races on guest data. */
 		uint64_t gpa = ST_GPA + pg * PAGE + (uint64_t)a->id * 8, v = (i << 20) | pg | 1, r;
@@ -753,7 +773,7 @@ static void *storm_vcpu(void *p)
 			break;
 		}
 		st->shadow[a->id][pg] = v;
-		pg = xorshift(&seed) % ST_PAGES;
+		pg = st->others ? 1 + xorshift(&seed) % (ST_PAGES / 2 - 1) : xorshift(&seed) % ST_PAGES;
 		gpa = ST_GPA + pg * PAGE + (uint64_t)a->id * 8;
 		rc = rd64(c, gpa, &r, &x);
 		if (rc || r != st->shadow[a->id][pg]) {
@@ -763,8 +783,8 @@ static void *storm_vcpu(void *p)
 				r == 0xa5a5a5a5a5a5a5a5ULL ? " (the poison: read inside an invalidation)" : "");
 			break;
 		}
+		atomic_store_explicit(&st->ops[a->id], i + 1, memory_order_relaxed);
 	}
-	st->ops[a->id] = i;
 	return NULL;
 }
 
@@ -814,14 +834,23 @@ static void st_unpoison(struct storm *st, struct st_range *r)
 	r->saved = NULL;
 }
 
+struct inv_arg {
+	struct storm *st;
+	bool poison;		/* the one that poisons its outermost ranges */
+	uint64_t seed;
+};
+
 static void *storm_invalidator(void *p)
 {
-	struct storm *st = p;
+	struct inv_arg *a = p;
+	struct storm *st = a->st;
 	struct st_range open[ST_MAX_OPEN];
 	unsigned int n_open = 0;
-	uint64_t seed = 0xfeedfaceULL;
+	uint64_t seed = a->seed;
 	uintptr_t base = (uintptr_t)st->mem;
 
+	if (st->others && a->poison)
+		vmmu_invalidate_range_begin(st->vm, base, base + PAGE);
 	while (!fb_stopped(&st->fb) && !atomic_load_explicit(&st->done, memory_order_acquire)) {
 		uint64_t r = xorshift(&seed);
 
@@ -833,15 +862,18 @@ static void *storm_invalidator(void *p)
 			uint64_t len = 1 + (r >> 32) % ((r >> 56) % 8 ? 16 : 512);
 			struct st_range *o = &open[n_open];
 
+			if (st->others)	/* the second half, and past the slot's end */
+				first = ST_PAGES / 2 + (int64_t)((r >> 8) % (ST_PAGES / 2 + 16));
+
 			o->start = base + (uintptr_t)(first * (int64_t)PAGE);
 			o->end = o->start + len * PAGE;
 			o->saved = NULL;
 			vmmu_invalidate_range_begin(st->vm, o->start, o->end);
-			if (n_open == 0)
+			if (n_open == 0 && a->poison)
 				st_poison(st, o);
 			n_open++;
 			atomic_fetch_add_explicit(&st->invalidations, 1, memory_order_relaxed);
-			if (n_open > st->max_depth)
+			if (a->poison && n_open > st->max_depth)	/* its own nesting */
 				st->max_depth = n_open;
 			/* Hold it a little: the vCPUs must wait, not fail. */
 			if ((r >> 60) == 0)
@@ -862,17 +894,28 @@ static void *storm_invalidator(void *p)
 		st_unpoison(st, &o);
 		vmmu_invalidate_range_end(st->vm, o.start, o.end);
 	}
+	if (st->others && a->poison)
+		vmmu_invalidate_range_end(st->vm, base, base + PAGE);
 	return NULL;
 }
 
-static void run_storm(const struct mmu_variant *var, uint64_t host_page)
+/*
+ * two: a second invalidator brackets ranges of its own, overlapping the
+ * first one's, without poisoning: two invalidations then zap the same
+ * entries at once, and each must still have flushed when it returns (the
+ * poison catches a vCPU that kept a translation of the first one's range).
+ */
+static void run_storm(const struct mmu_variant *var, uint64_t host_page, bool others, bool two)
 {
 	struct storm st;
 	struct storm_arg args[2];
+	struct inv_arg iargs[2] = { { &st, true, 0xfeedfaceULL }, { &st, false, 0xdecafbadULL } };
 	struct hmem hm;
-	pthread_t t[3];
+	pthread_t t[4];
+	int nt = two ? 4 : 3;
 
 	memset(&st, 0, sizeof(st));
+	st.others = others;
 	st.vm = new_vm(var);
 	st.mem = hmem_map(&hm, ST_SIZE, 2 * MB, host_page > PAGE);
 	ASSERT_TRUE(st.mem != NULL);
@@ -885,17 +928,34 @@ static void run_storm(const struct mmu_variant *var, uint64_t host_page)
 	}
 	for (int i = 0; i < 2; i++)
 		pthread_create(&t[i], NULL, storm_vcpu, &args[i]);
-	pthread_create(&t[2], NULL, storm_invalidator, &st);
+	for (int i = 2; i < nt; i++)
+		pthread_create(&t[i], NULL, storm_invalidator, &iargs[i - 2]);
 	{
-		/* 0.2 s, and at least 50 invalidations however slow the build */
-		double start = now_s();
+		/*
+		 * The storm lasts until each vCPU has done ST_OPS accesses and
+		 * the invalidator ST_MIN_INVALIDATIONS invalidations, however
+		 * slow the machine: progress is counted in operations, on both
+		 * sides, while the other side keeps going.  A vCPU the MMU
+		 * starves never gets there; the deadline only turns that hang
+		 * into a message (a healthy run takes well under a second).
+		 */
+		double deadline = now_s() + ST_LIVENESS_SECONDS;
 
-		while (!fb_stopped(&st.fb) && now_s() < start + 10 &&
-		       (now_s() < start + 0.2 || atomic_load(&st.invalidations) < 50))
-			sleep_ms(5);
+		while (!fb_stopped(&st.fb) &&
+		       (atomic_load(&st.ops[0]) < ST_OPS || atomic_load(&st.ops[1]) < ST_OPS ||
+			atomic_load(&st.invalidations) < ST_MIN_INVALIDATIONS)) {
+			if (now_s() > deadline) {
+				fb_fail(&st.fb, "no progress: vCPU ops %llu+%llu of %u each, %llu invalidations",
+					(unsigned long long)atomic_load(&st.ops[0]),
+					(unsigned long long)atomic_load(&st.ops[1]), ST_OPS,
+					(unsigned long long)atomic_load(&st.invalidations));
+				break;
+			}
+			sleep_ms(2);
+		}
 	}
 	atomic_store_explicit(&st.done, true, memory_order_release);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < nt; i++)
 		pthread_join(t[i], NULL);
 	ASSERT_FAILBOX(&st.fb);
 	/* Nothing written before or around an invalidation was lost. */
@@ -905,14 +965,16 @@ static void run_storm(const struct mmu_variant *var, uint64_t host_page)
 				ASSERT_EQ_U64(*(uint64_t *)(st.mem + pg * PAGE + (uint64_t)i * 8), st.shadow[i][pg]);
 		free(st.shadow[i]);
 	}
-	ASSERT_GT(st.ops[0], 0);
-	ASSERT_GT(st.ops[1], 0);
-	ASSERT_GE(atomic_load(&st.invalidations), 50);
+	ASSERT_GE(atomic_load(&st.ops[0]), ST_OPS);
+	ASSERT_GE(atomic_load(&st.ops[1]), ST_OPS);
+	ASSERT_GE(atomic_load(&st.invalidations), ST_MIN_INVALIDATIONS);
 	ASSERT_FALSE(vmmu_vm_bugged(st.vm, NULL));
 	ASSERT_AUDIT(st.vm);
-	fprintf(stderr, "    [%s host page %lluK] vCPU ops %llu+%llu, invalidations %llu (depth %llu), %llu pages poisoned\n",
-		var->name, (unsigned long long)host_page >> 10, (unsigned long long)st.ops[0],
-		(unsigned long long)st.ops[1], (unsigned long long)atomic_load(&st.invalidations),
+	fprintf(stderr, "    [%s host page %lluK%s%s] vCPU ops %llu+%llu, invalidations %llu (depth %llu), %llu pages poisoned\n",
+		var->name, (unsigned long long)host_page >> 10, others ? ", other ranges" : "",
+		two ? ", two invalidators" : "",
+		(unsigned long long)atomic_load(&st.ops[0]),
+		(unsigned long long)atomic_load(&st.ops[1]), (unsigned long long)atomic_load(&st.invalidations),
 		(unsigned long long)st.max_depth, (unsigned long long)st.poisoned_pages);
 	vmmu_vm_destroy(st.vm);
 	hmem_unmap(&hm);
@@ -921,13 +983,31 @@ static void run_storm(const struct mmu_variant *var, uint64_t host_page)
 TEST(invalidate_storm)
 {
 	for_each_mmu_variant(var)
-		run_storm(var, PAGE);
+		run_storm(var, PAGE, false, false);
 }
 
 TEST(invalidate_storm_hugepages)
 {
 	for_each_mmu_variant(var)
-		run_storm(var, 2 * MB);
+		run_storm(var, 2 * MB, false, false);
+}
+
+/* A vCPU makes progress against a stream of invalidations of other ranges
+ * (issue 14 item 3), whatever else stays open meanwhile. */
+TEST(invalidate_storm_other_ranges)
+{
+	for_each_mmu_variant(var) {
+		run_storm(var, PAGE, true, false);
+		run_storm(var, 2 * MB, true, false);
+	}
+}
+
+TEST(invalidate_storm_two_invalidators)
+{
+	for_each_mmu_variant(var) {
+		run_storm(var, PAGE, false, true);
+		run_storm(var, 2 * MB, false, true);
+	}
 }
 
 /* ---- begin blocks the range until end ------------------------------------------------ */
@@ -1070,6 +1150,236 @@ TEST(invalidate_blocks_access)
 		invalidate_blocks(var, PAGE);
 		invalidate_blocks(var, 2 * MB);
 	}
+}
+
+/* ---- an access waits for its own range only ----------------------------------------- */
+
+#define WO_GPA (256 * MB)
+#define WO_SIZE (8 * MB)
+
+/* A read of gpa from a helper thread must complete (with the data). */
+static void expect_read_completes(vmmu_vcpu *c, uint64_t gpa, uint64_t want, const char *what)
+{
+	struct blocked b = { .vcpu = c, .gpa = gpa, .type = VMMU_ACCESS_READ };
+	pthread_t t;
+
+	pthread_create(&t, NULL, blocked_access, &b);
+	if (!wait_done(&b, 10))
+		/* The thread is stuck in the VM: nothing can be cleaned up. */
+		test_fail(__FILE__, __LINE__, "%s: the read of gpa %#llx still waits after 10 s", what,
+			  (unsigned long long)gpa);
+	pthread_join(t, NULL);
+	if (b.rc)
+		test_fail(__FILE__, __LINE__, "%s: read of gpa %#llx: rc %d exit %s", what, (unsigned long long)gpa,
+			  b.rc, b.rc == VMMU_EXIT ? exit_name(b.x.reason) : "-");
+	ASSERT_EQ_U64(b.val, want);
+}
+
+static void waits_only_for_its_range(const struct mmu_variant *var, uint64_t host_page)
+{
+	struct hmem hm;
+	uint8_t *buf = hmem_map(&hm, WO_SIZE, 2 * MB, host_page > PAGE);
+	uintptr_t b = (uintptr_t)buf;
+	vmmu_vm *vm = new_vm(var);
+	vmmu_vcpu *c0, *c1;
+
+	ASSERT_TRUE(buf != NULL);
+	set_slot(vm, 1, 0, WO_GPA, buf, WO_SIZE, host_page);
+	ASSERT_OK(vmmu_vcpu_create(vm, 0, &c0));
+	ASSERT_OK(vmmu_vcpu_create(vm, 1, &c1));
+	for (uint64_t pg = 0; pg < WO_SIZE / PAGE; pg++)
+		EXPECT_WRITE_OK(c0, WO_GPA + pg * PAGE, tok(pg, 1));
+
+	/*
+	 * A = page 16 stays open; B = page 600 begins and ends.  KVM's union
+	 * of the open ranges would now hold back everything in [16, 601) until
+	 * A ends; page 300 is in neither range and must not wait.  Page 17
+	 * shares A's 2 MiB: with 2M host pages its fault would map the huge
+	 * page over A, so it maps the 4K page instead of waiting.
+	 */
+	vmmu_invalidate_range_begin(vm, b + 16 * PAGE, b + 17 * PAGE);
+	vmmu_invalidate_range_begin(vm, b + 600 * PAGE, b + 601 * PAGE);
+	vmmu_invalidate_range_end(vm, b + 600 * PAGE, b + 601 * PAGE);
+	/* Every read below must fault: nothing of the slot stays mapped. */
+	ASSERT_OK(vmmu_zap_gfn_range(vm, WO_GPA >> 12, (WO_GPA + WO_SIZE) >> 12));
+	expect_read_completes(c1, WO_GPA + 300 * PAGE, tok(300, 1), "between two ranges");
+	expect_read_completes(c1, WO_GPA + 600 * PAGE, tok(600, 1), "an ended range");
+	expect_read_completes(c1, WO_GPA + 17 * PAGE, tok(17, 1), "beside an open range, same 2 MiB");
+	expect_read_completes(c1, WO_GPA + 511 * PAGE, tok(511, 1), "the end of that 2 MiB");
+	/* And page 16 itself does wait: its read completes only after end. */
+	{
+		struct blocked rd = { .vcpu = c1, .gpa = WO_GPA + 16 * PAGE, .type = VMMU_ACCESS_READ };
+		pthread_t t;
+
+		pthread_create(&t, NULL, blocked_access, &rd);
+		sleep_ms(20);
+		if (atomic_load(&rd.done))
+			test_fail(__FILE__, __LINE__, "[%s] a read of an invalidated page completed before end",
+				  var->name);
+		vmmu_invalidate_range_end(vm, b + 16 * PAGE, b + 17 * PAGE);
+		if (!wait_done(&rd, 10))
+			test_fail(__FILE__, __LINE__, "[%s] the read still waits 10 s after end", var->name);
+		pthread_join(t, NULL);
+		ASSERT_EQ(rd.rc, 0);
+		ASSERT_EQ_U64(rd.val, tok(16, 1));
+	}
+	ASSERT_FALSE(vmmu_vm_bugged(vm, NULL));
+	ASSERT_AUDIT(vm);
+	vmmu_vm_destroy(vm);
+	hmem_unmap(&hm);
+}
+
+TEST(invalidate_waits_only_for_its_range)
+{
+	for_each_mmu_variant(var) {
+		waits_only_for_its_range(var, PAGE);
+		waits_only_for_its_range(var, 2 * MB);
+	}
+}
+
+/* ---- a fault retries only for ends that overlap it -------------------------------------- */
+
+static struct {
+	vmmu_vm *vm;
+	uint64_t gfn;			/* the fault to stop */
+	uintptr_t start, end;		/* what to invalidate there */
+	_Atomic bool armed;
+} fr;
+
+/* In the fault, after its sample and host fault-in, before its check: an
+ * invalidation begins and ends on this very thread. */
+static void fr_hook(enum vmmu_test_hook_point point, uint64_t gfn)
+{
+	bool armed = true;
+
+	if (point != VMMU_TEST_HOOK_FAULTIN_DONE || gfn != fr.gfn ||
+	    !atomic_compare_exchange_strong(&fr.armed, &armed, false))
+		return;
+	vmmu_invalidate_range_begin(fr.vm, fr.start, fr.end);
+	vmmu_invalidate_range_end(fr.vm, fr.start, fr.end);
+}
+
+static uint64_t pf_retries(vmmu_vcpu *c)
+{
+	struct vmmu_vcpu_stats st;
+
+	vmmu_vcpu_get_stats(c, &st);
+	return st.pf_retry;
+}
+
+/* A fresh page's first write with [first, last) of the slot invalidated
+ * inside its fault: the retries it took. */
+static uint64_t fr_case(vmmu_vm *vm, vmmu_vcpu *c, uint8_t *buf, uint64_t pg, uint64_t first, uint64_t last)
+{
+	uint64_t r0 = pf_retries(c);
+
+	fr.vm = vm;
+	fr.gfn = (WO_GPA >> 12) + pg;
+	fr.start = (uintptr_t)buf + first * PAGE;
+	fr.end = (uintptr_t)buf + last * PAGE;
+	atomic_store(&fr.armed, true);
+	EXPECT_WRITE_OK(c, WO_GPA + pg * PAGE, tok(pg, 2));
+	if (atomic_load(&fr.armed))
+		test_fail(__FILE__, __LINE__, "the fault of page %llu never reached the hook", (unsigned long long)pg);
+	ASSERT_EQ_U64(*(uint64_t *)(buf + pg * PAGE), tok(pg, 2));
+	EXPECT_READ(c, WO_GPA + pg * PAGE, tok(pg, 2));
+	return pf_retries(c) - r0;
+}
+
+TEST(fault_retries_only_for_overlapping_ends)
+{
+	vmmu_set_test_hook(fr_hook);
+	for_each_mmu_variant(var) {
+		for (int huge = 0; huge < 2; huge++) {
+			struct hmem hm;
+			uint8_t *buf = hmem_map(&hm, WO_SIZE, 2 * MB, huge);
+			vmmu_vm *vm = new_vm(var);
+			vmmu_vcpu *c;
+
+			ASSERT_TRUE(buf != NULL);
+			set_slot(vm, 1, 0, WO_GPA, buf, WO_SIZE, huge ? 2 * MB : PAGE);
+			ASSERT_OK(vmmu_vcpu_create(vm, 0, &c));
+			/* An end elsewhere (the other 2 MiB): no retry. */
+			ASSERT_EQ(fr_case(vm, c, buf, 5, 700, 710), 0);
+			/* An end over the page: it retries, then completes. */
+			ASSERT_GE(fr_case(vm, c, buf, 520 + (uint64_t)huge, 515, 530), 1);
+			/* An end in the page's 2 MiB but not over the page: with 2M
+			 * host pages the fault maps the 4K page instead. */
+			if (var->mmu == VMMU_MMU_TDP || !huge)
+				ASSERT_EQ(fr_case(vm, c, buf, 1100 + (uint64_t)huge, 1030, 1031), 0);
+			ASSERT_FALSE(vmmu_vm_bugged(vm, NULL));
+			ASSERT_AUDIT(vm);
+			vmmu_vm_destroy(vm);
+			hmem_unmap(&hm);
+		}
+	}
+	vmmu_set_test_hook(NULL);
+}
+
+/* ---- two invalidations zapping the same range ---------------------------------------- */
+
+static struct {
+	vmmu_vm *vm;
+	vmmu_vcpu *c;
+	uintptr_t start, end;
+	uint64_t gpa;
+	_Atomic bool armed;
+	int rc;
+	struct vmmu_exit x;
+} cz;
+
+/*
+ * Inside invalidation A, after its zap and before its flush: invalidation B
+ * of the same range (this thread, so A cannot finish meanwhile) finds every
+ * SPTE gone, and must still flush before it returns, since A has not.  Then
+ * this thread's vCPU touches the page: with its translation flushed it
+ * faults, sees the range open (begun by this thread) and exits; a TLB entry
+ * that survived would let the read complete.
+ */
+static void cz_hook(enum vmmu_test_hook_point point, uint64_t hva)
+{
+	bool armed = true;
+	uint64_t v;
+
+	if (point != VMMU_TEST_HOOK_INV_ZAPPED || hva != cz.start ||
+	    !atomic_compare_exchange_strong(&cz.armed, &armed, false))
+		return;
+	vmmu_invalidate_range_begin(cz.vm, cz.start, cz.end);
+	cz.rc = vmmu_vcpu_access(cz.c, cz.gpa, &v, 8, VMMU_ACCESS_READ, &cz.x);
+	vmmu_invalidate_range_end(cz.vm, cz.start, cz.end);
+}
+
+TEST(invalidate_flushes_for_a_concurrent_zap)
+{
+	vmmu_set_test_hook(cz_hook);
+	for_each_tdp_variant(var) {
+		struct hmem hm;
+		uint8_t *buf = hmem_map(&hm, 2 * MB, 2 * MB, false);
+		vmmu_vm *vm = new_vm(var);
+		vmmu_vcpu *c;
+
+		ASSERT_TRUE(buf != NULL);
+		set_slot(vm, 1, 0, WO_GPA, buf, 2 * MB, PAGE);
+		ASSERT_OK(vmmu_vcpu_create(vm, 0, &c));
+		EXPECT_WRITE_OK(c, WO_GPA + 7 * PAGE, tok(7, 1));
+		EXPECT_READ(c, WO_GPA + 7 * PAGE, tok(7, 1));	/* in the TLB now */
+		cz = (typeof(cz)){ .vm = vm, .c = c, .start = (uintptr_t)buf + 7 * PAGE,
+				   .end = (uintptr_t)buf + 8 * PAGE, .gpa = WO_GPA + 7 * PAGE };
+		atomic_store(&cz.armed, true);
+		vmmu_invalidate_range_begin(vm, cz.start, cz.end);
+		ASSERT_FALSE(atomic_load(&cz.armed));
+		if (cz.rc != VMMU_EXIT || cz.x.reason != VMMU_EXIT_RETRY)
+			test_fail(__FILE__, __LINE__, "[%s] read inside two invalidations: rc %d exit %s", var->name,
+				  cz.rc, cz.rc == VMMU_EXIT ? exit_name(cz.x.reason) : "-");
+		ASSERT_EQ(cz.x.u.retry.cause, VMMU_RETRY_SELF);
+		vmmu_invalidate_range_end(vm, cz.start, cz.end);
+		EXPECT_READ(c, WO_GPA + 7 * PAGE, tok(7, 1));
+		ASSERT_FALSE(vmmu_vm_bugged(vm, NULL));
+		ASSERT_AUDIT(vm);
+		vmmu_vm_destroy(vm);
+		hmem_unmap(&hm);
+	}
+	vmmu_set_test_hook(NULL);
 }
 
 /* ---- release ----------------------------------------------------------------------- */

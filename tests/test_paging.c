@@ -541,6 +541,77 @@ TEST(state_validation_changes_nothing)
 #undef EXPECT_REJECTED
 }
 
+/*
+ * Issue 14 item 7: the PAE PDPTE registers are loaded only when the SDM
+ * says (Vol. 3A 4.4.1: MOV to CR3 in PAE mode; MOV to CR0/CR4 changing
+ * CR0.CD/NW/PG or CR4.PAE/PGE/PSE/SMEP).  A guest that clears a PDPTE in
+ * memory keeps translating through the register until then -- across CPL
+ * and CR0.WP changes, which set_state makes -- and sees it gone after.
+ */
+TEST(pae_pdptes_reload_only_when_the_sdm_says)
+{
+	for_each_mmu_variant(var) {
+		struct penv e;
+		struct vmmu_cpu_state s, now;
+		struct vmmu_exit x;
+		uint64_t gva = test_gva(GUEST_MODE_PAE), pdpte, v = 0;
+
+		penv_create(&e, var, GUEST_MODE_PAE);
+		ASSERT_OK(guest_map(e.pt, gva, 1 * MB, 4096, 4096, GUEST_W | GUEST_U));
+		penv_enable(&e, 0, 0);
+		gwrite(&e, gva, 0x1234);
+		ASSERT_OK(guest_get_entry(e.pt, gva, 3, &pdpte, NULL));
+		ASSERT_TRUE(pdpte & 1);
+		ASSERT_OK(guest_set_entry(e.pt, gva, 3, 0));	/* not present in memory */
+		ASSERT_OK(vmmu_vcpu_get_state(e.vcpu, &s));
+
+		/* A ring transition, CR0.WP both ways, EFLAGS.AC, CR4.SMAP: none
+		 * reloads; each flushes or not, the walk still uses the register. */
+		s.cpl = 3;
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_EQ_U64(gread(&e, gva), 0x1234);
+		s.cpl = 0;
+		s.cr0 &= ~VMMU_CR0_WP;
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_EQ_U64(gread(&e, gva), 0x1234);
+		s.cr0 |= VMMU_CR0_WP;
+		s.cr4 |= VMMU_CR4_SMAP;
+		s.rflags = VMMU_RFLAGS_AC;
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_EQ_U64(gread(&e, gva), 0x1234);
+		ASSERT_OK(vmmu_vcpu_get_state(e.vcpu, &now));
+		ASSERT_EQ_U64(now.pdptrs[(gva >> 30) & 3], pdpte);
+
+		/* CR4.PGE changes: reloaded, and the entry is gone. */
+		s.cr4 ^= VMMU_CR4_PGE;
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_OK(vmmu_vcpu_get_state(e.vcpu, &now));
+		ASSERT_EQ_U64(now.pdptrs[(gva >> 30) & 3], 0);
+		ASSERT_EQ(gacc(&e, gva, &v, VMMU_ACCESS_READ, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_GUEST_FAULT);
+		ASSERT_EQ(x.u.guest_fault.vector, 14);
+		ASSERT_EQ(x.u.guest_fault.error_code & PFERR_P, 0);
+
+		/* Back in memory: seen only after a MOV to CR3 (same value). */
+		ASSERT_OK(guest_set_entry(e.pt, gva, 3, pdpte));
+		s.cpl = 3;
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_EQ(gacc(&e, gva, &v, VMMU_ACCESS_READ, &x), VMMU_EXIT);
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt)));
+		ASSERT_EQ_U64(gread(&e, gva), 0x1234);
+		/* CR0.CD is one of the bits too. */
+		ASSERT_OK(guest_set_entry(e.pt, gva, 3, 0));
+		ASSERT_OK(vmmu_vcpu_get_state(e.vcpu, &s));
+		s.cr0 |= 1ULL << 30;	/* CD */
+		ASSERT_OK(vmmu_vcpu_set_state(e.vcpu, &s));
+		ASSERT_EQ(gacc(&e, gva, &v, VMMU_ACCESS_READ, &x), VMMU_EXIT);
+		ASSERT_OK(guest_set_entry(e.pt, gva, 3, pdpte));
+		ASSERT_OK(vmmu_vcpu_write_cr3(e.vcpu, guest_pt_cr3(e.pt)));
+		ASSERT_EQ_U64(gread(&e, gva), 0x1234);
+		penv_destroy(&e);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	(void)mode_names;

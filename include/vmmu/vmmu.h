@@ -2,13 +2,32 @@
 /*
  * vmmu: the x86 MMU of a hypervisor, as a userspace library.
  *
- * This is the one public header. Every handle is opaque; every object has a
- * create/destroy pair; every fallible call returns 0 or a negative VMMU_E*
- * code (see vmmu_strerror()). A call that fails leaves the VM unchanged.
+ * This is the one public header. Every handle is opaque. A VM has a
+ * create/destroy pair; a vCPU is created with vmmu_vcpu_create() and lives
+ * until its VM is destroyed (as in KVM, one vCPU cannot be destroyed alone).
+ * Every fallible call returns 0 or a negative VMMU_E* code (see
+ * vmmu_strerror()); a call that fails leaves the VM unchanged.
+ *
+ * ABI growth: every struct the embedder passes in has a struct_size field.
+ * 0 means the layout of this header version, so callers that zero-initialize
+ * (memset, designated initializers) keep working; a later version appends
+ * fields after it and reads only the bytes a caller's struct_size covers.
+ * A struct_size larger than vmmu knows is accepted when the unknown bytes are
+ * zero (VMMU_ENOTSUP otherwise); a smaller non-zero one is VMMU_EINVAL.
+ * Reserved and pad fields must be zero.  Output structs keep spare room
+ * (reserved[]) that vmmu writes as zero.  vmmu_check_extension() and
+ * vmmu_vm_config_supported() say what this build and host support.
  *
  * Threading: a VM may be used from any number of threads. A vCPU is driven by
  * one thread at a time (the embedder's vCPU thread); different vCPUs run in
  * parallel. See docs/mmu.md for the locking rules behind these promises.
+ *
+ * fork(): a child may keep using vmmu -- the VMs and vCPUs it inherited, and
+ * new ones -- provided no other thread of the parent was inside a vmmu call
+ * when fork() was called (a lock or an RCU read section held by a thread
+ * that does not exist in the child is never released).  vmmu registers
+ * liburcu's call_rcu fork hooks with pthread_atfork() for this.  A child
+ * that only calls exec or _exit needs nothing.
  */
 #ifndef VMMU_VMMU_H
 #define VMMU_VMMU_H
@@ -43,7 +62,8 @@ extern "C" {
 #define VMMU_ERANGE   (-34)  /* address beyond MAXPHYADDR / the slot            */
 #define VMMU_ENOTSUP  (-95)  /* valid request this build/host cannot do         */
 
-/* vmmu_vcpu_access() returns this (> 0) when *exit says why it stopped. */
+/* vmmu_vcpu_access() returns this (> 0) when *exit says why it stopped;
+ * vmmu_strerror() names it too. */
 #define VMMU_EXIT      1
 
 VMMU_EXPORT const char *vmmu_strerror(int err);
@@ -131,7 +151,7 @@ struct vmmu_vm_config {
 	uint64_t pt_arena_bytes;	/* address space reserved for page tables; 0 = default */
 	/*
 	 * Dirty ring (KVM_CAP_DIRTY_LOG_RING): entries per vCPU, a power of two
-	 * >= 1024, or 0 for bitmaps.  With rings, dirty pages of logged slots go
+	 * from 1024 to VMMU_DIRTY_RING_MAX_ENTRIES, or 0 for bitmaps.  With rings, dirty pages of logged slots go
 	 * to the ring of the vCPU that dirtied them and the bitmap calls fail.
 	 */
 	uint32_t dirty_ring_size;
@@ -153,6 +173,8 @@ struct vmmu_vm_config {
 	 * entries one guest-mode stretch cannot fill the buffer).
 	 */
 	uint32_t pml_entries;
+	/* sizeof(struct vmmu_vm_config), or 0: see "ABI growth" above. */
+	uint32_t struct_size;
 	/*
 	 * VMMU_VM_PRIVATE: the GPA bit that selects the shared alias, or 0 to
 	 * derive it as TDX does (bit 47 with 4-level TDP, bit 51 with 5-level).
@@ -165,10 +187,39 @@ struct vmmu_vm_config {
 
 #define VMMU_MAX_VCPUS 256
 #define VMMU_MAX_PREV_ROOTS 8
+#define VMMU_DIRTY_RING_MAX_ENTRIES 65536	/* KVM's KVM_DIRTY_RING_MAX_ENTRIES */
 
 /* Fills *cfg with defaults: TDP, EPT, 4 levels, MAXPHYADDR 46, A/D on, hugepages on,
- * 3 previous roots. */
+ * 3 previous roots, struct_size set.  Does nothing for NULL. */
 VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg);
+/*
+ * 0 if vmmu_vm_create() would accept cfg in this build on this host, or the
+ * error it would return (VMMU_EINVAL, VMMU_ENOTSUP); creates nothing.
+ */
+VMMU_EXPORT int vmmu_vm_config_supported(const struct vmmu_vm_config *cfg);
+
+/* Capabilities for vmmu_check_extension() (KVM_CHECK_EXTENSION). */
+enum vmmu_cap {
+	VMMU_CAP_TDP_EPT = 1,		/* VMMU_TDP_EPT tables */
+	VMMU_CAP_TDP_NPT = 2,		/* VMMU_TDP_NPT tables */
+	VMMU_CAP_TDP_5LEVEL = 3,	/* tdp_levels 5, MAXPHYADDR 52 */
+	VMMU_CAP_SHADOW = 4,		/* VMMU_MMU_SHADOW */
+	VMMU_CAP_PML = 5,		/* VMMU_VM_PML */
+	VMMU_CAP_DIRTY_RING = 6,	/* dirty rings: the most entries per vCPU */
+	VMMU_CAP_MANUAL_PROTECT = 7,	/* VMMU_VM_MANUAL_PROTECT, VMMU_VM_DIRTY_INIT_SET */
+	VMMU_CAP_EAGER_SPLIT = 8,	/* VMMU_VM_EAGER_SPLIT */
+	VMMU_CAP_HUGETLB_2M = 9,	/* the host offers 2M hugetlb pages (VMMU_BACKING_HUGETLB) */
+	VMMU_CAP_HUGETLB_1G = 10,	/* ... 1G ones */
+	VMMU_CAP_THP = 11,		/* the host's transparent huge pages are on (always or madvise) */
+	VMMU_CAP_MAX_VCPUS = 12,	/* VMMU_MAX_VCPUS */
+	VMMU_CAP_MAX_MEMSLOTS = 13,	/* VMMU_MAX_MEMSLOTS */
+	VMMU_CAP_ACCESS_NOWAIT = 14,	/* VMMU_ACCESS_NOWAIT, VMMU_EXIT_RETRY */
+	VMMU_CAP_NESTED = 15,		/* nested virtualization (vmmu_vcpu_enter_guest_mode) */
+	VMMU_CAP_PRIVATE_MEM = 16,	/* private (confidential-VM) memory (VMMU_VM_PRIVATE) */
+};
+/* 0 when cap is unsupported or unknown to this build; > 0 when it is
+ * supported (the limit, for the caps that name one). */
+VMMU_EXPORT int vmmu_check_extension(uint32_t cap);
 VMMU_EXPORT int  vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out);
 /* Destroys the VM and its vCPUs. No vCPU may be inside vmmu_vcpu_access(). */
 VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm);
@@ -202,8 +253,8 @@ struct vmmu_memslot {
 	uint64_t size;		/* page aligned; 0 deletes the slot            */
 	void *hva;		/* caller's page-aligned backing, or NULL      */
 	uint64_t host_page_size;	/* 4K, 2M or 1G: bounds the mapping level; 0 = 4K */
-	uint32_t backing;	/* enum vmmu_backing, when hva == NULL         */
-	uint32_t pad;
+	uint32_t backing;	/* enum vmmu_backing, used when hva == NULL    */
+	uint32_t struct_size;	/* sizeof(struct vmmu_memslot), or 0 (ABI growth) */
 };
 
 #define VMMU_MAX_MEMSLOTS 512
@@ -216,11 +267,13 @@ struct vmmu_memslot {
 VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *slot);
 /*
  * Dirty logging (slots with VMMU_MEM_LOG_DIRTY_PAGES).  bitmap has one bit per
- * page of the slot (bit i of word i/64 = page i).  Never lost: a guest
- * write is reported by the first harvest that begins after both the write
- * and the fault that made its page writable have returned (a vCPU can write
+ * page of the slot (bit i of word i/64 = page i).  Never lost: every guest
+ * write is reported by at least one harvest, at the latest by the first
+ * harvest that begins after both the write and the fault that made its page
+ * writable have returned; a harvest that runs while the write is in flight
+ * may report it already (and the next one then need not).  (A vCPU can write
  * through an SPTE another vCPU's fault has just made writable, before that
- * fault has marked the page: as in KVM, the mark then lands a harvest later).
+ * fault has marked the page: as in KVM, the mark then lands a harvest later.)
  *  - vmmu_get_dirty_log(): copies the slot's dirty bitmap out; without
  *    VMMU_VM_MANUAL_PROTECT it also clears it and write-protects the pages it
  *    returned, so their next write is caught; TLBs are flushed before it
@@ -263,7 +316,8 @@ VMMU_EXPORT int vmmu_reset_dirty_rings(vmmu_vm *vm);
  * of [gfn_start, gfn_end) accessed since their last clear; with clear, their
  * accessed state is cleared too (A bits, or access tracking without A/D).
  * Lockless for TDP; no TLB flush, so a page used only through a cached
- * translation may look old, as in KVM.
+ * translation may look old, as in KVM.  gfn_end is clamped to the guest's
+ * MAXPHYADDR, so [0, UINT64_MAX) means every page.
  */
 VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end, int clear,
 				   uint64_t *young_pages);
@@ -335,7 +389,8 @@ VMMU_EXPORT int vmmu_gpa_to_hva(vmmu_vm *vm, uint64_t gpa, void **hva);
 /* ------------------------------------------------------------------------ */
 /* MMU control from the host side                                            */
 
-/* Removes every mapping of gfns [gfn_start, gfn_end); TLBs flushed on return. */
+/* Removes every mapping of gfns [gfn_start, gfn_end); TLBs flushed on return.
+ * gfn_end is clamped to the guest's MAXPHYADDR ([0, UINT64_MAX): everything). */
 VMMU_EXPORT int  vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end);
 /* Removes every mapping of the VM; TLBs flushed on return. */
 VMMU_EXPORT void vmmu_zap_all(vmmu_vm *vm);
@@ -354,8 +409,13 @@ VMMU_EXPORT void vmmu_flush_remote_tlbs(vmmu_vm *vm);
  * Between begin and end no translation of the range exists or is created:
  * begin removes every mapping of a gfn whose hva lies in [hva_start,
  * hva_end) and flushes TLBs before it returns; a fault that raced with the
- * invalidation sees the sequence change and retries, and faults on the range
- * wait until end.  Calls nest and may overlap (KVM's mmu_invalidate_* rules).
+ * invalidation retries, and accesses to the range wait until end.  Accesses
+ * elsewhere do not wait, whatever else is open.  Calls nest and may overlap
+ * (KVM's mmu_invalidate_* rules).  Every begin is counted and needs one end
+ * with the same arguments (an end matching no open begin marks the VM
+ * bugged); an empty or inverted range (hva_end <= hva_start) is counted too,
+ * and covers nothing.  Under TDP, begin takes no lock when nothing of the
+ * range is mapped, and end never does.
  */
 VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);
 VMMU_EXPORT void vmmu_invalidate_range_end(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end);
@@ -414,14 +474,22 @@ struct vmmu_cpu_state {
 	uint32_t pkru;
 	uint32_t cpl;		/* 0..3 */
 	uint64_t pdptrs[4];	/* out: the PAE PDPTE registers as loaded */
+	/* In: sizeof(struct vmmu_cpu_state) or 0 (ABI growth).  vmmu_vcpu_get_state()
+	 * writes this layout, struct_size included, and never more. */
+	uint32_t struct_size;
+	uint32_t pad;		/* 0 */
 };
 
 /*
- * Loads CR0/CR3/CR4/EFER/PKRU/CPL/RFLAGS.  In PAE mode the PDPTEs are read
- * from guest memory at CR3, with their reserved-bit checks.  An invalid
- * combination (PG without PE, long mode without PAE, LA57 changed while in
- * long mode, PCIDE outside long mode, reserved bits, bad PDPTEs) returns
- * VMMU_EINVAL and changes nothing; the embedder injects #GP.
+ * Loads CR0/CR3/CR4/EFER/PKRU/CPL/RFLAGS, as the MOVs to those registers
+ * would.  In PAE mode the PDPTE registers are reloaded from guest memory at
+ * CR3, with their reserved-bit checks, exactly when the architecture does
+ * (SDM Vol. 3A 4.4.1): CR3 changed, or CR0.CD/NW/PG or CR4.PAE/PGE/PSE/SMEP
+ * changed; otherwise (a CPL or CR0.WP change, say) they are kept.  Whatever
+ * the architecture would #GP on -- for example PG without PE, long mode
+ * without PAE, LA57 changed while in long mode, PCIDE outside long mode,
+ * reserved bits, bad PDPTEs -- returns VMMU_EINVAL and changes nothing; the
+ * embedder injects #GP.
  * Changing paging-relevant state flushes this vCPU's TLB as the architecture
  * says a MOV to CR0/CR4 does; CR3 changes follow vmmu_vcpu_write_cr3().
  */
@@ -549,6 +617,18 @@ VMMU_EXPORT int vmmu_vcpu_invlpga(vmmu_vcpu *vcpu, uint64_t gva, uint32_t asid);
 /* Flag: an implicit supervisor-mode access (descriptor tables, ...): the
  * supervisor rules apply even at CPL 3, and SMAP whatever EFLAGS.AC says. */
 #define VMMU_ACCESS_IMPLICIT (1u << 5)
+/*
+ * Flag: never wait.  Where the access would wait for another thread -- an
+ * invalidation (vmmu_invalidate_range_begin) of a page it touches, or the
+ * deletion or move of its memslot -- it exits with VMMU_EXIT_RETRY instead;
+ * run it again later.  Without the flag it waits, except for an invalidation
+ * the calling thread itself began: that one it cannot end while it waits, so
+ * the access always exits with VMMU_EXIT_RETRY (cause VMMU_RETRY_SELF).
+ */
+#define VMMU_ACCESS_NOWAIT (1u << 6)
+
+/* Accesses that touch at most this many pages are all-or-nothing. */
+#define VMMU_ACCESS_ATOMIC_PAGES 32
 
 enum vmmu_exit_reason {
 	VMMU_EXIT_NONE = 0,
@@ -557,10 +637,16 @@ enum vmmu_exit_reason {
 	VMMU_EXIT_INTERNAL_ERROR = 3,	/* the VM is bugged; see vmmu_vm_bugged() */
 	VMMU_EXIT_GUEST_FAULT = 4,	/* the guest's own tables fault: inject it */
 	VMMU_EXIT_DIRTY_RING_FULL = 5,	/* harvest + vmmu_reset_dirty_rings(), then retry */
+	VMMU_EXIT_RETRY = 6,		/* it would have waited; see VMMU_ACCESS_NOWAIT */
 	/* In guest mode: L1's EPT/NPT tables do not allow the L2 access;
 	 * reflect an EPT violation / misconfiguration or #NPF to L1. */
 	VMMU_EXIT_NESTED = 7,
 };
+
+/* vmmu_exit.u.retry.cause */
+#define VMMU_RETRY_INVALIDATION 1	/* an invalidation of the page is open */
+#define VMMU_RETRY_SELF 2		/* ... and the calling thread began it */
+#define VMMU_RETRY_MEMSLOT 3		/* the page's memslot is being deleted or moved */
 
 /* vmmu_exit.u.nested.kind */
 #define VMMU_NESTED_EPT_VIOLATION 1u
@@ -569,7 +655,12 @@ enum vmmu_exit_reason {
 
 struct vmmu_exit {
 	uint32_t reason;	/* enum vmmu_exit_reason */
-	uint32_t pad;
+	uint32_t pad;		/* written as 0 */
+	/*
+	 * Bytes of the access transferred before the exit, whatever the reason:
+	 * exactly buf[0, done) was read or written, nothing after it.
+	 */
+	uint64_t done;
 	union {
 		struct {
 			uint64_t gpa;		/* first byte of the fragment            */
@@ -596,7 +687,7 @@ struct vmmu_exit {
 			int32_t error;
 		} internal;
 		struct {
-			uint64_t done;		/* bytes of the access completed before it */
+			uint64_t done;		/* the same as vmmu_exit.done */
 		} ring_full;
 		struct {
 			uint8_t vector;		/* 14 (#PF) or 13 (#GP: non-canonical) */
@@ -622,6 +713,12 @@ struct vmmu_exit {
 			uint64_t gpa;		/* the L2 guest-physical address */
 			uint64_t gla;		/* the L2 linear address, when gla_valid */
 		} nested;
+		struct {
+			uint64_t gpa;		/* the page it would wait for */
+			uint32_t cause;		/* VMMU_RETRY_* */
+		} retry;
+		/* Room for the exits to come: the union keeps this size. */
+		uint64_t reserved[8];
 	} u;
 };
 
@@ -633,15 +730,19 @@ struct vmmu_exit {
  * Guest paging is off (the vCPU starts in flat 32-bit protected mode), so the
  * gva is the gpa and must be below 4 GiB unless VMMU_ACCESS_PHYS is given.
  *
- * An access is all-or-nothing with respect to guest memory: if any page of it
- * needs an exit, no byte is transferred and *exit describes the first page
- * that needs one (MMIO fragments are for the embedder to emulate).  One
- * exception, as with KVM's emulator: under shadow paging a store into a
- * write-protected guest page table is performed by vmmu page by page, so the
- * pages before it are written even if a later page of the access exits.
+ * If it returns VMMU_EXIT, exactly the first exit->done bytes of the access
+ * were transferred and none after them; exit->done is 0 for an access that
+ * touches at most VMMU_ACCESS_ATOMIC_PAGES (32) pages, except that under
+ * shadow paging a store into a write-protected guest page table is performed
+ * page by page.
+ * (Longer accesses are done in 32-page windows, each all-or-nothing, as KVM's
+ * emulator does a string instruction piece by piece; *exit describes the
+ * first page of its window that needs one, and the embedder continues the
+ * access at buf + done once it has dealt with the exit.  MMIO fragments are
+ * for the embedder to emulate.)
  *
- * Returns 0 when done, VMMU_EXIT with *exit filled, or a negative error for
- * bad arguments (nothing transferred).
+ * Returns 0 when all len bytes were transferred, VMMU_EXIT with *exit filled,
+ * or a negative error for bad arguments (nothing transferred).
  */
 VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *vcpu, uint64_t gva, void *buf, size_t len,
 				 unsigned access, struct vmmu_exit *exit);
@@ -676,6 +777,7 @@ struct vmmu_vm_stats {
 	uint64_t secure_violations;	/* rule breaks the module refused: 0     */
 	uint64_t attribute_changes;	/* vmmu_set_memory_attributes that changed something */
 	uint64_t private_splits;	/* private huge pages demoted              */
+	uint64_t reserved[16];		/* counters to come; written as 0 */
 };
 
 struct vmmu_vcpu_stats {
@@ -711,10 +813,12 @@ struct vmmu_vcpu_stats {
 	uint64_t time_faultin_ns;	/* making host pages exist (a part of the above)   */
 	uint64_t time_walk_ns;		/* TLB misses: the hardware model's walks        */
 	uint64_t time_copy_ns;		/* moving the bytes                              */
+	uint64_t reserved[16];		/* counters to come; written as 0 */
 };
 
-VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
-VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *vcpu, struct vmmu_vcpu_stats *out);
+/* 0, or VMMU_EINVAL for a NULL argument. */
+VMMU_EXPORT int vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
+VMMU_EXPORT int vmmu_vcpu_get_stats(vmmu_vcpu *vcpu, struct vmmu_vcpu_stats *out);
 
 /* ---- trace events ------------------------------------------------------------ */
 enum vmmu_trace_kind {
@@ -745,7 +849,8 @@ VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx);
  */
 VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len);
 
-/* Non-zero once an internal invariant broke; the VM then refuses work. */
+/* Non-zero once an internal invariant broke; the VM then refuses work.
+ * VMMU_EINVAL (non-zero too) for a NULL vm. */
 VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why);
 
 /*

@@ -7,6 +7,7 @@
 #include "cpu/hw.h"
 #include "mmu/tdp/tdp_mmu.h"
 #include "vm/attributes.h"
+#include "test_hook.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -184,7 +185,7 @@ __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	 * with the fault-in is then always noticed under mmu_lock.  (A private
 	 * VM samples it earlier, before the attributes it read.) */
 	if (!fault->mmu_seq_valid)
-		fault->mmu_seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
+		fault->mmu_seq = inv_sample(&vm->inv);
 	fault->slot = s;
 	/* A logged slot is mapped at 4K, so one write dirties one page. */
 	fault->max_level = memslot_max_mapping_level(s, fault->gfn,
@@ -229,32 +230,50 @@ __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	}
 	fault->pfn = fault->hva >> 12;
 	fault->map_writable = writable && !(s->flags & VMMU_MEM_READONLY);
+	vmmu_test_hook(VMMU_TEST_HOOK_FAULTIN_DONE, fault->gfn);
 	return RET_PF_CONTINUE;
 }
 
 __hot static bool is_page_fault_stale(struct vmmu_vcpu *v, struct page_fault *fault)
 {
+	struct vmmu_vm *vm = v->vm;
+
 	if (atomic_load_explicit(&v->root->invalid, memory_order_acquire))
 		return true;
 	/* MMIO SPTEs are validated by the memslot generation instead. */
 	if (fault->is_mmio)
 		return false;
-	return mmu_invalidate_retry(v->vm, fault);
+	if (!mmu_invalidate_retry(vm, fault))
+		return false;
+	/*
+	 * A huge mapping would cover an invalidated range, but perhaps not
+	 * this page: map the page alone rather than wait for a range the
+	 * access does not touch.  The host fault-in covered the huge range,
+	 * so it covered the page, and one protection held over all of it.
+	 */
+	if (fault->goal_level > PG_LEVEL_4K && !fault->is_private) {
+		/* (Not a private page: its frame is not the slot's hva.) */
+		uintptr_t hva = memslot_gfn_to_hva(fault->slot, fault->gfn);
+
+		if (!inv_retry(&vm->inv, fault->mmu_seq, hva, 4096)) {
+			fault->goal_level = PG_LEVEL_4K;
+			fault->hva = hva;
+			fault->pfn = hva >> 12;
+			return false;
+		}
+	}
+	return true;
 }
 
 __hot bool mmu_invalidate_retry(struct vmmu_vm *vm, const struct page_fault *fault)
 {
 	/*
-	 * KVM's mmu_invalidate_retry_gfn(): an invalidation of this hva in
-	 * progress, or any that completed since the sequence was sampled (its
-	 * zap may have run after our host fault-in).  Both are written only
-	 * under the write lock, and we hold the read lock.
+	 * KVM's mmu_invalidate_retry_gfn(), per range: an invalidation of the
+	 * mapping's hva range in progress, or one of it that ended since the
+	 * sequence was sampled (its zap may have run after our host fault-in).
+	 * Invalidations of other ranges do not concern this fault.
 	 */
-	if (atomic_load_explicit(&vm->mmu_invalidate_in_progress, memory_order_acquire) &&
-	    fault->hva < vm->mmu_invalidate_range_end &&
-	    fault->hva + (spte_level_pages(fault->goal_level) << 12) > vm->mmu_invalidate_range_start)
-		return true;
-	return atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire) != fault->mmu_seq;
+	return inv_retry(&vm->inv, fault->mmu_seq, fault->hva, spte_level_pages(fault->goal_level) << 12);
 }
 
 /*
@@ -434,6 +453,8 @@ static int tdp_tracked_write_fault(struct vmmu_vcpu *v, struct page_fault *fault
 	int r;
 
 	pthread_rwlock_wrlock(&vm->mmu_lock);
+	/* An install like any other: invalidations wait it out (mmu_page_fault). */
+	vcpu_install_begin(v);
 	if (is_page_fault_stale(v, fault)) {
 		r = RET_PF_RETRY;
 	} else {
@@ -447,6 +468,7 @@ static int tdp_tracked_write_fault(struct vmmu_vcpu *v, struct page_fault *fault
 			r = RET_PF_EMULATE;
 		}
 	}
+	vcpu_install_end(v);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	return r;
 }
@@ -522,12 +544,16 @@ int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct p
 	}
 
 	pthread_rwlock_rdlock(&vm->mmu_lock);
+	/* The check and the install, as one section an invalidation waits out
+	 * if it began before the check could see it (vcpu_install_begin). */
+	vcpu_install_begin(v);
 	if (is_page_fault_stale(v, fault))
 		r = RET_PF_RETRY;
 	else if (!tdp_fault_tracking(vm, fault))
 		r = tdp_mmu_map(v, fault);
 	else
 		r = RET_PF_CONTINUE;
+	vcpu_install_end(v);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	if (r == RET_PF_CONTINUE)
 		r = tdp_tracked_write_fault(v, fault);

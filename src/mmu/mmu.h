@@ -90,7 +90,9 @@ int mmu_count_pf_result(struct vmmu_vcpu *v, int r);
 /* The fast_page_fault trace event (seed 002 patch 7). */
 void mmu_trace_fast_pf(struct vmmu_vcpu *v, uint64_t addr, uint32_t error_code, const uint64_t *sptep, uint64_t old,
 		       uint64_t new_spte, bool fixed);
-/* Under mmu_lock: an invalidation raced with the fault's host fault-in. */
+/* Under mmu_lock (TDP: inside the vCPU's install section, vcpu_install_begin):
+ * an invalidation of the mapping's hva range is open or raced with the
+ * fault's host fault-in. */
 bool mmu_invalidate_retry(struct vmmu_vm *vm, const struct page_fault *fault);
 /* Loads a valid root into the vCPU (KVM's kvm_mmu_load); 0 or VMMU_ENOMEM. */
 int mmu_load(struct vmmu_vcpu *v);

@@ -199,7 +199,7 @@ __hot int private_check_shared(struct vmmu_vcpu *v, struct page_fault *fault)
 	int level;
 
 	/* Sequence first, attributes second: attributes.h. */
-	fault->mmu_seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
+	fault->mmu_seq = inv_sample(&vm->inv);
 	fault->mmu_seq_valid = true;
 	a = atomic_load_explicit(&vm->attrs, memory_order_acquire);
 	if (attr_is_private(a, fault->gfn))
@@ -233,7 +233,7 @@ __hot int private_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	const struct memslot *s;
 	int level;
 
-	fault->mmu_seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
+	fault->mmu_seq = inv_sample(&vm->inv);
 	fault->mmu_seq_valid = true;
 	a = atomic_load_explicit(&vm->attrs, memory_order_acquire);
 	if (!attr_is_private(a, fault->gfn))
@@ -331,6 +331,9 @@ VMMU_EXPORT int vmmu_set_memory_attributes(vmmu_vm *vm, uint64_t gpa, uint64_t s
 	 */
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
+	/* Shared translations may go: a lock-free invalidation must not take
+	 * the range for unmapped before this flushes (vm_zap_section_begin). */
+	vm_zap_section_begin(vm);
 	if (priv) {
 		flush = mmu_zap_gfn_range_locked(vm, start, end);
 	} else {
@@ -338,6 +341,7 @@ VMMU_EXPORT int vmmu_set_memory_attributes(vmmu_vm *vm, uint64_t gpa, uint64_t s
 		if (r) {
 			/* Nothing changed: the attributes stay, so do the
 			 * contents (the leaves already removed fault back in). */
+			vm_zap_section_end(vm);
 			pthread_rwlock_unlock(&vm->mmu_lock);
 			vmmu_rcu_read_unlock();
 			free(next);
@@ -345,9 +349,11 @@ VMMU_EXPORT int vmmu_set_memory_attributes(vmmu_vm *vm, uint64_t gpa, uint64_t s
 		}
 	}
 	atomic_store_explicit(&vm->attrs, next, memory_order_release);
-	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
+	/* Every fault that sampled before this retries, whatever its range. */
+	inv_bump_all(&vm->inv);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
+	vm_zap_section_end(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 	if (!priv)

@@ -10,9 +10,9 @@
  * Attributes are a sorted set of disjoint, non-adjacent [start, end) ranges
  * of private gfns, immutable once published (RCU) and replaced whole under
  * slots_lock: a conversion of any size costs O(ranges), never a byte per
- * page.  A fault samples mmu_invalidate_seq *before* it reads them, and a
- * conversion publishes them and moves the sequence inside one write-side
- * section of mmu_lock, so a fault that used the old attributes either
+ * page.  A fault samples the invalidation sequence (inv_sample) *before*
+ * it reads them, and a conversion publishes them and moves the sequence
+ * inside one write-side section of mmu_lock, so a fault that used the old attributes either
  * installed before the conversion's zap (which removes it) or sees the
  * sequence moved and retries.
  */
@@ -48,8 +48,8 @@ static inline uintptr_t memslot_gfn_to_priv_hva(const struct memslot *s, gfn_t g
 
 /*
  * The host side of a fault in a private VM, RCU read side held.  Both
- * sample mmu_invalidate_seq before reading the attributes and return
- * RET_PF_FAULT (host_error VMMU_EAGAIN) when the alias disagrees with them.
+ * sample the invalidation sequence (inv_sample) before reading the
+ * attributes and return RET_PF_FAULT (host_error VMMU_EAGAIN) when the alias disagrees with them.
  * private_faultin() fills the whole fault (slot, private pfn, level);
  * private_check_shared() leaves the rest to mmu_faultin(), capping the level
  * where the attribute stays shared.

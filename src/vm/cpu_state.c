@@ -65,13 +65,20 @@ static enum walk_mode paging_mode(const struct vmmu_cpu_state *s)
  * walk role.  Nothing is changed here.
  */
 int vcpu_derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, const struct vmmu_cpu_state *in,
-		      struct vmmu_cpu_state *out, struct walk_cpu *w, const struct walk_cpu *l2_tables)
+		      bool mov_cr3, struct vmmu_cpu_state *out, struct walk_cpu *w, const struct walk_cpu *l2_tables)
 {
 	unsigned int maxphyaddr = v->vm->cfg.maxphyaddr;
 	bool cur_lma = cur->efer & VMMU_EFER_LMA;
 	struct vmmu_cpu_state s = *in;
 	bool lma;
+	int r = vmmu_abi_check(in, in->struct_size, sizeof(*in));
 
+	if (r)
+		return r;
+	if (in->pad)
+		return VMMU_EINVAL;
+	/* What get_state reports: this layout. */
+	s.struct_size = sizeof(s);
 	if (s.cpl > 3 || (s.cr0 & ~CR0_KNOWN) || (s.cr4 & ~CR4_KNOWN) || (s.efer & ~EFER_KNOWN))
 		return VMMU_EINVAL;
 	/* SDM 2.5 / MOV to CR0: PG needs PE; NW without CD is invalid. */
@@ -124,9 +131,22 @@ int vcpu_derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, con
 	w->pkru = s.pkru;
 
 	memset(s.pdptrs, 0, sizeof(s.pdptrs));
-	if (w->mode == WALK_MODE_PAE) {
-		/* SDM 4.4.1: loaded from the 32-byte aligned table at CR3[31:5];
-		 * a present PDPTE with reserved bits makes the load #GP. */
+	if (w->mode == WALK_MODE_PAE && !mov_cr3 && s.cr3 == cur->cr3 &&
+	    !((cur->cr0 ^ s.cr0) & (VMMU_CR0_PG | CR0_CD | CR0_NW)) &&
+	    !((cur->cr4 ^ s.cr4) & (VMMU_CR4_PAE | VMMU_CR4_PGE | VMMU_CR4_PSE | VMMU_CR4_SMEP))) {
+		/*
+		 * SDM Vol. 3A 4.4.1: the PDPTE registers are loaded by a MOV to
+		 * CR3 in PAE mode, and by a MOV to CR0/CR4 that changes CR0.CD,
+		 * NW or PG, or CR4.PAE, PGE, PSE or SMEP with PAE paging in use
+		 * after it -- not by anything else (CPL, CR0.WP, EFLAGS.AC...).
+		 * A guest that edits a PDPTE keeps using the old one until then.
+		 * (Entering PAE paging changes PG or PAE, so it always loads.)
+		 */
+		memcpy(s.pdptrs, cur->pdptrs, sizeof(s.pdptrs));
+		memcpy(w->pdptes, cur->pdptrs, sizeof(w->pdptes));
+	} else if (w->mode == WALK_MODE_PAE) {
+		/* Loaded from the 32-byte aligned table at CR3[31:5]; a present
+		 * PDPTE with reserved bits makes the load #GP. */
 		for (int i = 0; i < 4; i++) {
 			uint64_t e;
 
@@ -174,7 +194,7 @@ void vcpu_init_state(struct vmmu_vcpu *v)
 	memset(&s, 0, sizeof(s));
 	s.cr0 = VMMU_CR0_PE;
 	memset(&v->arch, 0, sizeof(v->arch));
-	r = vcpu_derive_state(v, &v->arch, &s, &s, &w, vcpu_l2_tables(v));
+	r = vcpu_derive_state(v, &v->arch, &s, false, &s, &w, vcpu_l2_tables(v));
 	(void)r;
 	vcpu_apply_state(v, &s, &w);
 	mmu_update_context(v);
@@ -189,7 +209,8 @@ VMMU_EXPORT int vmmu_vcpu_set_state(vmmu_vcpu *v, const struct vmmu_cpu_state *i
 
 	if (!v || !in)
 		return VMMU_EINVAL;
-	r = vcpu_derive_state(v, &v->arch, in, &s, &w, vcpu_l2_tables(v));
+	/* A CR3 that changes is a MOV to CR3; one that does not is none. */
+	r = vcpu_derive_state(v, &v->arch, in, false, &s, &w, vcpu_l2_tables(v));
 	if (r)
 		return r;
 	old = v->arch;
@@ -238,7 +259,7 @@ VMMU_EXPORT int vmmu_vcpu_write_cr3(vmmu_vcpu *v, uint64_t cr3)
 		cr3 &= ~VMMU_CR3_PCID_NOFLUSH;
 	in = old;
 	in.cr3 = cr3;
-	r = vcpu_derive_state(v, &old, &in, &s, &w, vcpu_l2_tables(v));
+	r = vcpu_derive_state(v, &old, &in, true, &s, &w, vcpu_l2_tables(v));
 	if (r)
 		return r;
 	self = vcpu_self_enter(v);

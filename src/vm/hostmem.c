@@ -9,6 +9,7 @@
 
 #include "mmu/mmu.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "test_hook.h"
 #include "vm/attributes.h"
 #include "vm/vmmu_int.h"
 
@@ -24,11 +25,13 @@ void vm_zap_gfn_range(struct vmmu_vm *vm, uint64_t start, uint64_t end, bool inv
 	 */
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
+	vm_zap_section_begin(vm);
 	if (invalidate)
-		atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
+		inv_bump_all(&vm->inv);
 	flush = mmu_zap_gfn_range_locked(vm, start, end);
 	if (flush)
 		vm_flush_remote_tlbs(vm);
+	vm_zap_section_end(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 }
@@ -39,9 +42,11 @@ void vm_zap_all(struct vmmu_vm *vm)
 
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
-	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
+	vm_zap_section_begin(vm);
+	inv_bump_all(&vm->inv);
 	shadow_zap_all(vm);
 	old = tdp_mmu_invalidate_root_locked(vm);
+	vm_zap_section_end(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 	if (old)
@@ -50,70 +55,202 @@ void vm_zap_all(struct vmmu_vm *vm)
 
 /* ---- host memory events ------------------------------------------------------ */
 
-/* Zap every gfn whose hva lies in [hs, he); mmu_lock held for write, RCU read. */
-static bool zap_hva_range_locked(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he)
+/* How zap_hva_range() removes what it finds. */
+enum hva_zap {
+	HVA_ZAP_LOCKED,		/* write lock: the TDP root and shadow pages */
+	HVA_ZAP_TDP_SHARED,	/* read lock: the TDP root only, by cmpxchg */
+	HVA_ZAP_SHADOW,		/* write lock: shadow pages only (a nested guest's) */
+};
+
+/*
+ * Zap every gfn whose hva lies in [hs, he): with mmu_lock held for write, or
+ * (TDP, shared) for read by an invalidation whose range is published and
+ * whose earlier faults are waited out.  RCU read side.
+ */
+static bool zap_hva_range(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he, enum hva_zap how)
 {
 	const struct memslots *ms = vm_memslots(vm);
 	bool flush = false;
 
-	if (!vm->root && !vm->shadow)
+	for (unsigned int i = 0; i < ms->n; i++) {
+		const struct memslot *s = &ms->slots[i];
+		uintptr_t lo = s->hva > hs ? s->hva : hs;
+		uintptr_t hi = s->hva + (s->npages << 12) < he ? s->hva + (s->npages << 12) : he;
+		uint64_t gs, ge;
+
+		if (lo >= hi)
+			continue;
+		gs = s->base_gfn + ((lo - s->hva) >> 12);
+		ge = s->base_gfn + ((hi - s->hva + 4095) >> 12);
+		if (how == HVA_ZAP_TDP_SHARED) {
+			/* What the look found empty stays empty (nothing installs
+			 * into the range any more): zap from the first mapping. */
+			gs = vm->root ? tdp_mmu_first_mapped(vm, vm->root, gs, ge) : ge;
+			if (gs < ge)
+				flush |= tdp_mmu_zap_leafs_shared(vm, vm->root, gs, ge);
+		} else if (how == HVA_ZAP_SHADOW) {
+			flush |= shadow_zap_gfn_range(vm, gs, ge);
+		} else {
+			flush |= mmu_zap_gfn_range_locked(vm, gs, ge);
+		}
+	}
+	return flush;
+}
+
+/*
+ * Wait out every install section (vcpu_install_begin) that may have checked
+ * the open invalidations before the caller published its range: after this,
+ * each fault either saw the range or has its SPTEs in place.  The vCPU list
+ * is read under vcpus_lock, so a vCPU created later is created after the
+ * range was published, and its faults see it.
+ */
+static void inv_wait_installers(struct vmmu_vm *vm)
+{
+	uint64_t seen[VMMU_MAX_VCPUS];
+	unsigned int n;
+
+#ifndef VMMU_TSAN	/* under TSan both sides use seq_cst accesses instead */
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+	pthread_mutex_lock(&vm->vcpus_lock);
+	n = atomic_load_explicit(&vm->nr_vcpus, memory_order_relaxed);
+	pthread_mutex_unlock(&vm->vcpus_lock);
+	for (unsigned int i = 0; i < n; i++)
+		seen[i] = atomic_load_explicit(&vm->vcpus[i]->install, memory_order_seq_cst);
+	/* A check and an install: short, and never waits for us. */
+	vcpus_wait_out(vm, n, seen, true);
+}
+
+/*
+ * Whether an invalidation of [hs, he) may return without mmu_lock (TDP): the
+ * current root has no translation of the range, and no zap section ran while
+ * it looked.  A zap section that removed the range's SPTEs may not have
+ * flushed the TLBs yet: one in progress when the counts were read, or one
+ * that began during the look (its removals, seen by the look, happen before
+ * the second read of the started count).  One that ended before has flushed.
+ * An obsolete or missing root says a zap-all is, or was, at work: the locked
+ * path orders this call after it.  RCU read side, after inv_wait_installers().
+ */
+static bool inv_range_unmapped(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he)
+{
+	uint64_t ended = atomic_load_explicit(&vm->zap_sections_ended, memory_order_acquire);
+	uint64_t started = atomic_load_explicit(&vm->zap_sections_started, memory_order_acquire);
+	struct tdp_root *root = __atomic_load_n(&vm->root, __ATOMIC_ACQUIRE);
+	const struct memslots *ms;
+
+	if (started != ended || !root || atomic_load_explicit(&root->invalid, memory_order_acquire))
 		return false;
+	ms = vm_memslots(vm);
 	for (unsigned int i = 0; i < ms->n; i++) {
 		const struct memslot *s = &ms->slots[i];
 		uintptr_t lo = s->hva > hs ? s->hva : hs;
 		uintptr_t hi = s->hva + (s->npages << 12) < he ? s->hva + (s->npages << 12) : he;
 
-		if (lo >= hi)
-			continue;
-		flush |= mmu_zap_gfn_range_locked(vm, s->base_gfn + ((lo - s->hva) >> 12),
-						  s->base_gfn + ((hi - s->hva + 4095) >> 12));
+		uint64_t ge = s->base_gfn + ((hi - s->hva + 4095) >> 12);
+
+		if (lo < hi && tdp_mmu_first_mapped(vm, root, s->base_gfn + ((lo - s->hva) >> 12), ge) < ge)
+			return false;
 	}
-	return flush;
+	return atomic_load_explicit(&vm->zap_sections_started, memory_order_acquire) == started;
 }
 
 VMMU_EXPORT void vmmu_invalidate_range_begin(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end)
 {
-	if (!vm || hva_start >= hva_end)
+	uint64_t started, ended;
+	bool flush;
+
+	if (!vm)
 		return;
 	vmmu_rcu_thread_online();
-	vmmu_rcu_read_lock();
-	pthread_rwlock_wrlock(&vm->mmu_lock);
 	/*
-	 * KVM's mmu_invalidate_begin(): count it in progress and widen the
-	 * range first, so no fault installs into the range from here until
-	 * the matching end; then remove what is mapped and flush before
-	 * returning (the caller changes host memory right after).
+	 * KVM's mmu_invalidate_begin(), first: the range is open, so no fault
+	 * that checks from here on installs into it until the matching end
+	 * (and a fault that sampled the sequence before it retries after).
+	 * An empty (or inverted) range is counted like any other, since its
+	 * end will be, and covers nothing.
 	 */
-	if (atomic_fetch_add_explicit(&vm->mmu_invalidate_in_progress, 1, memory_order_acq_rel) == 0) {
-		vm->mmu_invalidate_range_start = hva_start;
-		vm->mmu_invalidate_range_end = hva_end;
-	} else {
-		if (hva_start < vm->mmu_invalidate_range_start)
-			vm->mmu_invalidate_range_start = hva_start;
-		if (hva_end > vm->mmu_invalidate_range_end)
-			vm->mmu_invalidate_range_end = hva_end;
+	inv_add(&vm->inv, hva_start, hva_end, vmmu_thread_token());
+	if (hva_start >= hva_end)
+		return;
+	vmmu_rcu_read_lock();
+	if (vm_shadow_paging(vm)) {
+		/*
+		 * Shadow faults check and install under mmu_lock for write, so
+		 * the write lock alone orders them: one that checked before the
+		 * range was open has installed, and the zap removes it.  Physical
+		 * accesses copy outside the lock, in install sections.
+		 */
+		inv_wait_installers(vm);
+		pthread_rwlock_wrlock(&vm->mmu_lock);
+		vm_zap_section_begin(vm);
+		if (zap_hva_range(vm, hva_start, hva_end, HVA_ZAP_LOCKED))
+			vm_flush_remote_tlbs(vm);
+		vm_zap_section_end(vm);
+		pthread_rwlock_unlock(&vm->mmu_lock);
+		vmmu_rcu_read_unlock();
+		return;
 	}
-	if (zap_hva_range_locked(vm, hva_start, hva_end))
+	/*
+	 * TDP: the faults that checked before the range was open are the only
+	 * ones that can still install into it; once they are done, whatever
+	 * translates the range is in the SPTEs (or in TLBs, until the flush of
+	 * whoever zapped it).  Nothing there: done, without mmu_lock.
+	 * Something: zap it under the read lock, beside faults on other
+	 * ranges, and flush.
+	 */
+	inv_wait_installers(vm);
+	/*
+	 * A nested guest's shadow pages (guest_mmu) map L1 frames too.  Their
+	 * faults install in sections as well, so after the wait any page that
+	 * could map the range is counted; they change under the write lock.
+	 */
+	if (__atomic_load_n(&vm->shadow->nr_pages, __ATOMIC_ACQUIRE)) {
+		pthread_rwlock_wrlock(&vm->mmu_lock);
+		vm_zap_section_begin(vm);
+		if (zap_hva_range(vm, hva_start, hva_end, HVA_ZAP_SHADOW))
+			vm_flush_remote_tlbs(vm);
+		vm_zap_section_end(vm);
+		pthread_rwlock_unlock(&vm->mmu_lock);
+	}
+	if (inv_range_unmapped(vm, hva_start, hva_end)) {
+		vmmu_rcu_read_unlock();
+		return;
+	}
+	pthread_rwlock_rdlock(&vm->mmu_lock);
+	vm_zap_section_begin(vm);
+	ended = atomic_load_explicit(&vm->zap_sections_ended, memory_order_acquire);
+	started = atomic_load_explicit(&vm->zap_sections_started, memory_order_acquire);
+	flush = zap_hva_range(vm, hva_start, hva_end, HVA_ZAP_TDP_SHARED);
+	vmmu_test_hook(VMMU_TEST_HOOK_INV_ZAPPED, hva_start);
+	/*
+	 * Another invalidation zapping beside this one (the write lock excludes
+	 * every other zap) may have removed SPTEs of this range that this walk
+	 * then found empty, and not have flushed yet: flush for it.
+	 */
+	if (!flush && (started - ended != 1 ||
+		       atomic_load_explicit(&vm->zap_sections_started, memory_order_acquire) != started))
+		flush = true;
+	if (flush)
 		vm_flush_remote_tlbs(vm);
+	vm_zap_section_end(vm);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 }
 
 VMMU_EXPORT void vmmu_invalidate_range_end(vmmu_vm *vm, uintptr_t hva_start, uintptr_t hva_end)
 {
-	(void)hva_start;
-	(void)hva_end;
 	if (!vm)
 		return;
-	pthread_rwlock_wrlock(&vm->mmu_lock);
-	/* The sequence moves before the count drops: a fault that sampled it
-	 * before this invalidation began can no longer install (KVM's order). */
-	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
-	if (VM_BUG_ON(vm, atomic_load(&vm->mmu_invalidate_in_progress) <= 0, "unbalanced invalidate_range_end"))
-		atomic_store(&vm->mmu_invalidate_in_progress, 0);
-	else
-		atomic_fetch_sub_explicit(&vm->mmu_invalidate_in_progress, 1, memory_order_acq_rel);
-	pthread_rwlock_unlock(&vm->mmu_lock);
+	/*
+	 * No mmu_lock: closing the range and moving the sequence are one write
+	 * of the invalidation record, which a fault reads consistently.  A
+	 * fault that sampled the sequence before this end retries (its host
+	 * fault-in may have seen the memory as it was changing); one that
+	 * samples after it sees the host's new memory.
+	 */
+	if (!inv_remove(&vm->inv, hva_start, hva_end))
+		vm_bug(vm, __FILE__, __LINE__, "invalidate_range_end [%#llx, %#llx) without a matching begin",
+		       (unsigned long long)hva_start, (unsigned long long)hva_end);
 }
 
 static void hostprot_free_cb(struct rcu_head *head)
@@ -219,12 +356,23 @@ VMMU_EXPORT void vmmu_release(vmmu_vm *vm)
 	private_release(vm);
 }
 
+/* No gfn lies at or above 2^(MAXPHYADDR - 12): a range is clamped there, so
+ * "everything" can be asked for as [0, UINT64_MAX).  false: nothing left. */
+static bool clamp_gfn_range(const struct vmmu_vm *vm, uint64_t gfn_start, uint64_t *gfn_end)
+{
+	uint64_t limit = 1ULL << (vm->cfg.maxphyaddr - 12);
+
+	if (*gfn_end > limit)
+		*gfn_end = limit;
+	return gfn_start < *gfn_end;
+}
+
 VMMU_EXPORT int vmmu_zap_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn_end)
 {
 	if (!vm || gfn_start >= gfn_end)
 		return VMMU_EINVAL;
-	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
-		return VMMU_ERANGE;
+	if (!clamp_gfn_range(vm, gfn_start, &gfn_end))
+		return 0;
 	vmmu_rcu_thread_online();
 	vm_zap_gfn_range(vm, gfn_start, gfn_end, true);
 	return 0;
@@ -253,8 +401,10 @@ VMMU_EXPORT int vmmu_age_gfn_range(vmmu_vm *vm, uint64_t gfn_start, uint64_t gfn
 
 	if (!vm || !young_pages || gfn_start >= gfn_end)
 		return VMMU_EINVAL;
-	if (gfn_end > (1ULL << (vm->cfg.maxphyaddr - 12)))
-		return VMMU_ERANGE;
+	if (!clamp_gfn_range(vm, gfn_start, &gfn_end)) {
+		*young_pages = 0;
+		return 0;
+	}
 	vmmu_rcu_thread_online();
 	if (vm_shadow_paging(vm) || __atomic_load_n(&vm->shadow->nr_leaves, __ATOMIC_RELAXED)) {
 		/* Rmaps change under mmu_lock: aging through them takes it. */

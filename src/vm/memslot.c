@@ -76,7 +76,10 @@ int memslot_check(const struct memslots *cur, const struct vmmu_memslot *req, un
 
 	if (req->slot >= VMMU_MAX_MEMSLOTS)
 		return VMMU_EINVAL;
-	if (req->flags & ~(uint32_t)(VMMU_MEM_READONLY | VMMU_MEM_LOG_DIRTY_PAGES | VMMU_MEM_PRIVATE))
+	/* Unknown backings are refused even where backing is unused (hva given),
+	 * so the values can gain meaning later. */
+	if ((req->flags & ~(uint32_t)(VMMU_MEM_READONLY | VMMU_MEM_LOG_DIRTY_PAGES | VMMU_MEM_PRIVATE)) ||
+	    req->backing > VMMU_BACKING_HUGETLB)
 		return VMMU_EINVAL;
 	old = memslots_find_id(cur, req->slot);
 

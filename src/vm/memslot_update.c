@@ -93,6 +93,9 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 
 	if (!vm || !req)
 		return VMMU_EINVAL;
+	r = vmmu_abi_check(req, req->struct_size, sizeof(*req));
+	if (r)
+		return r;
 	if (vm_is_bugged(vm))
 		return VMMU_EIO;
 	vmmu_rcu_thread_online();

@@ -126,7 +126,8 @@ VMMU_EXPORT int vmmu_vcpu_enter_guest_mode(vmmu_vcpu *v, const struct vmmu_neste
 	 * so the "current" state the rules compare against is the new one.
 	 */
 	cur = ns->l2;
-	r = vcpu_derive_state(v, &cur, &ns->l2, &s, &l2w, &tables);
+	/* (A VM entry in PAE paging loads the PDPTEs, as a MOV to CR3 does.) */
+	r = vcpu_derive_state(v, &cur, &ns->l2, true, &s, &l2w, &tables);
 	if (r)
 		return r;
 

@@ -25,6 +25,7 @@ VMMU_EXPORT const char *vmmu_strerror(int err)
 	case VMMU_ENOSPC: return "no space left in a fixed-size table";
 	case VMMU_ERANGE: return "address out of range";
 	case VMMU_ENOTSUP: return "not supported";
+	case VMMU_EXIT: return "the vCPU exited: struct vmmu_exit says why";
 	default: return "unknown error";
 	}
 }
@@ -53,11 +54,31 @@ void vm_bug(struct vmmu_vm *vm, const char *file, int line, const char *fmt, ...
 
 VMMU_EXPORT int vmmu_vm_bugged(vmmu_vm *vm, const char **why)
 {
-	int b = atomic_load(&vm->bugged);
+	int b;
+
+	if (!vm) {
+		if (why)
+			*why = NULL;
+		return VMMU_EINVAL;
+	}
+	b = atomic_load(&vm->bugged);
 
 	if (why)
 		*why = b == 1 ? vm->bug_reason : NULL;
 	return b != 0;
+}
+
+int vmmu_abi_check(const void *p, uint32_t struct_size, size_t size)
+{
+	if (struct_size == 0 || struct_size == size)
+		return 0;
+	if (struct_size < size)
+		return VMMU_EINVAL;
+	/* A newer caller's struct: fine as long as it asks for nothing new. */
+	for (size_t i = size; i < struct_size; i++)
+		if (((const unsigned char *)p)[i])
+			return VMMU_ENOTSUP;
+	return 0;
 }
 
 /* ---- RCU ------------------------------------------------------------------ */
@@ -78,9 +99,21 @@ static void rcu_thread_exit(void *arg)
 	}
 }
 
+/*
+ * fork(): liburcu's call_rcu worker threads do not exist in a child, so the
+ * child's first rcu_barrier() (every vmmu_vm_destroy) or callback would wait
+ * forever.  liburcu's own hooks pause the workers around the fork and give
+ * the child a new default worker, which inherits the queued callbacks.
+ * (liburcu-memb 0.13 has no urcu_memb_before_fork() for the grace-period
+ * state itself, unlike urcu-bp: a child inherits the reader registry as it
+ * was, which is fine when no other thread was inside vmmu at the fork --
+ * the rule vmmu.h states.)
+ */
 static void rcu_key_init(void)
 {
 	pthread_key_create(&rcu_key, rcu_thread_exit);
+	pthread_atfork(urcu_memb_call_rcu_before_fork, urcu_memb_call_rcu_after_fork_parent,
+		       urcu_memb_call_rcu_after_fork_child);
 }
 
 void vmmu_rcu_thread_register(void)

@@ -17,8 +17,10 @@
 extern bool vmmu_membarrier_ok;
 
 /* Pages translated before any byte moves: accesses up to this size are
- * all-or-nothing; longer ones are done in windows of this size. */
-#define ACCESS_WINDOW_PAGES 32
+ * all-or-nothing; longer ones are done in windows of this size.  A window is
+ * one guest-mode stretch, which remote flushes wait out, and the dirty ring
+ * keeps room for one window (DIRTY_RING_SLACK): both want it short. */
+#define ACCESS_WINDOW_PAGES VMMU_ACCESS_ATOMIC_PAGES
 /*
  * Livelock guards.  A fault the MMU reports as fixed (or spurious) must let
  * the access through after a few more exits at most (a racing zap can undo a
@@ -305,7 +307,7 @@ static int nested_exit(struct vmmu_vcpu *v, const struct shadow_fault *sf, const
  * L1, an MMIO access or memory fault at an L1 address, a tracked store).
  */
 static int vcpu_handle_nested_exit(struct vmmu_vcpu *v, const struct hw_exit *he, const struct exit_site *site,
-				   struct vmmu_exit *exit, int *ret_pf, bool *stored)
+				   struct vmmu_exit *exit, int *ret_pf, bool *stored, uint64_t *wait_gpa)
 {
 	struct shadow_fault sf;
 	int r;
@@ -314,6 +316,8 @@ static int vcpu_handle_nested_exit(struct vmmu_vcpu *v, const struct hw_exit *he
 	r = nested_page_fault(v, he, &sf);
 	vmmu_rcu_read_unlock();
 	*ret_pf = r;
+	/* A retry waits for the L1 page (a table of L1's, or the frame). */
+	*wait_gpa = sf.gpa;
 	if (vm_is_bugged(v->vm))
 		return internal_error_exit(exit, VMMU_EIO);
 	switch (r) {
@@ -338,7 +342,7 @@ static int vcpu_handle_nested_exit(struct vmmu_vcpu *v, const struct hw_exit *he
  * tell a legitimate wait from a lost fix.
  */
 __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he, const struct exit_site *site,
-				  struct vmmu_exit *exit, int *ret_pf, bool *stored)
+				  struct vmmu_exit *exit, int *ret_pf, bool *stored, uint64_t *wait_gpa)
 {
 	struct page_fault fault;
 	int r;
@@ -350,7 +354,9 @@ __hot static int vcpu_handle_exit(struct vmmu_vcpu *v, const struct hw_exit *he,
 	 */
 	vmmu_rcu_thread_online();
 	if (v->nested.active)
-		return vcpu_handle_nested_exit(v, he, site, exit, ret_pf, stored);
+		return vcpu_handle_nested_exit(v, he, site, exit, ret_pf, stored, wait_gpa);
+	/* Memslots know the gpa without the shared bit. */
+	*wait_gpa = he->gpa & ~v->vm->shared_mask;
 	vmmu_rcu_read_lock();
 	r = mmu_page_fault(v, he->gpa, hw_exit_to_error_code(v->vm, he), &fault);
 	vmmu_rcu_read_unlock();
@@ -411,18 +417,60 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
 }
 
 /*
+ * What a fault at gpa that asked to be retried waits for: a slot being
+ * deleted or moved, or an open invalidation of the page (as opposed to a
+ * lost race, which the next try wins).  Shadow faults report the gpa of the
+ * guest table their walk could not read; TDP faults the gpa that exited.
+ */
+static uint32_t vcpu_retry_wait(struct vmmu_vcpu *v, uint64_t gpa)
+{
+	const struct memslot *s;
+	uint32_t cause = 0;
+
+	vmmu_rcu_thread_online();
+	vmmu_rcu_read_lock();
+	s = memslots_find_gfn(vm_memslots(v->vm), gpa >> 12);
+	if (s && (s->flags & MEMSLOT_INVALID)) {
+		cause = VMMU_RETRY_MEMSLOT;
+	} else if (s) {
+		switch (inv_blocked(&v->vm->inv, memslot_gfn_to_hva(s, gpa >> 12), 4096, vmmu_thread_token())) {
+		case INV_WAIT_OTHER:
+			cause = VMMU_RETRY_INVALIDATION;
+			break;
+		case INV_WAIT_SELF:
+			cause = VMMU_RETRY_SELF;
+			break;
+		default:
+			break;
+		}
+	}
+	vmmu_rcu_read_unlock();
+	return cause;
+}
+
+static int retry_exit(struct vmmu_exit *exit, uint64_t gpa, uint32_t cause)
+{
+	exit->reason = VMMU_EXIT_RETRY;
+	exit->u.retry.gpa = gpa & ~0xfffULL;
+	exit->u.retry.cause = cause;
+	return VMMU_EXIT;
+}
+
+/*
  * One window of an access: translate every page, then copy.  *done gets the
  * bytes transferred when 0 is returned: all of len, or less when a store had
  * to be emulated by the MMU (shadow paging), which ends the window early.
  */
 __hot static int access_window(struct vmmu_vcpu *v, uint64_t addr, uint8_t *buf, size_t len, unsigned int acc,
-			       unsigned int walk_access, bool phys, bool linear, size_t base_offset,
+			       unsigned int walk_access, bool phys, bool linear, bool nowait, size_t base_offset,
 			       struct vmmu_exit *exit, size_t *done)
 {
 	bool write = acc & ACC_WRITE;
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
 	unsigned int fixed_loops = 0, retries = 0;
 	struct timespec retry_start = { 0, 0 };
+	bool waiting = false;
+	uint32_t cause;
 	struct walk_result wr;
 	struct hw_exit he;
 	uint64_t t_copy;
@@ -487,7 +535,7 @@ again:
 			bool stored = false;
 			uint64_t t0 = vcpu_clock(v);
 
-			r = vcpu_handle_exit(v, &he, &site, exit, &ret_pf, &stored);
+			r = vcpu_handle_exit(v, &he, &site, exit, &ret_pf, &stored, &fault_gpa);
 			VCPU_TIME_ADD(v, time_fault_ns, t0);
 			if (r < 0) {
 				len = off;
@@ -509,7 +557,6 @@ again:
 								addr + off);
 				return r;
 			}
-			fault_gpa = he.gpa;
 		}
 		if (ret_pf != RET_PF_RETRY) {
 			if (unlikely(++fixed_loops > ACCESS_MAX_FIXED_LOOPS)) {
@@ -518,14 +565,20 @@ again:
 				       (unsigned long long)fault_gpa, fixed_loops);
 				return internal_error_exit(exit, VMMU_EIO);
 			}
-		} else if (unlikely(++retries % 64 == 0)) {
-			/* A long wait: let the thread we wait for run. */
+		} else if ((cause = vcpu_retry_wait(v, fault_gpa)) || unlikely(++retries % 64 == 0)) {
+			/* A wait, or a long run of lost races: let the thread we
+			 * wait for run rather than spin against it -- unless we
+			 * are that thread, or were asked not to wait. */
 			struct timespec t;
+
+			if (cause == VMMU_RETRY_SELF || (cause && nowait))
+				return retry_exit(exit, fault_gpa, cause);
 
 			sched_yield();
 			clock_gettime(CLOCK_MONOTONIC, &t);
-			if (retries == 64) {
+			if (!waiting) {
 				retry_start = t;
+				waiting = true;
 			} else if (t.tv_sec - retry_start.tv_sec > ACCESS_MAX_RETRY_SECONDS) {
 				vm_bug(v->vm, __FILE__, __LINE__, "fault at gpa %#llx retried for %d s",
 				       (unsigned long long)fault_gpa, ACCESS_MAX_RETRY_SECONDS);
@@ -553,8 +606,8 @@ again:
  * and, for stores to shadowed guest tables, the update of the shadow.
  * All-or-nothing like any access: every page is checked before a byte moves.
  */
-static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, bool write,
-			      struct vmmu_exit *exit)
+static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, bool write, bool nowait,
+			      struct vmmu_exit *exit, size_t *donep)
 {
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
 	const struct memslot *slots[ACCESS_WINDOW_PAGES];
@@ -582,6 +635,10 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 			if (r == RET_PF_RETRY) {
 				/* A slot being deleted or moved: wait for it. */
 				vmmu_rcu_read_unlock();
+				if (nowait) {
+					*donep = done;
+					return retry_exit(exit, pf.addr, VMMU_RETRY_MEMSLOT);
+				}
 				sched_yield();
 				goto retry;
 			}
@@ -594,6 +651,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				exit->u.mmio.offset = (uint32_t)(done + off);
 				exit->u.mmio.is_write = write;
 				exit->u.mmio.readonly_slot = pf.readonly_write;
+				*donep = done;
 				return VMMU_EXIT;
 			}
 			if (r == RET_PF_FAULT) {
@@ -603,10 +661,43 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				exit->u.memory_fault.size = 4096;
 				exit->u.memory_fault.error = pf.host_error;
 				exit->u.memory_fault.is_private = 0;
+				*donep = done;
 				return VMMU_EXIT;
 			}
 			hvas[i] = pf.hva + (pf.addr & 0xfff);
 			slots[i] = pf.slot;
+		}
+		/*
+		 * No translation is involved, but an invalidated page is off
+		 * limits all the same (docs/mmu.md 10.1): the check and the copy
+		 * form an install section, which an invalidation's begin waits
+		 * out if the check could not see its range.
+		 */
+		vcpu_install_begin(v);
+		for (off = 0, i = 0; off < chunk; off += n, i++) {
+			uint32_t cause = 0;
+
+			n = 4096 - ((gpa + done + off) & 0xfff);
+			if (n > chunk - off)
+				n = chunk - off;
+			switch (inv_blocked(&v->vm->inv, hvas[i] & ~(uintptr_t)0xfff, 4096, vmmu_thread_token())) {
+			case INV_WAIT_SELF:
+				cause = VMMU_RETRY_SELF;
+				break;
+			case INV_WAIT_OTHER:
+				cause = VMMU_RETRY_INVALIDATION;
+				break;
+			default:
+				continue;
+			}
+			vcpu_install_end(v);
+			vmmu_rcu_read_unlock();
+			if (cause == VMMU_RETRY_SELF || nowait) {
+				*donep = done;
+				return retry_exit(exit, gpa + done + off, cause);
+			}
+			sched_yield();
+			goto retry;
 		}
 		for (off = 0, i = 0; off < chunk; off += n, i++) {
 			uint64_t a = gpa + done + off;
@@ -627,6 +718,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 			copy_fragment((void *)hvas[i], buf + done + off, n, true);
 			shadow_phys_store_done(v, s, a, (unsigned int)n);
 		}
+		vcpu_install_end(v);
 		vmmu_rcu_read_unlock();
 		done += chunk;
 retry:;
@@ -647,7 +739,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	if (!v || !buf || !exit || len == 0)
 		return VMMU_EINVAL;
 	if (type > VMMU_ACCESS_FETCH ||
-	    (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT)))
+	    (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT | VMMU_ACCESS_NOWAIT)))
 		return VMMU_EINVAL;
 	/* Without TDP, paging off is translated by (direct) shadow pages. */
 	phys = (access & VMMU_ACCESS_PHYS) || (v->wcpu.mode == WALK_MODE_NONE && !vm_shadow_paging(v->vm));
@@ -663,8 +755,11 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	} else if (len > ~gva) {
 		return VMMU_ERANGE;
 	}
-	if (unlikely(vm_is_bugged(v->vm)))
+	if (unlikely(vm_is_bugged(v->vm))) {
+		exit->pad = 0;
+		exit->done = 0;
 		return internal_error_exit(exit, VMMU_EIO);
+	}
 
 	acc = type == VMMU_ACCESS_WRITE ? ACC_WRITE : type == VMMU_ACCESS_FETCH ? ACC_EXEC : 0;
 	walk_access = (type == VMMU_ACCESS_WRITE ? WALK_WRITE : 0) | (type == VMMU_ACCESS_FETCH ? WALK_FETCH : 0) |
@@ -675,9 +770,12 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	 * (A TLB hit dirties nothing new, so the dirty ring needs no check --
 	 * except with PML, where the walk itself logs the pages it dirties.) */
 	if (unlikely(vm_shadow_paging(v->vm)) && (access & VMMU_ACCESS_PHYS)) {
+		exit->reason = VMMU_EXIT_NONE;
+		exit->pad = 0;
 		self = vcpu_self_enter(v);
-		r = shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, exit);
+		r = shadow_phys_access(v, gva, buf, len, acc & ACC_WRITE, access & VMMU_ACCESS_NOWAIT, exit, &done);
 		vcpu_self_exit(self);
+		exit->done = done;
 		return r;
 	}
 	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->mmu_ready) &&
@@ -705,6 +803,7 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		vcpu_exit_guest_mode(v);
 	}
 	exit->reason = VMMU_EXIT_NONE;
+	exit->pad = 0;
 	self = vcpu_self_enter(v);
 	/*
 	 * No RCU read section here: like a real CPU, the hardware walk and the
@@ -725,18 +824,26 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		if (chunk > len - done)
 			chunk = len - done;
 		r = access_window(v, gva + done, (uint8_t *)buf + done, chunk, acc, walk_access, phys,
-				  !(access & VMMU_ACCESS_PHYS), done, exit, &chunk);
+				  !(access & VMMU_ACCESS_PHYS), access & VMMU_ACCESS_NOWAIT, done, exit, &chunk);
 		if (r)
 			break;
 		done += chunk;
 	}
 	vcpu_self_exit(self);
+	/* Windows run in order and each is all-or-nothing (an emulated
+	 * page-table store ends its window where it is): a prefix is done. */
+	exit->done = done;
 	return r;
 }
 
-VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
+VMMU_EXPORT int vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 {
-	struct vcpu_stats *s = &v->stat;
+	struct vcpu_stats *s;
+
+	if (!v || !out)
+		return VMMU_EINVAL;
+	s = &v->stat;
+	memset(out, 0, sizeof(*out));
 
 	out->accesses = STAT_READ(s->accesses);
 	out->tlb_hits = STAT_READ(s->tlb_hits);
@@ -769,4 +876,5 @@ VMMU_EXPORT void vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->time_faultin_ns = STAT_READ(s->time_faultin_ns);
 	out->time_walk_ns = STAT_READ(s->time_walk_ns);
 	out->time_copy_ns = STAT_READ(s->time_copy_ns);
+	return 0;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
 #include <linux/membarrier.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,14 +72,21 @@ void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 	/*
 	 * Wait out every guest-mode stretch that began before the request was
 	 * visible.  Those are short (one access: a walk and a copy) and never
-	 * block, so spinning is bounded; yield in case the vCPU was preempted.
+	 * block, so spinning is bounded.
 	 */
+	vcpus_wait_out(vm, n, seen, false);
+}
+
+void vcpus_wait_out(struct vmmu_vm *vm, unsigned int n, const uint64_t *seen, bool install)
+{
 	for (unsigned int i = 0; i < n; i++) {
+		_Atomic uint64_t *ctr = install ? &vm->vcpus[i]->install : &vm->vcpus[i]->mode;
 		unsigned int spins = 0;
 
 		if (!(seen[i] & 1))
 			continue;
-		while (atomic_load_explicit(&vm->vcpus[i]->mode, memory_order_acquire) == seen[i]) {
+		/* Yield in case the vCPU's thread was preempted. */
+		while (atomic_load_explicit(ctr, memory_order_acquire) == seen[i]) {
 			if (++spins < 64)
 				caa_cpu_relax();
 			else
@@ -95,8 +103,26 @@ void vm_flush_remote_tlbs(struct vmmu_vm *vm)
 
 /* ---- VM ----------------------------------------------------------------- */
 
+/*
+ * The layout every struct_size of 0 stands for (vmmu.h, "ABI growth"): the
+ * fields never move, later versions only append.  struct_size sits in what
+ * used to be padding, so the structs kept their size and offsets.
+ */
+_Static_assert(offsetof(struct vmmu_vm_config, struct_size) == 52 && offsetof(struct vmmu_vm_config, shared_bit) == 56 &&
+		       sizeof(struct vmmu_vm_config) == 64,
+	       "vmmu_vm_config v0 layout");
+_Static_assert(offsetof(struct vmmu_memslot, struct_size) == 44 && sizeof(struct vmmu_memslot) == 48,
+	       "vmmu_memslot v0 layout");
+_Static_assert(offsetof(struct vmmu_cpu_state, struct_size) == 80 && sizeof(struct vmmu_cpu_state) == 88,
+	       "vmmu_cpu_state v0 layout");
+_Static_assert(offsetof(struct vmmu_exit, done) == 8 && offsetof(struct vmmu_exit, u) == 16 &&
+		       sizeof(struct vmmu_exit) == 80,
+	       "vmmu_exit v0 layout");
+
 VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg)
 {
+	if (!cfg)
+		return;
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->mmu = VMMU_MMU_TDP;
 	cfg->tdp_format = VMMU_TDP_EPT;
@@ -107,16 +133,20 @@ VMMU_EXPORT void vmmu_vm_config_init(struct vmmu_vm_config *cfg)
 	cfg->pt_arena_bytes = 0;
 	cfg->shadow_prev_roots = 3;
 	cfg->shadow_max_pages = 0;
+	cfg->struct_size = sizeof(*cfg);
 }
 
-VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
+/* Everything vmmu_vm_create() checks before it allocates anything. */
+static int vm_config_check(const struct vmmu_vm_config *cfg)
 {
-	struct vmmu_vm *vm;
 	uint64_t shared_mask;
 	int r;
 
-	if (!cfg || !out)
+	if (!cfg)
 		return VMMU_EINVAL;
+	r = vmmu_abi_check(cfg, cfg->struct_size, sizeof(*cfg));
+	if (r)
+		return r;
 	if (cfg->mmu != VMMU_MMU_TDP && cfg->mmu != VMMU_MMU_SHADOW)
 		return VMMU_EINVAL;
 	if (cfg->mmu == VMMU_MMU_SHADOW &&
@@ -158,13 +188,99 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 		return VMMU_EINVAL;
 	if (cfg->max_vcpus < 1 || cfg->max_vcpus > VMMU_MAX_VCPUS)
 		return VMMU_EINVAL;
+	/* Bounded as KVM bounds it: each vCPU allocates its ring up front. */
 	if (cfg->dirty_ring_size &&
-	    (cfg->dirty_ring_size < DIRTY_RING_MIN || (cfg->dirty_ring_size & (cfg->dirty_ring_size - 1))))
+	    (cfg->dirty_ring_size < DIRTY_RING_MIN || cfg->dirty_ring_size > VMMU_DIRTY_RING_MAX_ENTRIES ||
+	     (cfg->dirty_ring_size & (cfg->dirty_ring_size - 1))))
 		return VMMU_EINVAL;
+	return private_config_check(cfg, &shared_mask);
+}
 
-	r = private_config_check(cfg, &shared_mask);
+VMMU_EXPORT int vmmu_vm_config_supported(const struct vmmu_vm_config *cfg)
+{
+	return vm_config_check(cfg);
+}
+
+/* ---- capabilities ---------------------------------------------------------- */
+
+/* 1 if the host kernel has a hugetlb pool of this page size (pages may still
+ * have to be reserved before a VMMU_BACKING_HUGETLB slot gets them). */
+static int host_hugetlb(const char *kb)
+{
+	char path[96];
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-%skB", kb);
+	return access(path, F_OK) == 0;
+}
+
+static int cap_hugetlb_2m(void)
+{
+	return host_hugetlb("2048");
+}
+
+static int cap_hugetlb_1g(void)
+{
+	return host_hugetlb("1048576");
+}
+
+static int cap_thp(void)
+{
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+	if (!f)
+		return 0;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
+}
+
+/* One line per capability: a constant, or a probe of the host. */
+static const struct {
+	uint32_t cap;
+	int value;
+	int (*probe)(void);
+} vmmu_caps[] = {
+	{ VMMU_CAP_TDP_EPT, 1, NULL },
+	{ VMMU_CAP_TDP_NPT, 1, NULL },
+	{ VMMU_CAP_TDP_5LEVEL, 1, NULL },
+	{ VMMU_CAP_SHADOW, 1, NULL },
+	{ VMMU_CAP_PML, 1, NULL },
+	{ VMMU_CAP_DIRTY_RING, VMMU_DIRTY_RING_MAX_ENTRIES, NULL },
+	{ VMMU_CAP_MANUAL_PROTECT, 1, NULL },
+	{ VMMU_CAP_EAGER_SPLIT, 1, NULL },
+	{ VMMU_CAP_HUGETLB_2M, 0, cap_hugetlb_2m },
+	{ VMMU_CAP_HUGETLB_1G, 0, cap_hugetlb_1g },
+	{ VMMU_CAP_THP, 0, cap_thp },
+	{ VMMU_CAP_MAX_VCPUS, VMMU_MAX_VCPUS, NULL },
+	{ VMMU_CAP_MAX_MEMSLOTS, VMMU_MAX_MEMSLOTS, NULL },
+	{ VMMU_CAP_ACCESS_NOWAIT, 1, NULL },
+	{ VMMU_CAP_NESTED, 1, NULL },
+	{ VMMU_CAP_PRIVATE_MEM, 1, NULL },
+};
+
+VMMU_EXPORT int vmmu_check_extension(uint32_t cap)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(vmmu_caps); i++)
+		if (vmmu_caps[i].cap == cap)
+			return vmmu_caps[i].probe ? vmmu_caps[i].probe() : vmmu_caps[i].value;
+	return 0;
+}
+
+VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
+{
+	struct vmmu_vm *vm;
+	uint64_t shared_mask;
+	int r;
+
+	if (!out)
+		return VMMU_EINVAL;
+	r = vm_config_check(cfg);
 	if (r)
 		return r;
+	/* Checked above; this derives the mask. */
+	(void)private_config_check(cfg, &shared_mask);
 
 	pthread_once(&membarrier_once, membarrier_init);
 	vmmu_rcu_thread_online();
@@ -172,7 +288,8 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return VMMU_ENOMEM;
-	vm->cfg = *cfg;
+	vm->cfg = *cfg;	/* the bytes this build knows; the rest were checked to be 0 */
+	vm->cfg.struct_size = sizeof(vm->cfg);
 	spte_fmt_init(&vm->fmt, cfg->tdp_format == VMMU_TDP_EPT, !(cfg->flags & VMMU_VM_AD_DISABLED));
 	vm->root_level = (int)cfg->tdp_levels;
 	vm->max_level = (cfg->flags & VMMU_VM_NO_HUGEPAGES) ? PG_LEVEL_4K : PG_LEVEL_1G;
@@ -215,6 +332,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	pthread_mutex_init(&vm->vcpus_lock, NULL);
 	pthread_mutex_init(&vm->ring_lock, NULL);
 	pthread_mutex_init(&vm->hostprot_lock, NULL);
+	inv_init(&vm->inv);
 	*out = vm;
 	return 0;
 }
@@ -235,7 +353,7 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	if (vm->root) {
 		struct tdp_root *root = vm->root;
 
-		vm->root = NULL;
+		__atomic_store_n(&vm->root, NULL, __ATOMIC_RELEASE);
 		tdp_mmu_put_root(vm, root);
 	}
 	/* The mirror goes only now (never on zap-all): TD teardown. */
@@ -259,6 +377,7 @@ VMMU_EXPORT void vmmu_vm_destroy(vmmu_vm *vm)
 	pthread_mutex_destroy(&vm->vcpus_lock);
 	pthread_mutex_destroy(&vm->ring_lock);
 	pthread_mutex_destroy(&vm->hostprot_lock);
+	inv_destroy(&vm->inv);
 	free(atomic_load(&vm->hostprot));
 	free((void *)vm->bug_reason);
 	free(vm);
@@ -325,8 +444,10 @@ VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx)
 	atomic_store_explicit(&vm->trace_fn, fn, memory_order_release);
 }
 
-VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
+VMMU_EXPORT int vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
 {
+	if (!vm || !out)
+		return VMMU_EINVAL;
 	memset(out, 0, sizeof(*out));
 	/* TDP leaves of the current root plus shadow leaves (shadow paging, or
 	 * the shadow EPT/NPT of nested guests). */
@@ -367,4 +488,5 @@ VMMU_EXPORT void vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out)
 	vmmu_rcu_read_lock();
 	out->memslot_generation = vm_memslots(vm)->generation;
 	vmmu_rcu_read_unlock();
+	return 0;
 }

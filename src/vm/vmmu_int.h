@@ -22,6 +22,7 @@
 
 #include "compiler.h"
 #include "cpu/tlb.h"
+#include "vm/invalidate.h"
 #include "vm/memslot.h"
 #include "mmu/pt_arena.h"
 #include "mmu/shadow/shadow_mmu.h"
@@ -94,6 +95,13 @@ struct vmmu_vcpu {
 	 */
 	_Atomic uint64_t mode;
 	_Atomic uint32_t requests;	/* [atomic] VCPU_REQ_* */
+	/*
+	 * (sequence << 1) | installing: odd while a fault of this vCPU checks
+	 * the open invalidations and installs SPTEs (under mmu_lock for read).
+	 * An invalidation that does not take mmu_lock for write waits out the
+	 * odd values it sees, as a remote flush waits out guest mode.
+	 */
+	_Atomic uint64_t install;
 
 	struct tdp_root *root;		/* [vcpu] TDP: ref held while loaded */
 	struct hw_root hw;		/* [vcpu] what the hardware walks (mmu_load sets it) */
@@ -176,7 +184,9 @@ struct vmmu_vm {
 	int max_level;			/* [const] largest leaf level allowed */
 
 	pthread_rwlock_t mmu_lock;
-	struct tdp_root *root;		/* [mmu_lock:W] current valid root, may be NULL */
+	/* [mmu_lock:W] current valid root, may be NULL; stored with release
+	 * (__atomic) for the lockless look of an invalidation (hostmem.c). */
+	struct tdp_root *root;
 	struct tdp_root *obsolete_roots;	/* [mmu_lock:W] invalid roots still referenced */
 	/* Tearing an obsolete root down: its leaves left the page counts when
 	 * it was obsoleted, so zapping them must not count again. */
@@ -200,17 +210,21 @@ struct vmmu_vm {
 	struct pt_arena arena;		/* own lock */
 
 	/*
-	 * Invalidation protocol (KVM's mmu_invalidate_seq): a fault samples
-	 * seq before faulting in the host page outside mmu_lock and installs
-	 * nothing if seq changed or an invalidation is in progress.  Both change
-	 * only with mmu_lock held for write.
+	 * Invalidation protocol (KVM's mmu_invalidate_seq, per range): a fault
+	 * samples the sequence before faulting in the host page outside
+	 * mmu_lock and installs nothing if an invalidation overlapping it is
+	 * open or has ended since.  Own lock + seqlock (invalidate.h).
 	 */
-	_Atomic uint64_t mmu_invalidate_seq;		/* [mmu_lock:W] */
-	_Atomic long mmu_invalidate_in_progress;	/* [mmu_lock:W] */
-	/* Union of the hva ranges being invalidated while in_progress > 0;
-	 * read by faults under the read lock. */
-	uintptr_t mmu_invalidate_range_start;		/* [mmu_lock:W] */
-	uintptr_t mmu_invalidate_range_end;		/* [mmu_lock:W] */
+	struct mmu_invalidate inv;
+	/*
+	 * Sections that remove translations of the current TDP root and flush
+	 * TLBs before they end (zaps, zap-all, invalidations that found
+	 * something): started and ended counts.  An invalidation that found
+	 * nothing mapped returns without mmu_lock only if no such section ran
+	 * meanwhile, since one may have zapped the range and not flushed yet
+	 * (hostmem.c, inv_range_unmapped).  [atomic]
+	 */
+	_Atomic uint64_t zap_sections_started, zap_sections_ended;
 
 	/* What the host allows on hva ranges (vmmu_set_host_protection). */
 	pthread_mutex_t hostprot_lock;
@@ -253,6 +267,13 @@ static inline bool vm_is_bugged(const struct vmmu_vm *vm)
 {
 	return atomic_load_explicit(&vm->bugged, memory_order_relaxed);
 }
+
+/*
+ * An input struct's struct_size against the size this build knows (vmmu.h,
+ * "ABI growth"): 0, VMMU_EINVAL (smaller than this build's, and not 0) or
+ * VMMU_ENOTSUP (larger, with non-zero bytes this build does not know).
+ */
+int vmmu_abi_check(const void *p, uint32_t struct_size, size_t size);
 
 /* ---- RCU ------------------------------------------------------------------ */
 /*
@@ -337,6 +358,9 @@ static inline void lockdep_assert_mmu_lock_held(struct vmmu_vm *vm) { (void)vm; 
 
 /* ---- vCPU requests -------------------------------------------------------- */
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req);
+/* Wait until each of vCPUs [0, n) whose counter was seen odd (in guest mode,
+ * or, with install, in an install section) has moved on. */
+void vcpus_wait_out(struct vmmu_vm *vm, unsigned int n, const uint64_t *seen, bool install);
 /* The vCPU this thread is driving inside a vCPU call, or NULL (vcpu_self_*). */
 extern __thread struct vmmu_vcpu *vmmu_self_vcpu;
 static inline struct vmmu_vcpu *vcpu_self_enter(struct vmmu_vcpu *v)
@@ -351,6 +375,48 @@ static inline void vcpu_self_exit(struct vmmu_vcpu *prev)
 	vmmu_self_vcpu = prev;
 }
 void vm_flush_remote_tlbs(struct vmmu_vm *vm);
+
+/*
+ * A fault's check of the open invalidations and its install are one install
+ * section.  The Dekker pair with inv_wait_installers(): the fault stores an
+ * odd value and then reads the invalidations; the invalidation publishes its
+ * range and then reads every vCPU's value.  With a full fence on each side,
+ * either the fault sees the range (and installs nothing) or the invalidation
+ * sees the fault in its section and waits until its SPTEs are in place,
+ * where its zap finds them.  A fault costs microseconds; the fence is noise.
+ */
+static inline void vcpu_install_begin(struct vmmu_vcpu *v)
+{
+	uint64_t m = atomic_load_explicit(&v->install, memory_order_relaxed);
+
+#ifdef VMMU_TSAN
+	atomic_store_explicit(&v->install, m + 1, memory_order_seq_cst);
+#else
+	atomic_store_explicit(&v->install, m + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
+static inline void vcpu_install_end(struct vmmu_vcpu *v)
+{
+	uint64_t m = atomic_load_explicit(&v->install, memory_order_relaxed);
+
+	/* Release: the SPTEs it installed are seen by whoever sees it end. */
+	atomic_store_explicit(&v->install, m + 1, memory_order_release);
+}
+
+/* See zap_sections_started: around every removal of current-root translations
+ * that flushes before it ends. */
+static inline void vm_zap_section_begin(struct vmmu_vm *vm)
+{
+	atomic_fetch_add_explicit(&vm->zap_sections_started, 1, memory_order_seq_cst);
+}
+
+static inline void vm_zap_section_end(struct vmmu_vm *vm)
+{
+	atomic_fetch_add_explicit(&vm->zap_sections_ended, 1, memory_order_release);
+}
+
 /* Remove the mappings of gfns [start, end) and flush; with invalidate, also
  * move mmu_invalidate_seq (a racing fault retries).  mmu_lock taken here. */
 void vm_zap_gfn_range(struct vmmu_vm *vm, uint64_t start, uint64_t end, bool invalidate);

@@ -94,6 +94,16 @@ void cli_describe_failure(char *buf, size_t len, int rc, const struct vmmu_exit 
 	case VMMU_EXIT_DIRTY_RING_FULL:
 		snprintf(buf, len, "dirty ring full exit");
 		break;
+	case VMMU_EXIT_NESTED:
+		snprintf(buf, len, "nested exit to L1 (kind %u, L2 gpa 0x%" PRIx64 ", qualification 0x%" PRIx64 ")",
+			 exit->u.nested.kind, exit->u.nested.gpa, exit->u.nested.qualification);
+		break;
+	case VMMU_EXIT_RETRY:
+		snprintf(buf, len, "retry exit (gpa 0x%" PRIx64 ", %s)", exit->u.retry.gpa,
+			 exit->u.retry.cause == VMMU_RETRY_MEMSLOT ? "memslot being changed"
+			 : exit->u.retry.cause == VMMU_RETRY_SELF ? "invalidation open on this thread"
+								  : "invalidation open");
+		break;
 	case VMMU_EXIT_NONE:
 		snprintf(buf, len, "exit without a reason");
 		break;

@@ -22,8 +22,10 @@ static int swalk_read(void *ctx, uint64_t gpa, unsigned int size, uint64_t *val)
 	const struct memslot *s = memslots_find_gfn(vm_memslots(w->v->vm), gpa >> 12);
 
 	/* Wait for a slot being deleted or moved, as a data page's fault does. */
-	if (s && (s->flags & MEMSLOT_INVALID))
+	if (s && (s->flags & MEMSLOT_INVALID)) {
+		w->bad_gpa = gpa;
 		return WALK_ABORT_RETRY;
+	}
 	if (shadow_guest_read(w->v->vm, gpa, size, val))
 		return WALK_ABORT_NOT_RAM;
 	return 0;
@@ -46,8 +48,10 @@ static int swalk_cmpxchg(void *ctx, uint64_t gpa, unsigned int size, uint64_t ol
 
 	if (!s)
 		return WALK_ABORT_NOT_RAM;
-	if (s->flags & MEMSLOT_INVALID)
+	if (s->flags & MEMSLOT_INVALID) {
+		w->bad_gpa = gpa;
 		return WALK_ABORT_RETRY;
+	}
 	hva = memslot_gfn_to_hva(s, gpa >> 12);
 	hostprot_uniform(hs, hva, 4096, &prot);
 	if (prot != VMMU_HOST_RW || (s->flags & VMMU_MEM_READONLY) ||
@@ -467,8 +471,10 @@ int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, u
 			out->gpa = w.bad_gpa;
 			return RET_PF_FAULT;
 		}
-		if (r == WALK_ABORT_RETRY)
+		if (r == WALK_ABORT_RETRY) {
+			out->gpa = w.bad_gpa;	/* the guest table's: what the access waits for */
 			return mmu_count_pf_result(v, RET_PF_RETRY);
+		}
 	}
 	out->gpa = wr.gpa;
 
@@ -497,6 +503,13 @@ int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, u
 	f = (struct sfetch){ .c = c, .gva = gva, .walk_access = walk_access, .wr = &wr, .pf = &pf, .out = out,
 			     .invalid = &invalid };
 	pthread_rwlock_wrlock(&vm->mmu_lock);
+	/*
+	 * The write lock orders this against shadow-paging invalidations; a
+	 * nested guest's fault on a TDP VM also needs the install section,
+	 * since an invalidation there checks for shadow pages without the
+	 * lock (vmmu_invalidate_range_begin).
+	 */
+	vcpu_install_begin(v);
 	if (!pf.is_mmio && mmu_invalidate_retry(vm, &pf)) {
 		r = RET_PF_RETRY;
 	} else if (!v->mmu_ready || c != v->sh.mmu || !shadow_roots_valid(v, c)) {
@@ -508,6 +521,7 @@ int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, u
 	} else {
 		r = fetch(v, &f);
 	}
+	vcpu_install_end(v);
 	shadow_commit_zap(vm, &invalid, f.flush);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 out:

@@ -440,6 +440,112 @@ bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start
 }
 
 /*
+ * The zap of an invalidation, under mmu_lock held for read (docs/mmu.md
+ * 10.1): faults elsewhere keep installing meanwhile, and none installs into
+ * [start, end) any more (the caller published the range and waited out every
+ * fault that checked before), so every SPTE here only loses value: exchanges
+ * by cmpxchg, re-read on failure (the hardware's A/D, the fast page fault,
+ * aging, another invalidation, or a fault outside the range splitting a huge
+ * leaf that covers both, whose child table is then entered).  An entry frozen
+ * by another thread's removal of its table is that thread's to account; its
+ * TLB flush may still be to come, so it counts as needing one here too.
+ * Tables of 4K leaves are swept in a plain loop, as in the dirty-log sweep.
+ */
+static bool zap_4k_leafs_shared(struct vmmu_vm *vm, uint64_t *pt, uint64_t gfn, unsigned int lo, unsigned int hi)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	bool flush = false;
+
+	for (unsigned int j = lo; j < hi; j++) {
+		uint64_t old = tdp_read_spte(&pt[j]);
+
+		for (;;) {
+			if (is_frozen_spte(old)) {
+				flush = true;
+				break;
+			}
+			if (!is_mmu_present_spte(old) && !is_mmio_spte(f, old))
+				break;
+			if (atomic_compare_exchange_strong_explicit(atomic_sptep(&pt[j]), &old, SPTE_NONPRESENT,
+								    memory_order_acq_rel, memory_order_acquire)) {
+				handle_changed_spte(vm, gfn + j, old, SPTE_NONPRESENT, PG_LEVEL_4K, true, false);
+				flush |= is_mmu_present_spte(old);
+				break;
+			}
+		}
+	}
+	return flush;
+}
+
+bool tdp_mmu_zap_leafs_shared(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+	bool flush = false;
+
+	for_each_tdp_pte_min_level(it, f, root->pt->spt, root->level, PG_LEVEL_2M, start, end) {
+		bool covered;
+
+retry:
+		if (is_frozen_spte(it.old_spte)) {
+			flush = true;
+			continue;
+		}
+		if (!is_mmu_present_spte(it.old_spte)) {
+			if (is_mmio_spte(f, it.old_spte) && tdp_mmu_set_spte_atomic(vm, &it, SPTE_NONPRESENT))
+				goto retry;
+			continue;
+		}
+		covered = it.gfn >= start && it.gfn + spte_level_pages(it.level) <= end;
+		if (covered || is_last_spte(f, it.old_spte, it.level)) {
+			/* A covered table goes whole; a partly covered huge page too. */
+			if (tdp_mmu_set_spte_atomic(vm, &it, SPTE_NONPRESENT))
+				goto retry;
+			flush = true;
+			continue;
+		}
+		if (it.level == PG_LEVEL_2M)
+			flush |= zap_4k_leafs_shared(vm, spte_to_child_pt(it.old_spte), it.gfn,
+						     it.gfn < start ? (unsigned int)(start - it.gfn) : 0,
+						     end - it.gfn < PT64_ENT_PER_PAGE ? (unsigned int)(end - it.gfn)
+										     : PT64_ENT_PER_PAGE);
+	}
+	return flush;
+}
+
+/*
+ * Lockless (RCU): the first gfn of [start, end) that may hold a translation
+ * (a present leaf, or an entry frozen by a removal in progress), or end.
+ * Empty tables do not count: they translate nothing.
+ */
+uint64_t tdp_mmu_first_mapped(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
+{
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_iter it;
+
+	for_each_tdp_pte_min_level(it, f, root->pt->spt, root->level, PG_LEVEL_2M, start, end) {
+		uint64_t *pt;
+		unsigned int lo, hi;
+
+		if (is_frozen_spte(it.old_spte) ||
+		    (is_mmu_present_spte(it.old_spte) && is_last_spte(f, it.old_spte, it.level)))
+			return it.gfn > start ? it.gfn : start;
+		if (!is_mmu_present_spte(it.old_spte) || it.level != PG_LEVEL_2M)
+			continue;
+		pt = spte_to_child_pt(it.old_spte);
+		lo = it.gfn < start ? (unsigned int)(start - it.gfn) : 0;
+		hi = end - it.gfn < PT64_ENT_PER_PAGE ? (unsigned int)(end - it.gfn) : PT64_ENT_PER_PAGE;
+		for (unsigned int j = lo; j < hi; j++) {
+			uint64_t spte = tdp_read_spte(&pt[j]);
+
+			if (is_frozen_spte(spte) || is_mmu_present_spte(spte))
+				return it.gfn + j;
+		}
+	}
+	return end;
+}
+
+/*
  * An atomic AND, not a store: hardware may be setting A/D and the fast page
  * fault may be setting W on this SPTE without mmu_lock.
  */
@@ -712,7 +818,9 @@ struct tdp_root *tdp_mmu_get_root(struct vmmu_vm *vm)
 		atomic_init(&root->refcount, 1);	/* the VM's */
 		atomic_init(&root->invalid, false);
 		atomic_fetch_add_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
-		vm->root = root;
+		/* Release: a lockless reader (an invalidation's look for
+		 * mappings) sees the root initialized. */
+		__atomic_store_n(&vm->root, root, __ATOMIC_RELEASE);
 	}
 	atomic_fetch_add(&root->refcount, 1);
 	pthread_rwlock_unlock(&vm->mmu_lock);
@@ -755,7 +863,7 @@ struct tdp_root *tdp_mmu_invalidate_root_locked(struct vmmu_vm *vm)
 	if (!old)
 		return NULL;
 	atomic_store_explicit(&old->invalid, true, memory_order_release);
-	vm->root = NULL;
+	__atomic_store_n(&vm->root, NULL, __ATOMIC_RELEASE);
 	old->next_obsolete = vm->obsolete_roots;
 	vm->obsolete_roots = old;
 	/* The page counts are the current root's mappings: none now.  (No fault

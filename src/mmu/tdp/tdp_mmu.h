@@ -49,6 +49,14 @@ int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault);
 /* mmu_lock held for write; returns whether a TLB flush is needed. */
 bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
 /*
+ * mmu_lock held for read, by an invalidation that published [start, end) and
+ * waited out the faults that checked before: returns whether a flush is
+ * needed.  Lockless (RCU): the first gfn of [start, end) that may hold a
+ * translation, or end.
+ */
+bool tdp_mmu_zap_leafs_shared(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
+uint64_t tdp_mmu_first_mapped(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
+/*
  * mmu_lock held for write: obsoletes the current root (KVM's zap_all_fast).
  * Every vCPU is asked to reload (and waited out of guest mode), so nobody
  * walks the old root when this returns; its contents are zapped when its
