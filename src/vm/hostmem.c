@@ -9,6 +9,7 @@
 
 #include "mmu/mmu.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "vm/trace.h"
 #include "vm/vmmu_int.h"
 
 /* Remove mappings of [start, end) and flush; mmu_lock taken here. */
@@ -34,8 +35,12 @@ void vm_zap_gfn_range(struct vmmu_vm *vm, uint64_t start, uint64_t end, bool inv
 
 void vm_zap_all(struct vmmu_vm *vm)
 {
+	struct vmmu_trace_event ev = { .kind = VMMU_TRACE_ZAP_ALL, .vcpu_id = VMMU_TRACE_NO_VCPU };
+	bool tracing = vm_tracing(vm);
 	struct tdp_root *old;
 
+	if (unlikely(tracing))
+		ev.ts_ns = vm_trace_now();
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
@@ -45,6 +50,10 @@ void vm_zap_all(struct vmmu_vm *vm)
 	vmmu_rcu_read_unlock();
 	if (old)
 		tdp_mmu_put_root(vm, old);
+	if (unlikely(tracing)) {
+		ev.dur_ns = vm_trace_now() - ev.ts_ns;
+		vm_trace(vm, &ev);
+	}
 }
 
 /* ---- host memory events ------------------------------------------------------ */
