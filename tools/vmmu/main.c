@@ -127,6 +127,13 @@ int main(int argc, char **argv)
 		if (!bench_exists(name))
 			return cli_usage_error("unknown benchmark '%s' (see 'vmmu bench list')",
 					       name);
+		if (o.sweep && !bench_sweep(name)) {
+			char which[200];
+
+			bench_list_sweeps(which, sizeof(which));
+			return cli_usage_error("--sweep: bench %s has no parameter to sweep; these do: %s", name,
+					       which);
+		}
 	}
 	rc = cli_check_opts(&o);
 	if (rc)
