@@ -178,6 +178,16 @@ check_keys "bench nested keys" roundtrip_ns_guest_mmu roundtrip_ns_single_mmu sp
 	roundtrip_ns_single_mmu_nvcpu_max nested_root_reuses
 check_rc 0 "bench nested npt 1 vcpu" "$VMMU" bench nested --reps 1 --tdp npt --vcpus 1 --json
 
+# README's synopsis lists every option --help documents.
+readme="$(dirname "$0")/../README.md"
+synopsis=$(sed -n '/^## The CLI/,/^`run demand`/p' "$readme")
+for opt in $("$VMMU" --help | sed -n 's/^  \(--[a-z-]*\).*/\1/p'); do
+	case "$synopsis" in
+	*"$opt"*) passed=$((passed + 1)) ;;
+	*) echo "FAIL: README's synopsis lacks $opt, which --help documents"; fail=$((fail + 1)) ;;
+	esac
+done
+
 # --sweep: one CSV row per value of the bench's parameter, the medians,
 # minima and maxima of each metric (tools/vmmu/sweep.h), results checked.
 check_csv() { # description file rows columns
