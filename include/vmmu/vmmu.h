@@ -616,8 +616,9 @@ enum vmmu_trace_kind {
 	 * gpa under TDP, the gva under shadow paging, the L2 gpa for a nested
 	 * guest's fault with VMMU_TRACE_F_NESTED), error_code, result (enum
 	 * vmmu_trace_pf_result: pf_fixed, pf_spurious, pf_retry count theirs),
-	 * fixed / spurious as result says, level (TDP, fixed: the level the
-	 * leaf was installed at), ts_ns and dur_ns (the fault's time in the MMU).
+	 * fixed / spurious as result says, level (TDP, fixed by the slow path:
+	 * the level the leaf was installed at), ts_ns and dur_ns (the fault's
+	 * time in the MMU).
 	 */
 	VMMU_TRACE_PAGE_FAULT = 2,
 	/*
