@@ -9,7 +9,7 @@ WOPT        = -DWERROR=$(if $(filter 0,$(WERROR)),OFF,ON)
 # compiles the project with both compilers (the other trees use cc = gcc).
 ASAN_CC    ?= $(shell command -v clang 2>/dev/null || echo cc)
 
-.PHONY: all deps build demo install check check-fast san clean
+.PHONY: all deps build demo install check check-fast san clean plots
 
 all: build
 
@@ -48,6 +48,18 @@ check: san
 # The plain tree only, no sanitizers.
 check-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The sweeps of docs/benchmarks.md, measured on this machine: the CSVs and
+# their pictures into docs/img/ (REPS=... for more repetitions).
+REPS       ?= 5
+SWEEPS      = vcpus cr3switch dirtylog
+plots: build
+	@./scripts/install-deps.sh --plots
+	mkdir -p docs/img
+	for b in $(SWEEPS); do \
+	  ./$(BUILD)/vmmu bench $$b --sweep --reps $(REPS) --csv docs/img/$$b.csv --json >/dev/null || exit 1; \
+	done
+	./scripts/plot-bench -o docs/img $(foreach b,$(SWEEPS),docs/img/$(b).csv)
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan

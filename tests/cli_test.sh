@@ -3,6 +3,7 @@
 # bad usage; `--json` prints exactly one JSON object carrying the documented keys.
 set -u
 VMMU="$1"
+case "$VMMU" in /*) ;; *) VMMU="$(pwd)/$VMMU" ;; esac	# some checks run elsewhere
 fail=0 passed=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -27,6 +28,9 @@ check_keys() { # description keys...  (plain sh: no JSON tool on a fresh machine
 	if ! grep -q '"ok": *true' "$tmp/out"; then
 		echo "FAIL: $what: ok is not true"; fail=$((fail + 1)); return
 	fi
+	if ! grep -q '^{"schema": [0-9][0-9]*, "vmmu_version": "[0-9][0-9.]*"' "$tmp/out"; then
+		echo "FAIL: $what: the object does not start with schema and vmmu_version"; fail=$((fail + 1)); return
+	fi
 	for k in "$@"; do
 		if ! grep -q "\"$k\": *[-0-9tfn\"]" "$tmp/out"; then
 			echo "FAIL: $what: key $k missing"; fail=$((fail + 1)); return
@@ -34,6 +38,50 @@ check_keys() { # description keys...  (plain sh: no JSON tool on a fresh machine
 	done
 	passed=$((passed + 1))
 }
+
+# --json errors: exactly one JSON object on stdout, ok false, the error in
+# words, the exit status the process returns; schema and version as always.
+check_json_error() { # want-rc description cmd...
+	want=$1; what=$2
+	check_rc "$@"
+	if [ "$(grep -c . "$tmp/out")" -ne 1 ] || ! grep -q '^{.*}$' "$tmp/out"; then
+		echo "FAIL: $what: stdout is not one JSON object:"; sed 's/^/  | /' "$tmp/out" | head -3
+		fail=$((fail + 1)); return
+	fi
+	for pat in '^{"schema": [0-9][0-9]*, "vmmu_version": "[0-9][0-9.]*"' '"ok": false' '"error": "[^"]' \
+		"\"exit_status\": $want[,}]"; do
+		if ! grep -q "$pat" "$tmp/out"; then
+			echo "FAIL: $what: no match for $pat in:"; sed 's/^/  | /' "$tmp/out"
+			fail=$((fail + 1)); return
+		fi
+	done
+	passed=$((passed + 1))
+}
+
+check_json_error 2 "json: unknown command" "$VMMU" frobnicate --json
+check_json_error 2 "json: unknown option before --json" "$VMMU" run --bogus --json
+check_json_error 2 "json: unknown option after --json" "$VMMU" bench --json demand --bogus
+check_json_error 2 "json: bad value" "$VMMU" run --json --mem 12Q
+check_json_error 2 "json: missing value" "$VMMU" run --json --vcpus
+check_json_error 2 "json: unknown scenario" "$VMMU" run nosuch --json
+check_json_error 2 "json: missing bench" "$VMMU" bench --json
+check_json_error 2 "json: option conflict" "$VMMU" run --mmu shadow --no-ad --json
+check_json_error 2 "json: scenario refuses options" "$VMMU" run paging --mem 64K --vcpus 4 --json
+check_json_error 2 "json: bench refuses options" "$VMMU" bench vcpus --vcpus 3 --json
+check_json_error 2 "json: --trace for bench" "$VMMU" bench demand --trace "$tmp/t.json" --json
+check_json_error 2 "json: --sweep for run" "$VMMU" run --sweep --json
+check_json_error 2 "json: --sweep without a parameter" "$VMMU" bench walk --sweep --json
+check_json_error 2 "json: --csv without --sweep" "$VMMU" bench vcpus --csv "$tmp/v.csv" --json
+check_json_error 1 "json: runtime error" "$VMMU" run --mem 16M --trace "$tmp/no/such/dir/t.json" --json
+check_rc 0 "run list json" "$VMMU" run list --json
+if ! grep -q '^{"schema": [0-9][0-9]*, "vmmu_version": "[^"]*", "demand": "' "$tmp/out"; then
+	echo "FAIL: run list json: want schema, vmmu_version, then the scenarios"; fail=$((fail + 1))
+fi
+check_rc 1 "runtime error, text" "$VMMU" run --mem 16M --trace "$tmp/no/such/dir/t.json"
+if [ -s "$tmp/out" ] || ! grep -q 'trace.*no/such/dir' "$tmp/err"; then
+	echo "FAIL: runtime error, text: want one line on stderr naming --trace, nothing on stdout"
+	fail=$((fail + 1))
+fi
 
 check_rc 2 "unknown command" "$VMMU" frobnicate
 check_rc 2 "unknown scenario" "$VMMU" run nosuch
@@ -147,6 +195,42 @@ check_rc 2 "run private shadow" "$VMMU" run private --mmu shadow
 check_rc 0 "bench private" "$VMMU" bench private --reps 1 --json
 check_keys "bench private keys" private_fault_ns shared_fault_ns private_overhead convert_4k_ns convert_2m_ns \
 	zap_all_ms violations verified
+
+# README's synopsis lists every option --help documents.
+readme="$(dirname "$0")/../README.md"
+synopsis=$(sed -n '/^## The CLI/,/^`run demand`/p' "$readme")
+for opt in $("$VMMU" --help | sed -n 's/^  \(--[a-z-]*\).*/\1/p'); do
+	case "$synopsis" in
+	*"$opt"*) passed=$((passed + 1)) ;;
+	*) echo "FAIL: README's synopsis lacks $opt, which --help documents"; fail=$((fail + 1)) ;;
+	esac
+done
+
+# --sweep: one CSV row per value of the bench's parameter, the medians,
+# minima and maxima of each metric (tools/vmmu/sweep.h), results checked.
+check_csv() { # description file rows columns
+	if [ ! -f "$2" ]; then
+		echo "FAIL: $1: no $2"; fail=$((fail + 1)); return
+	fi
+	got_rows=$(($(wc -l <"$2") - 1))
+	bad=$(awk -F, -v n="$4" 'NF != n' "$2" | head -1)
+	if [ "$got_rows" -ne "$3" ] || [ -n "$bad" ] || ! grep -q '_median,.*_min,.*_max' "$2"; then
+		echo "FAIL: $1: want a header and $3 rows of $4 columns:"; sed 's/^/  | /' "$2" | head -8
+		fail=$((fail + 1)); return
+	fi
+	passed=$((passed + 1))
+}
+check_rc 0 "bench vcpus sweep" "$VMMU" bench vcpus --sweep --reps 1 --mem 16M --vcpus 3 --csv "$tmp/vcpus.csv" --json
+check_keys "bench vcpus sweep keys" sweep sweep_values points csv first_touch_pages_per_s_vcpus3 scaling_ratio_vcpus2
+check_csv "bench vcpus sweep csv" "$tmp/vcpus.csv" 3 7
+check_rc 0 "bench cr3switch sweep" "$VMMU" bench cr3switch --sweep --reps 1 --csv "$tmp/cr3switch.csv" --json
+check_csv "bench cr3switch sweep csv" "$tmp/cr3switch.csv" 6 13
+check_rc 0 "bench dirtylog sweep" "$VMMU" bench dirtylog --sweep --reps 1 --mem 64M --csv "$tmp/dirtylog.csv" --json
+check_csv "bench dirtylog sweep csv" "$tmp/dirtylog.csv" 2 19
+# without --csv: NAME.csv in the current directory
+mkdir "$tmp/here"
+(cd "$tmp/here" && "$VMMU" bench vcpus --sweep --reps 1 --mem 16M --vcpus 2 >/dev/null 2>&1)
+check_csv "bench vcpus sweep default csv" "$tmp/here/vcpus.csv" 2 7
 
 echo "cli: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -821,13 +821,89 @@ VMMU_EXPORT int vmmu_vm_get_stats(vmmu_vm *vm, struct vmmu_vm_stats *out);
 VMMU_EXPORT int vmmu_vcpu_get_stats(vmmu_vcpu *vcpu, struct vmmu_vcpu_stats *out);
 
 /* ---- trace events ------------------------------------------------------------ */
+/*
+ * What the MMU does, event by event, for a tracer (KVM's kvm_mmu tracepoints).
+ * Each kind says which fields it fills; the others are 0.  Every event has
+ * kind, vcpu_id and ts_ns.  Counts match the statistics: over a run traced
+ * from vmmu_vm_create() on, the events of a kind equal the counter named.
+ */
 enum vmmu_trace_kind {
-	VMMU_TRACE_FAST_PAGE_FAULT = 1,	/* seed 002 patch 7 */
+	/*
+	 * The lockless fast page fault fixed the fault or found it fixed (seed
+	 * 002 patch 7): gpa (the fault address), error_code, fixed or spurious,
+	 * sptep, old_spte, new_spte.  fixed: pf_fast_fixed; spurious:
+	 * pf_fast_spurious.  Emitted inside the PAGE_FAULT it belongs to.
+	 */
+	VMMU_TRACE_FAST_PAGE_FAULT = 1,
+	/*
+	 * One fault handled by the MMU (pf_taken): gpa is the fault address (a
+	 * gpa under TDP, the gva under shadow paging, the L2 gpa for a nested
+	 * guest's fault with VMMU_TRACE_F_NESTED), error_code, result (enum
+	 * vmmu_trace_pf_result: pf_fixed, pf_spurious, pf_retry count theirs),
+	 * fixed / spurious as result says, level (TDP, fixed by the slow path:
+	 * the level the leaf was installed at), ts_ns and dur_ns (the fault's
+	 * time in the MMU).
+	 */
+	VMMU_TRACE_PAGE_FAULT = 2,
+	/*
+	 * Mappings of a gfn range went (memslot deletion or move, MMU-notifier
+	 * invalidation, host protection...): gpa and npages give the range,
+	 * count the SPTEs removed (TDP and shadow), dur_ns; mmu_lock held.
+	 * A TDP invalidation zaps under the read side, where count is an upper
+	 * bound (a concurrent invalidation's removals may be in it), and one
+	 * that finds its range unmapped zaps nothing and reports no event.
+	 */
+	VMMU_TRACE_ZAP_RANGE = 3,
+	/* Every mapping of the VM went (fast zap-all: roots made obsolete). */
+	VMMU_TRACE_ZAP_ALL = 4,
+	/*
+	 * A shadow page was zapped (shadow_pages_zapped): gpa is the guest table
+	 * it shadowed (the first gpa it maps, for a direct page), level its
+	 * level; mmu_lock held.
+	 */
+	VMMU_TRACE_SHADOW_PAGE_ZAP = 5,
+	/*
+	 * Remote TLB flush (remote_tlb_flushes): count is the VM's vCPUs, dur_ns
+	 * the time to request it and wait out the vCPUs in guest mode.
+	 */
+	VMMU_TRACE_REMOTE_TLB_FLUSH = 6,
+	/*
+	 * The vCPU loaded a root before entering the guest (mmu_reloads): level
+	 * the root's level, gpa the guest table it shadows (shadow paging:
+	 * CR3's; VMMU_TRACE_F_NESTED: L1's EPTP/nCR3), 0 for a TDP root;
+	 * flags VMMU_TRACE_F_SHADOW for a shadow root.
+	 */
+	VMMU_TRACE_ROOT_LOAD = 7,
+	/*
+	 * A switch of the guest's root table (MOV CR3, or L1's EPTP/nCR3 with
+	 * VMMU_TRACE_F_NESTED) under the shadow MMU: gpa the new table,
+	 * VMMU_TRACE_F_FAST when a cached root served it (root_fast_switches),
+	 * otherwise the root was dropped for a reload (root_slow_switches).
+	 */
+	VMMU_TRACE_ROOT_SWITCH = 8,
 };
+
+/* vmmu_trace_event.flags */
+#define VMMU_TRACE_F_FAST	(1u << 0)	/* ROOT_SWITCH: a cached root */
+#define VMMU_TRACE_F_SHADOW	(1u << 1)	/* shadow paging's MMU (or a nested guest's) */
+#define VMMU_TRACE_F_NESTED	(1u << 2)	/* a nested guest's MMU (guest_mmu: L1's EPT/NPT) */
+
+/* vmmu_trace_event.result of VMMU_TRACE_PAGE_FAULT */
+enum vmmu_trace_pf_result {
+	VMMU_TRACE_PF_FIXED = 1,	/* a mapping was installed */
+	VMMU_TRACE_PF_SPURIOUS,		/* it already allowed the access */
+	VMMU_TRACE_PF_RETRY,		/* lost a race or an invalidation: the access retries */
+	VMMU_TRACE_PF_EMULATE,		/* MMIO, read-only memory or a page-table store */
+	VMMU_TRACE_PF_GUEST_FAULT,	/* the guest's own tables fault (shadow paging, nested) */
+	VMMU_TRACE_PF_HOST_FAULT,	/* host memory unusable: a memory-fault exit */
+};
+
+/* vmmu_trace_event.vcpu_id of an event no vCPU's thread caused */
+#define VMMU_TRACE_NO_VCPU	UINT32_MAX
 
 struct vmmu_trace_event {
 	uint32_t kind;		/* enum vmmu_trace_kind */
-	uint32_t vcpu_id;
+	uint32_t vcpu_id;	/* the vCPU whose thread caused it, or VMMU_TRACE_NO_VCPU */
 	uint64_t gpa;
 	uint32_t error_code;	/* page-fault error code bits (P, W, ...) */
 	uint8_t spurious;	/* already fixed by someone else */
@@ -835,10 +911,28 @@ struct vmmu_trace_event {
 	const void *sptep;	/* the SPTE's address (identity only) */
 	uint64_t old_spte;
 	uint64_t new_spte;
+	/* Added after FAST_PAGE_FAULT alone, at the end so the above stays put. */
+	uint64_t ts_ns;		/* CLOCK_MONOTONIC when it happened (began, with dur_ns) */
+	uint64_t dur_ns;	/* how long it took, for the kinds that say so */
+	uint64_t npages;	/* ZAP_RANGE: 4K pages from gpa */
+	uint64_t count;		/* kind-specific (see the kind) */
+	uint32_t result;	/* PAGE_FAULT: enum vmmu_trace_pf_result */
+	uint32_t level;		/* PAGE_FAULT, ROOT_LOAD, SHADOW_PAGE_ZAP: 1 = 4K ... 5 */
+	uint32_t flags;		/* VMMU_TRACE_F_* */
 };
 
 typedef void (*vmmu_trace_fn)(void *ctx, const struct vmmu_trace_event *ev);
-/* Called synchronously on the vCPU's thread; NULL turns tracing off. */
+/*
+ * fn(ctx, ev) is called for every event until vmmu_set_trace(vm, NULL, NULL)
+ * turns tracing off; with tracing off the MMU pays one load per event site.
+ * The call is synchronous, on the thread that causes the event (a vCPU's,
+ * or a host thread calling vmmu_set_memslot(), an invalidation...), possibly
+ * with mmu_lock held and inside an RCU read-side section: fn must be quick,
+ * thread-safe, must not block for long and must never call into vmmu.  ev
+ * is valid during the call only.  Set or change the trace only while no
+ * other thread uses the VM: a change concurrent with events is not ordered
+ * against them (a call under way may see the old fn, or the new ctx).
+ */
 VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx);
 
 /*

@@ -8,6 +8,7 @@
 #include "mmu/tdp/tdp_mmu.h"
 #include "vm/attributes.h"
 #include "test_hook.h"
+#include "vm/trace.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -31,6 +32,12 @@ int mmu_load(struct vmmu_vcpu *v)
 	/* Nothing cached under the previous root may be used under this one. */
 	hw_tlb_flush(v);
 	STAT_INC(v->stat.mmu_reloads);
+	if (unlikely(vm_tracing(v->vm))) {
+		struct vmmu_trace_event ev = { .kind = VMMU_TRACE_ROOT_LOAD, .vcpu_id = v->id,
+					       .level = (uint32_t)v->root->level };
+
+		vm_trace(v->vm, &ev);
+	}
 	return 0;
 }
 
@@ -77,11 +84,30 @@ int mmu_count_pf_result(struct vmmu_vcpu *v, int r)
  * nested guests, which map L1 gfns too).  The shadow side costs nothing
  * while no shadow page maps anything (its loops skip slots without rmaps).
  */
-bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
+static bool __mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
 {
 	bool flush = shadow_zap_gfn_range(vm, start, end);
 
 	return (vm->root && tdp_mmu_zap_leafs(vm, vm->root, start, end)) || flush;
+}
+
+bool mmu_zap_gfn_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
+{
+	struct vmmu_trace_event ev;
+	uint64_t zapped;
+	bool flush;
+
+	if (likely(!vm_tracing(vm)))
+		return __mmu_zap_gfn_range_locked(vm, start, end);
+	/* Exact: every SPTE is zapped under the write side, which this holds. */
+	zapped = atomic_load_explicit(&vm->stat.zapped_sptes, memory_order_relaxed);
+	ev = (struct vmmu_trace_event){ .kind = VMMU_TRACE_ZAP_RANGE, .vcpu_id = VMMU_TRACE_NO_VCPU,
+					.gpa = start << 12, .npages = end - start, .ts_ns = vm_trace_now() };
+	flush = __mmu_zap_gfn_range_locked(vm, start, end);
+	ev.dur_ns = vm_trace_now() - ev.ts_ns;
+	ev.count = atomic_load_explicit(&vm->stat.zapped_sptes, memory_order_relaxed) - zapped;
+	vm_trace(vm, &ev);
+	return flush;
 }
 
 bool mmu_log_protect_range_locked(struct vmmu_vm *vm, gfn_t start, gfn_t end)
@@ -335,10 +361,9 @@ static bool page_fault_can_be_fast(const struct vmmu_vm *vm, const struct page_f
 void mmu_trace_fast_pf(struct vmmu_vcpu *v, uint64_t addr, uint32_t error_code, const uint64_t *sptep, uint64_t old,
 		       uint64_t new_spte, bool fixed)
 {
-	vmmu_trace_fn fn = atomic_load_explicit(&v->vm->trace_fn, memory_order_acquire);
 	struct vmmu_trace_event ev;
 
-	if (likely(!fn))
+	if (likely(!vm_tracing(v->vm)))
 		return;
 	ev = (struct vmmu_trace_event){
 		.kind = VMMU_TRACE_FAST_PAGE_FAULT,
@@ -351,7 +376,32 @@ void mmu_trace_fast_pf(struct vmmu_vcpu *v, uint64_t addr, uint32_t error_code, 
 		.old_spte = old,
 		.new_spte = new_spte,
 	};
-	fn(atomic_load_explicit(&v->vm->trace_ctx, memory_order_relaxed), &ev);
+	vm_trace(v->vm, &ev);
+}
+
+void mmu_trace_pf(struct vmmu_vcpu *v, uint64_t t0, uint64_t addr, uint32_t error_code, int r, int level,
+		  uint32_t flags)
+{
+	static const uint8_t result[] = {
+		[RET_PF_RETRY] = VMMU_TRACE_PF_RETRY,	     [RET_PF_EMULATE] = VMMU_TRACE_PF_EMULATE,
+		[RET_PF_FIXED] = VMMU_TRACE_PF_FIXED,	     [RET_PF_SPURIOUS] = VMMU_TRACE_PF_SPURIOUS,
+		[RET_PF_FAULT] = VMMU_TRACE_PF_HOST_FAULT, [RET_PF_GUEST_FAULT] = VMMU_TRACE_PF_GUEST_FAULT,
+	};
+	struct vmmu_trace_event ev = {
+		.kind = VMMU_TRACE_PAGE_FAULT,
+		.vcpu_id = v->id,
+		.gpa = addr,
+		.error_code = error_code,
+		.fixed = r == RET_PF_FIXED,
+		.spurious = r == RET_PF_SPURIOUS,
+		.ts_ns = t0,
+		.dur_ns = vm_trace_now() - t0,
+		.result = r >= 0 && (size_t)r < sizeof(result) ? result[r] : 0,
+		.level = r == RET_PF_FIXED && level > 0 ? (uint32_t)level : 0,
+		.flags = flags,
+	};
+
+	vm_trace(v->vm, &ev);
 }
 
 /*
@@ -473,7 +523,7 @@ static int tdp_tracked_write_fault(struct vmmu_vcpu *v, struct page_fault *fault
 	return r;
 }
 
-int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
+static int __mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
 {
 	struct vmmu_vm *vm = v->vm;
 	int r;
@@ -560,4 +610,17 @@ int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct p
 
 out:
 	return mmu_count_pf_result(v, r);
+}
+
+int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *fault)
+{
+	uint64_t t0;
+	int r;
+
+	if (likely(!vm_tracing(v->vm)))
+		return __mmu_page_fault(v, gpa, error_code, fault);
+	t0 = vm_trace_now();
+	r = __mmu_page_fault(v, gpa, error_code, fault);
+	mmu_trace_pf(v, t0, gpa, error_code, r, fault->goal_level, 0);
+	return r;
 }

@@ -90,6 +90,12 @@ int mmu_count_pf_result(struct vmmu_vcpu *v, int r);
 /* The fast_page_fault trace event (seed 002 patch 7). */
 void mmu_trace_fast_pf(struct vmmu_vcpu *v, uint64_t addr, uint32_t error_code, const uint64_t *sptep, uint64_t old,
 		       uint64_t new_spte, bool fixed);
+/*
+ * The PAGE_FAULT trace event of a fault that began at t0 (vm_trace_now())
+ * and returned r (RET_PF_*); level: where a fixed fault mapped, or 0.
+ */
+void mmu_trace_pf(struct vmmu_vcpu *v, uint64_t t0, uint64_t addr, uint32_t error_code, int r, int level,
+		  uint32_t flags);
 /* Under mmu_lock (TDP: inside the vCPU's install section, vcpu_install_begin):
  * an invalidation of the mapping's hva range is open or raced with the
  * fault's host fault-in. */

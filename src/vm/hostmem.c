@@ -11,6 +11,7 @@
 #include "mmu/tdp/tdp_mmu.h"
 #include "test_hook.h"
 #include "vm/attributes.h"
+#include "vm/trace.h"
 #include "vm/vmmu_int.h"
 
 /* Remove mappings of [start, end) and flush; mmu_lock taken here. */
@@ -38,8 +39,12 @@ void vm_zap_gfn_range(struct vmmu_vm *vm, uint64_t start, uint64_t end, bool inv
 
 void vm_zap_all(struct vmmu_vm *vm)
 {
+	struct vmmu_trace_event ev = { .kind = VMMU_TRACE_ZAP_ALL, .vcpu_id = VMMU_TRACE_NO_VCPU };
+	bool tracing = vm_tracing(vm);
 	struct tdp_root *old;
 
+	if (unlikely(tracing))
+		ev.ts_ns = vm_trace_now();
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	vm_zap_section_begin(vm);
@@ -51,6 +56,10 @@ void vm_zap_all(struct vmmu_vm *vm)
 	vmmu_rcu_read_unlock();
 	if (old)
 		tdp_mmu_put_root(vm, old);
+	if (unlikely(tracing)) {
+		ev.dur_ns = vm_trace_now() - ev.ts_ns;
+		vm_trace(vm, &ev);
+	}
 }
 
 /* ---- host memory events ------------------------------------------------------ */
@@ -61,6 +70,29 @@ enum hva_zap {
 	HVA_ZAP_TDP_SHARED,	/* read lock: the TDP root only, by cmpxchg */
 	HVA_ZAP_SHADOW,		/* write lock: shadow pages only (a nested guest's) */
 };
+
+/*
+ * The read-side zap of an invalidation, as a ZAP_RANGE event when tracing.
+ * Its count is the VM's zapped SPTEs meanwhile: under the read lock another
+ * invalidation's zap beside it may add to them, so it is an upper bound.
+ */
+static bool zap_tdp_shared_traced(struct vmmu_vm *vm, uint64_t gs, uint64_t ge)
+{
+	struct vmmu_trace_event ev;
+	uint64_t zapped;
+	bool flush;
+
+	if (likely(!vm_tracing(vm)))
+		return tdp_mmu_zap_leafs_shared(vm, vm->root, gs, ge);
+	zapped = atomic_load_explicit(&vm->stat.zapped_sptes, memory_order_relaxed);
+	ev = (struct vmmu_trace_event){ .kind = VMMU_TRACE_ZAP_RANGE, .vcpu_id = VMMU_TRACE_NO_VCPU,
+					.gpa = gs << 12, .npages = ge - gs, .ts_ns = vm_trace_now() };
+	flush = tdp_mmu_zap_leafs_shared(vm, vm->root, gs, ge);
+	ev.dur_ns = vm_trace_now() - ev.ts_ns;
+	ev.count = atomic_load_explicit(&vm->stat.zapped_sptes, memory_order_relaxed) - zapped;
+	vm_trace(vm, &ev);
+	return flush;
+}
 
 /*
  * Zap every gfn whose hva lies in [hs, he): with mmu_lock held for write, or
@@ -87,7 +119,7 @@ static bool zap_hva_range(struct vmmu_vm *vm, uintptr_t hs, uintptr_t he, enum h
 			 * into the range any more): zap from the first mapping. */
 			gs = vm->root ? tdp_mmu_first_mapped(vm, vm->root, gs, ge) : ge;
 			if (gs < ge)
-				flush |= tdp_mmu_zap_leafs_shared(vm, vm->root, gs, ge);
+				flush |= zap_tdp_shared_traced(vm, gs, ge);
 		} else if (how == HVA_ZAP_SHADOW) {
 			flush |= shadow_zap_gfn_range(vm, gs, ge);
 		} else {

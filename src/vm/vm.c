@@ -15,6 +15,7 @@
 #include "mmu/tdp/mirror.h"
 #include "mmu/tdp/tdp_mmu.h"
 #include "vm/attributes.h"
+#include "vm/trace.h"
 #include "vm/vcpu.h"
 #include "vm/vmmu_int.h"
 
@@ -97,8 +98,19 @@ void vcpus_wait_out(struct vmmu_vm *vm, unsigned int n, const uint64_t *seen, bo
 
 void vm_flush_remote_tlbs(struct vmmu_vm *vm)
 {
+	struct vmmu_trace_event ev;
+
 	VM_STAT_ADD(vm->stat.remote_tlb_flushes, 1);
+	if (likely(!vm_tracing(vm))) {
+		vm_make_all_vcpus_request(vm, VCPU_REQ_TLB_FLUSH);
+		return;
+	}
+	ev = (struct vmmu_trace_event){ .kind = VMMU_TRACE_REMOTE_TLB_FLUSH, .vcpu_id = VMMU_TRACE_NO_VCPU,
+					.ts_ns = vm_trace_now(),
+					.count = atomic_load_explicit(&vm->nr_vcpus, memory_order_acquire) };
 	vm_make_all_vcpus_request(vm, VCPU_REQ_TLB_FLUSH);
+	ev.dur_ns = vm_trace_now() - ev.ts_ns;
+	vm_trace(vm, &ev);
 }
 
 /* ---- VM ----------------------------------------------------------------- */
@@ -433,6 +445,20 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
 	return r;
+}
+
+void vm_trace(struct vmmu_vm *vm, struct vmmu_trace_event *ev)
+{
+	vmmu_trace_fn fn = atomic_load_explicit(&vm->trace_fn, memory_order_acquire);
+	struct vmmu_vcpu *self = vmmu_self_vcpu;
+
+	if (!fn)
+		return;
+	if (!ev->ts_ns)
+		ev->ts_ns = vm_trace_now();
+	if (ev->vcpu_id == VMMU_TRACE_NO_VCPU && self && self->vm == vm)
+		ev->vcpu_id = self->id;
+	fn(atomic_load_explicit(&vm->trace_ctx, memory_order_relaxed), ev);
 }
 
 VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx)

@@ -32,6 +32,7 @@
 #include "env.h"
 #include "guest.h"
 #include "registry.h"
+#include "sweep.h"
 
 #define CS_MAX_SPACES		6u
 #define CS_PAGES		16u	/* pages each address space maps (and touches) */
@@ -286,6 +287,75 @@ static bool cs_timed(struct cs_vm *c, double *ns, char *err, size_t err_len)
 	return true;
 }
 
+/*
+ * --sweep: P = 1 .. CS_MAX_SPACES address spaces, each with the previous
+ * roots cache (CS_PREV_ROOTS) and without it: one curve falls off where P
+ * passes the cache, the other pays a slow switch from P = 2 on.
+ */
+static int bench_cr3switch_sweep(const struct cli_opts *o)
+{
+	/* "3" is CS_PREV_ROOTS */
+	static const char *const metrics[] = { "switch_3_prev_roots_ns", "switch_0_prev_roots_ns",
+					       "slow_share_3_prev_roots_ratio", "slow_share_0_prev_roots_ratio" };
+	_Static_assert(CS_PREV_ROOTS == 3, "the metrics' names say 3 previous roots");
+	static double ns[2 * CS_MAX_SPACES][CLI_MAX_REPS];
+	unsigned int reps = cli_reps(o), nr = 2 * CS_MAX_SPACES;
+	struct cs_conf confs[2 * CS_MAX_SPACES];
+	struct cs_vm c[2 * CS_MAX_SPACES];
+	uint64_t seed = o->seed ^ 0xc3c3c3;
+	char err[256] = "";
+	struct sweep sw;
+	struct report r;
+	bool ok = false;
+
+	memset(c, 0, sizeof(c));
+	memset(confs, 0, sizeof(confs));
+	sweep_init(&sw, "cr3switch", "address_spaces", metrics, 4);
+	report_init(&r);
+	report_str(&r, "benchmark", "cr3switch");
+	report_str(&r, "mmu", "shadow");
+	report_u64(&r, "reps", reps);
+	report_u64(&r, "switches_per_rep", CS_SWITCHES);
+	report_u64(&r, "prev_roots", CS_PREV_ROOTS);
+	/* k = 2 (P - 1) with the cache, 2 (P - 1) + 1 without */
+	for (unsigned int k = 0; k < nr; k++) {
+		confs[k].spaces = k / 2 + 1;
+		confs[k].prev_roots = k & 1 ? 0 : CS_PREV_ROOTS;
+		if (cs_vm_create(&c[k], &confs[k], seed, err, sizeof(err)) ||
+		    !cs_run(&c[k], 4ull * confs[k].spaces * CS_PAGES, err, sizeof(err)))
+			goto out;
+	}
+	for (unsigned int rep = 0; rep < reps; rep++)
+		for (unsigned int j = 0; j < nr; j++) {
+			unsigned int k = (rep + j) % nr;
+
+			if (!cs_timed(&c[k], &ns[k][rep], err, sizeof(err)))
+				goto out;
+		}
+	for (unsigned int k = 0; k < nr; k++)
+		if (!env_vm_healthy(c[k].vm, err, sizeof(err)))
+			goto out;
+	for (unsigned int p = 1; p <= CS_MAX_SPACES; p++) {
+		unsigned int row = sweep_row(&sw, p), k = 2 * (p - 1);
+		/* the share of switches that dropped the root, over all repetitions
+		 * (P = 1 never switches: none dropped) */
+		double slow = (double)c[k].slow / (double)(c[k].fast + c[k].slow ? c[k].fast + c[k].slow : 1);
+		double slow_noprev = (double)c[k + 1].slow /
+				     (double)(c[k + 1].fast + c[k + 1].slow ? c[k + 1].fast + c[k + 1].slow : 1);
+
+		sweep_set(&sw, row, 0, ns[k], reps);
+		sweep_set(&sw, row, 1, ns[k + 1], reps);
+		sweep_set(&sw, row, 2, &slow, 1);
+		sweep_set(&sw, row, 3, &slow_noprev, 1);
+	}
+	ok = !sweep_write_csv(&sw, o, err, sizeof(err));
+out:
+	for (unsigned int k = 0; k < nr; k++)
+		cs_vm_destroy(&c[k]);
+	sweep_report(&sw, &r);
+	return report_finish(&r, o, ok, err);
+}
+
 static int bench_cr3switch_run(const struct cli_opts *o)
 {
 	static double ns[CS_NR_CONFS][CLI_MAX_REPS];
@@ -297,6 +367,8 @@ static int bench_cr3switch_run(const struct cli_opts *o)
 	struct report r;
 	bool ok = false;
 
+	if (o->sweep)
+		return bench_cr3switch_sweep(o);
 	memset(c, 0, sizeof(c));
 	report_init(&r);
 	report_str(&r, "benchmark", "cr3switch");
@@ -374,4 +446,5 @@ const struct tool_entry bench_cr3switch = {
 	.name = "cr3switch",
 	.desc = "shadow paging: ns per PCID CR3 switch + read over 1..6 address spaces",
 	.run = bench_cr3switch_run,
+	.sweep = "address spaces",
 };

@@ -16,6 +16,7 @@
 
 #include "env.h"
 #include "registry.h"
+#include "sweep.h"
 
 #define DIRTYLOG_ITERATIONS		3u
 #define DIRTYLOG_TARGET_GET_CLEAR	1.0	/* ms per GiB of guest memory */
@@ -101,6 +102,106 @@ out:
 	return ok ? 0 : -1;
 }
 
+/*
+ * --sweep: the same runs over memory sizes, halving from --mem down to 32M
+ * (six sizes at most; every size a multiple of the host page).  Per GiB
+ * numbers that stay flat mean costs linear in the slot's size.  Each
+ * repetition measures every size, in a rotated order, in both VM kinds.
+ */
+#define DIRTYLOG_SWEEP_MIN	(UINT64_C(32) << 20)
+#define DIRTYLOG_SWEEP_POINTS	6u
+
+enum { DL_ENABLE, DL_DIRTY, DL_GET, DL_CLEAR, DL_DEFAULT_GET, DL_DISABLE, DL_NR_METRICS };
+
+static int bench_dirtylog_sweep(const struct cli_opts *o)
+{
+	static const char *const metrics[DL_NR_METRICS] = {
+		"enable_ms_per_gib", "dirty_ns_per_page", "get_ms_per_gib", "clear_ms_per_gib",
+		"default_get_ms_per_gib", "disable_ms_per_gib",
+	};
+	unsigned int nr_vcpus = o->vcpus_set ? o->vcpus : CLI_DEFAULT_VCPUS, reps = cli_reps(o), nr = 0;
+	uint64_t sizes[DIRTYLOG_SWEEP_POINTS], *bm;
+	double *v[DL_NR_METRICS];
+	char err[256] = "";
+	struct sweep sw;
+	struct report r;
+	bool ok = true;
+
+	for (uint64_t m = o->mem_bytes; nr < DIRTYLOG_SWEEP_POINTS && m >= DIRTYLOG_SWEEP_MIN && !(m % o->host_page);
+	     m /= 2)
+		sizes[nr++] = m;
+	if (!nr)
+		return cli_usage_error("--mem %llu bytes: the dirtylog sweep starts at 32M",
+				       (unsigned long long)o->mem_bytes);
+	/* ascending, as the CSV's rows */
+	for (unsigned int i = 0; i < nr / 2; i++) {
+		uint64_t t = sizes[i];
+
+		sizes[i] = sizes[nr - 1 - i];
+		sizes[nr - 1 - i] = t;
+	}
+	sweep_init(&sw, "dirtylog", "mem_mib", metrics, DL_NR_METRICS);
+	report_init(&r);
+	report_str(&r, "benchmark", "dirtylog");
+	report_u64(&r, "reps", reps);
+	report_u64(&r, "iterations", DIRTYLOG_ITERATIONS);
+	report_config(&r, o, nr_vcpus, o->mem_bytes);
+
+	bm = calloc((o->mem_bytes / CLI_PAGE_SIZE + 63) / 64, sizeof(*bm));
+	/* per size and repetition: one sample of each metric (the iterations' median) */
+	v[0] = calloc((size_t)DL_NR_METRICS * nr * reps, sizeof(double));
+	if (!bm || !v[0]) {
+		free(bm);
+		free(v[0]);
+		return report_finish(&r, o, false, "out of memory");
+	}
+	for (unsigned int m = 1; m < DL_NR_METRICS; m++)
+		v[m] = v[m - 1] + (size_t)nr * reps;
+	for (unsigned int rep = 0; rep < reps && ok; rep++) {
+		for (unsigned int j = 0; j < nr && ok; j++) {
+			unsigned int k = (rep + j) % nr;
+			size_t at = (size_t)k * reps + rep;
+			struct cli_opts so = *o;
+			struct dirtylog_run run[2];
+			double it[2][DIRTYLOG_ITERATIONS];
+			uint64_t mem = sizes[k], pages = mem / CLI_PAGE_SIZE;
+
+			so.mem_bytes = mem;
+			for (unsigned int manual = 0; manual < 2 && ok; manual++)
+				ok = !dirtylog_once(&so, manual, nr_vcpus, o->seed + rep * 16, bm, &run[manual], err,
+						    sizeof(err));
+			if (!ok)
+				break;
+			v[DL_ENABLE][at] = ms_per_gib(run[1].enable, mem);
+			v[DL_DISABLE][at] = ms_per_gib(run[1].disable, mem);
+			for (unsigned int i = 0; i < DIRTYLOG_ITERATIONS; i++) {
+				it[0][i] = (double)run[1].dirty[i] / (double)pages;
+				it[1][i] = ms_per_gib(run[0].get[i], mem);
+			}
+			v[DL_DIRTY][at] = cli_median(it[0], DIRTYLOG_ITERATIONS);
+			v[DL_DEFAULT_GET][at] = cli_median(it[1], DIRTYLOG_ITERATIONS);
+			for (unsigned int i = 0; i < DIRTYLOG_ITERATIONS; i++) {
+				it[0][i] = ms_per_gib(run[1].get[i], mem);
+				it[1][i] = ms_per_gib(run[1].clear[i], mem);
+			}
+			v[DL_GET][at] = cli_median(it[0], DIRTYLOG_ITERATIONS);
+			v[DL_CLEAR][at] = cli_median(it[1], DIRTYLOG_ITERATIONS);
+		}
+	}
+	free(bm);
+	for (unsigned int k = 0; k < nr && ok; k++) {
+		unsigned int row = sweep_row(&sw, sizes[k] >> 20);
+
+		for (unsigned int m = 0; m < DL_NR_METRICS; m++)
+			sweep_set(&sw, row, m, &v[m][(size_t)k * reps], reps);
+	}
+	free(v[0]);
+	if (ok && sweep_write_csv(&sw, o, err, sizeof(err)))
+		ok = false;
+	sweep_report(&sw, &r);
+	return report_finish(&r, o, ok, err);
+}
+
 static int bench_dirtylog_run(const struct cli_opts *o)
 {
 	unsigned int nr_vcpus = o->vcpus_set ? o->vcpus : CLI_DEFAULT_VCPUS;
@@ -113,6 +214,8 @@ static int bench_dirtylog_run(const struct cli_opts *o)
 	struct report r;
 	bool ok = true;
 
+	if (o->sweep)
+		return bench_dirtylog_sweep(o);
 	report_init(&r);
 	report_str(&r, "benchmark", "dirtylog");
 	report_u64(&r, "reps", reps);
@@ -183,4 +286,5 @@ const struct tool_entry bench_dirtylog = {
 	.name = "dirtylog",
 	.desc = "ms per GiB to enable, harvest (get, clear) and disable dirty logging",
 	.run = bench_dirtylog_run,
+	.sweep = "memory size",
 };

@@ -10,8 +10,78 @@
 
 #include "env.h"
 #include "registry.h"
+#include "sweep.h"
 
 #define TARGET_SCALING			1.7
+#define SWEEP_MAX_DEFAULT		16u	/* vCPUs, when --vcpus does not say */
+
+/*
+ * --sweep: first touch with 1, 2, ... N vCPUs (every count up to 8, then
+ * doubling), N from --vcpus or twice the host's CPUs, so the curve shows
+ * where the host runs out of cores.  In each repetition every count runs
+ * once, in a rotated order; scaling is each repetition's rate over its own
+ * 1-vCPU rate.
+ */
+static int bench_vcpus_sweep(const struct cli_opts *o)
+{
+	static const char *const metrics[] = { "first_touch_pages_per_s", "scaling_ratio" };
+	unsigned int reps = cli_reps(o), n_max = o->vcpus, counts[SWEEP_MAX_ROWS], nr = 0;
+	uint64_t mem = o->mem_bytes;
+	double *pps = NULL, *ratio;
+	char err[256] = "";
+	struct sweep sw;
+	struct report r;
+	bool ok = true;
+
+	if (!o->vcpus_set) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n_max = cpus > 1 ? 2u * (unsigned int)cpus : 2u;
+		if (n_max > SWEEP_MAX_DEFAULT)
+			n_max = SWEEP_MAX_DEFAULT;
+	}
+	for (unsigned int n = 1; n <= n_max && nr < SWEEP_MAX_ROWS - 1; n = n < 8 ? n + 1 : 2 * n)
+		counts[nr++] = n;
+	if (counts[nr - 1] != n_max)
+		counts[nr++] = n_max;
+	if (mem / CLI_PAGE_SIZE < n_max)
+		return cli_usage_error("--mem %llu bytes is fewer pages than the %u vCPUs of the sweep",
+				       (unsigned long long)mem, n_max);
+
+	sweep_init(&sw, "vcpus", "vcpus", metrics, 2);
+	report_init(&r);
+	report_str(&r, "benchmark", "vcpus");
+	report_u64(&r, "reps", reps);
+	report_config(&r, o, n_max, mem);
+	report_u64(&r, "pages", mem / CLI_PAGE_SIZE);
+
+	pps = calloc((size_t)nr * reps * 2, sizeof(double));
+	if (!pps)
+		return report_finish(&r, o, false, "out of memory");
+	ratio = pps + (size_t)nr * reps;
+	for (unsigned int rep = 0; rep < reps && ok; rep++) {
+		for (unsigned int j = 0; j < nr && ok; j++) {
+			unsigned int k = (rep + j) % nr;
+			struct pass_result pr;
+
+			ok = !env_demand_pass(o, counts[k], mem, false, false, &pr, err, sizeof(err));
+			pps[k * reps + rep] = pr.first_touch_ns ? pr.pages * 1e9 / pr.first_touch_ns : 0.0;
+		}
+		for (unsigned int k = 0; k < nr && ok; k++)
+			ratio[k * reps + rep] = pps[k * reps + rep] / pps[rep];
+	}
+	for (unsigned int k = 0; k < nr && ok; k++) {
+		unsigned int row = sweep_row(&sw, counts[k]);
+
+		sweep_set(&sw, row, 0, &pps[k * reps], reps);
+		sweep_set(&sw, row, 1, &ratio[k * reps], reps);
+	}
+	free(pps);
+	if (ok && sweep_write_csv(&sw, o, err, sizeof(err)))
+		ok = false;
+	sweep_report(&sw, &r);
+	return report_finish(&r, o, ok, err);
+}
 
 static int bench_vcpus_run(const struct cli_opts *o)
 {
@@ -26,6 +96,8 @@ static int bench_vcpus_run(const struct cli_opts *o)
 	struct report r;
 	bool ok = true;
 
+	if (o->sweep)
+		return bench_vcpus_sweep(o);
 	if (o->vcpus_set && o->vcpus != 2)
 		return cli_usage_error("bench vcpus always compares 1 and 2 vCPUs; drop --vcpus");
 
@@ -115,4 +187,5 @@ const struct tool_entry bench_vcpus = {
 	.name = "vcpus",
 	.desc = "first-touch pages/s of 1 vCPU vs 2 vCPUs on disjoint halves",
 	.run = bench_vcpus_run,
+	.sweep = "vcpus",
 };

@@ -23,18 +23,62 @@ static const char usage_synopsis[] =
 	"       vmmu bench list\n"
 	"       vmmu --help | --version\n";
 
+static bool json_errors;	/* --json was given */
+static bool json_printed;	/* stdout has its object */
+
+void cli_set_json_errors(bool on)
+{
+	json_errors = on;
+}
+
+bool cli_json_printed(void)
+{
+	return json_printed;
+}
+
+void cli_json_error(int exit_status, const char *msg)
+{
+	struct report r;
+
+	if (!json_errors || json_printed)
+		return;
+	report_init(&r);
+	report_bool(&r, "ok", false);
+	report_str(&r, "error", msg);
+	report_u64(&r, "exit_status", (uint64_t)exit_status);
+	report_print_json(&r, stdout);
+}
+
+/* The message on stderr as "vmmu: MSG", and as the JSON error. */
+static void error_line(int exit_status, const char *fmt, va_list ap)
+{
+	char msg[512];	/* the JSON object keeps REPORT_VAL_LEN of it */
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	fprintf(stderr, "vmmu: %s\n", msg);
+	cli_json_error(exit_status, msg);
+}
+
 int cli_usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("vmmu: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	error_line(CLI_EXIT_USAGE, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	fputs(usage_synopsis, stderr);
 	fputs("Try 'vmmu --help' for more information.\n", stderr);
 	return CLI_EXIT_USAGE;
+}
+
+int cli_runtime_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	error_line(CLI_EXIT_FAIL, fmt, ap);
+	va_end(ap);
+	return CLI_EXIT_FAIL;
 }
 
 void cli_print_usage(FILE *f)
@@ -371,7 +415,7 @@ void report_null(struct report *r, const char *key)
 	snprintf(it->val, sizeof(it->val), "null");
 }
 
-static void json_string(FILE *f, const char *s)
+void cli_json_string(FILE *f, const char *s)
 {
 	const unsigned char *p;
 
@@ -404,19 +448,23 @@ void report_print_json(const struct report *r, FILE *f)
 {
 	unsigned i;
 
-	fputc('{', f);
+	/* what a script checks first: which contract, which library */
+	fprintf(f, "{\"schema\": %d, \"vmmu_version\": ", CLI_JSON_SCHEMA);
+	cli_json_string(f, vmmu_version());
 	for (i = 0; i < r->n; i++) {
 		const struct report_item *it = &r->items[i];
 
-		fputs(i ? ", " : "", f);
-		json_string(f, it->key);
+		fputs(", ", f);
+		cli_json_string(f, it->key);
 		fputs(": ", f);
 		if (it->kind == REPORT_STR)
-			json_string(f, it->val);
+			cli_json_string(f, it->val);
 		else
 			fputs(it->val, f);
 	}
 	fputs("}\n", f);
+	if (f == stdout)
+		json_printed = true;
 }
 
 void report_print_text(const struct report *r, FILE *f)
@@ -463,6 +511,19 @@ void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs)
 	report_u64(r, "exits", vs->exits);
 }
 
+void report_mmu_counters(struct report *r, const struct vmmu_vcpu_stats *vs, const struct vmmu_vm_stats *ms)
+{
+	report_fault_stats(r, vs);
+	report_u64(r, "pf_fast_fixed", vs->pf_fast_fixed);
+	report_u64(r, "pf_fast_spurious", vs->pf_fast_spurious);
+	report_u64(r, "mmu_reloads", vs->mmu_reloads);
+	report_u64(r, "root_fast_switches", vs->root_fast_switches);
+	report_u64(r, "root_slow_switches", vs->root_slow_switches);
+	report_u64(r, "remote_tlb_flushes", ms->remote_tlb_flushes);
+	report_u64(r, "zapped_sptes", ms->zapped_sptes);
+	report_u64(r, "shadow_pages_zapped", ms->shadow_pages_zapped);
+}
+
 int report_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err)
 {
 	if (!ok)
@@ -504,6 +565,9 @@ enum opt_id {
 	OPT_REPS,
 	OPT_GUEST,
 	OPT_JSON,
+	OPT_TRACE,
+	OPT_SWEEP,
+	OPT_CSV,
 };
 
 static const struct {
@@ -524,6 +588,9 @@ static const struct {
 	{ "--reps", OPT_REPS, true },
 	{ "--guest", OPT_GUEST, true },
 	{ "--json", OPT_JSON, false },
+	{ "--trace", OPT_TRACE, true },
+	{ "--sweep", OPT_SWEEP, false },
+	{ "--csv", OPT_CSV, true },
 };
 
 #define NR_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -622,6 +689,25 @@ static int set_opt(enum cli_cmd cmd, struct cli_opts *o, const char *opt, enum o
 	case OPT_JSON:
 		o->json = true;
 		break;
+	case OPT_TRACE:
+		if (cmd != CLI_CMD_RUN)
+			return cli_usage_error("%s applies to 'vmmu run' only", opt);
+		if (!val[0])
+			return cli_usage_error("%s needs a file name", opt);
+		o->trace_path = val;
+		break;
+	case OPT_SWEEP:
+		if (cmd != CLI_CMD_BENCH)
+			return cli_usage_error("%s applies to 'vmmu bench' only", opt);
+		o->sweep = true;
+		break;
+	case OPT_CSV:
+		if (cmd != CLI_CMD_BENCH)
+			return cli_usage_error("%s applies to 'vmmu bench --sweep' only", opt);
+		if (!val[0])
+			return cli_usage_error("%s needs a file name", opt);
+		o->csv_path = val;
+		break;
 	}
 	return 0;
 }
@@ -692,6 +778,8 @@ int cli_check_opts(const struct cli_opts *o)
 		return cli_usage_error("--no-ad is a TDP option: shadow paging uses the hardware's A/D bits");
 	if (o->backing == VMMU_BACKING_HUGETLB && o->host_page == CLI_PAGE_SIZE)
 		return cli_usage_error("--backing hugetlb needs --host-page 2m or 1g");
+	if (o->csv_path && !o->sweep)
+		return cli_usage_error("--csv %s: the CSV is what --sweep writes; add --sweep", o->csv_path);
 	if (o->mem_bytes % o->host_page)
 		return cli_usage_error("--mem %llu bytes is not a multiple of the %s host page",
 				       (unsigned long long)o->mem_bytes,
@@ -724,8 +812,19 @@ void cli_print_options(FILE *f)
 	      "                       run paging only: the guest's paging mode (default 4level;\n"
 	      "                       5level makes the VM 5-level TDP with MAXPHYADDR 52)\n"
 	      "  --reps N             bench only: repetitions, 1..1000 (default 5)\n"
+	      "  --sweep              bench only: run the bench over the values of its\n"
+	      "                       parameter (vcpus: vCPUs, cr3switch: address spaces,\n"
+	      "                       dirtylog: memory size) and write a CSV of the medians,\n"
+	      "                       minima and maxima (scripts/plot-bench draws it)\n"
+	      "  --csv FILE           with --sweep: where the CSV goes (default NAME.csv in\n"
+	      "                       the current directory)\n"
+	      "  --trace FILE         run only: write the MMU's trace events (faults, fast\n"
+	      "                       faults, zaps, flushes, root loads and switches) to FILE\n"
+	      "                       as Chrome trace-event JSON, which the Perfetto UI opens\n"
 	      "  --json               print exactly one JSON object on stdout instead of\n"
-	      "                       the human report\n"
+	      "                       the human report, errors included ({\"ok\": false,\n"
+	      "                       \"error\": ...}); every object has \"schema\" and\n"
+	      "                       \"vmmu_version\"\n"
 	      "  -h, --help           this text\n"
 	      "\n"
 	      "Options take their value as the next argument or after '='.\n"

@@ -57,6 +57,12 @@ struct cli_opts {
 	/* VM config overrides, 0 for the library's defaults: scenarios set them */
 	uint32_t tdp_levels;
 	uint32_t maxphyaddr;
+	/* run --trace FILE: main() opens it (trace.h), env_create() attaches it */
+	const char *trace_path;
+	struct trace *trace;
+	/* bench --sweep [--csv FILE]: the bench over its parameter (sweep.h) */
+	bool sweep;
+	const char *csv_path;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -79,8 +85,29 @@ int cli_check_opts(const struct cli_opts *o);
 void cli_print_usage(FILE *f);
 void cli_print_options(FILE *f);
 
+/*
+ * The JSON contract: with --json, stdout gets exactly one JSON object
+ * whatever happens, a report or {"ok": false, "error": ...}, and every
+ * object starts with "schema" (CLI_JSON_SCHEMA) and "vmmu_version".  The
+ * schema moves when a key changes meaning or goes away; new keys keep it.
+ */
+#define CLI_JSON_SCHEMA	1
+
+/* main(): --json was asked for, so errors are JSON objects too. */
+void cli_set_json_errors(bool on);
+/* Whether stdout already has its JSON object. */
+bool cli_json_printed(void);
+/*
+ * Prints {"schema", "vmmu_version", "ok": false, "error": msg, "exit_status"}
+ * on stdout when --json was asked for and nothing was printed yet.
+ */
+void cli_json_error(int exit_status, const char *msg);
+
 /* Says what was wrong and how to use the tool; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A failure before any report could be made: one line on stderr (and the
+ * JSON error); returns CLI_EXIT_FAIL. */
+int cli_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_set_error(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -202,6 +229,8 @@ double report_spread(struct report *r, const char *key, int prec, const double *
 double report_ratio(struct report *r, const char *key, int prec, const double *num, const double *den,
 		    unsigned n);
 void report_print_json(const struct report *r, FILE *f);
+/* A JSON string literal of s, escaped. */
+void cli_json_string(FILE *f, const char *s);
 void report_print_text(const struct report *r, FILE *f);
 void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
 		   uint64_t mem_bytes);
@@ -209,5 +238,7 @@ void report_config(struct report *r, const struct cli_opts *o, unsigned vcpus,
 /* Adds "ok" (and "error"), prints the report; the exit status to return. */
 int report_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err);
 void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs);
+/* The counters a --trace file's events add up to (tests/trace_test.sh). */
+void report_mmu_counters(struct report *r, const struct vmmu_vcpu_stats *vs, const struct vmmu_vm_stats *ms);
 
 #endif /* VMMU_TOOL_CLI_H */

@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 
 #include "env.h"
+#include "trace.h"
 
 /* ------------------------------------------------------------------------ */
 /* Memory the tool maps itself                                               */
@@ -69,6 +70,11 @@ int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
 	rc = vmmu_vm_create(&cfg, &env->vm);
 	if (rc)
 		goto fail;
+	/* from the start, so that the events add up to the statistics */
+	if (o->trace) {
+		env->trace = o->trace;
+		trace_attach(env->trace, env->vm);
+	}
 
 	memset(&slot, 0, sizeof(slot));
 	slot.slot = 0;
@@ -121,12 +127,39 @@ fail:
 
 void env_destroy(struct vm_env *env)
 {
+	/* the teardown's events would come after the report's statistics */
+	if (env->trace)
+		trace_detach(env->trace, env->vm);
 	/* the VM owns its vCPUs */
 	if (env->vm)
 		vmmu_vm_destroy(env->vm);
 	env_mem_unmap(&env->own);
 	free(env->vcpus);
 	memset(env, 0, sizeof(*env));
+}
+
+int env_trace_finish(struct vm_env *env, const char *label, uint64_t *events, char *err, size_t err_len)
+{
+	char why[256] = "";
+
+	*events = 0;
+	if (!env->trace)
+		return 0;
+	trace_detach(env->trace, env->vm);
+	if (trace_write(env->trace, label, events, why, sizeof(why))) {
+		fprintf(stderr, "vmmu: %s\n", why);
+		cli_set_error(err, err_len, "%s", why);
+		return -1;
+	}
+	return 0;
+}
+
+void env_report_trace(struct report *r, const struct cli_opts *o, uint64_t events)
+{
+	if (!o->trace_path)
+		return;
+	report_str(r, "trace_file", o->trace_path);
+	report_u64(r, "trace_events", events);
 }
 
 int env_check_bugged(struct vm_env *env, char *err, size_t err_len)

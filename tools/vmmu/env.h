@@ -37,11 +37,20 @@ struct vm_env {
 	uint64_t mem_bytes;
 	const char *failed_call;	/* which vmmu call failed in env_create() */
 	struct env_mem own;		/* --embedder-mem: the tool's mapping */
+	struct trace *trace;		/* --trace: attached to vm */
 };
 
 int env_create(struct vm_env *env, const struct cli_opts *o, unsigned nr_vcpus,
 	       uint64_t mem_bytes);
 void env_destroy(struct vm_env *env);
+/*
+ * --trace: stops tracing and writes the file, right after the run read its
+ * statistics, so that the two cover the same events.  0 (also without
+ * --trace) with the events written in *events, or -1 with err.
+ */
+int env_trace_finish(struct vm_env *env, const char *label, uint64_t *events, char *err, size_t err_len);
+/* The --trace keys of a report: trace_file and trace_events. */
+void env_report_trace(struct report *r, const struct cli_opts *o, uint64_t events);
 int env_check_bugged(struct vm_env *env, char *err, size_t err_len);
 void env_sum_vcpu_stats(struct vm_env *env, struct vmmu_vcpu_stats *sum);
 int env_prepopulate(struct vm_env *env, uint64_t seed);

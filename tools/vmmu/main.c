@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "registry.h"
+#include "trace.h"
 
 static void print_help(FILE *f)
 {
@@ -32,6 +33,39 @@ static void print_help(FILE *f)
 	      "fail on them.\n", f);
 }
 
+/*
+ * --json anywhere before "--": errors found while parsing, before the
+ * option itself is reached, must come out as JSON too.
+ */
+static bool json_requested(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--json"))
+			return true;
+	return false;
+}
+
+/* The command with the options parsed; its exit status. */
+static int dispatch(enum cli_cmd cmd, const char *name, struct cli_opts *o)
+{
+	char err[256] = "", label[64];
+	uint64_t events;
+	int rc;
+
+	if (o->trace_path && trace_open(&o->trace, o->trace_path, err, sizeof(err)))
+		return cli_runtime_error("%s", err);
+	rc = cmd == CLI_CMD_RUN ? scenario_run(name, o) : bench_run(name, o);
+	if (o->trace) {
+		/* a run that stopped before its report wrote it still leaves what it traced */
+		snprintf(label, sizeof(label), "vmmu run %s", name);
+		if (!trace_written(o->trace) && trace_write(o->trace, label, &events, err, sizeof(err)))
+			fprintf(stderr, "vmmu: %s\n", err);
+		trace_free(o->trace);
+		o->trace = NULL;
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_opts o;
@@ -39,6 +73,7 @@ int main(int argc, char **argv)
 	enum cli_cmd cmd;
 	int rc;
 
+	cli_set_json_errors(json_requested(argc, argv));
 	if (argc < 2)
 		return cli_usage_error("missing command");
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
@@ -92,15 +127,25 @@ int main(int argc, char **argv)
 		if (!bench_exists(name))
 			return cli_usage_error("unknown benchmark '%s' (see 'vmmu bench list')",
 					       name);
+		if (o.sweep && !bench_sweep(name)) {
+			char which[200];
+
+			bench_list_sweeps(which, sizeof(which));
+			return cli_usage_error("--sweep: bench %s has no parameter to sweep; these do: %s", name,
+					       which);
+		}
 	}
 	rc = cli_check_opts(&o);
 	if (rc)
 		return rc;
 
-	if (cmd == CLI_CMD_RUN)
-		rc = scenario_run(name, &o);
-	else
-		rc = bench_run(name, &o);
+	rc = dispatch(cmd, name, &o);
+	/* every path of a command makes its report; this is the net under a missed one */
+	if (o.json && !cli_json_printed()) {
+		if (!rc)
+			rc = CLI_EXIT_FAIL;
+		cli_json_error(rc, "stopped without a report (see stderr)");
+	}
 	/* a report cut short by a full disk or closed pipe must not look like success */
 	if (fflush(stdout) || ferror(stdout)) {
 		fprintf(stderr, "vmmu: error writing the report: %s\n", strerror(errno));

@@ -86,6 +86,24 @@ bool bench_exists(const char *name)
 	return find(benches, NR_BENCHES, name) != NULL;
 }
 
+const char *bench_sweep(const char *name)
+{
+	const struct tool_entry *b = find(benches, NR_BENCHES, name);
+
+	return b ? b->sweep : NULL;
+}
+
+void bench_list_sweeps(char *buf, size_t len)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < NR_BENCHES && at < len; i++)
+		if (benches[i]->sweep)
+			at += (size_t)snprintf(buf + at, len - at, "%s%s (%s)", at ? ", " : "", benches[i]->name,
+					       benches[i]->sweep);
+}
+
 void bench_list(FILE *f, bool json)
 {
 	list(f, json, benches, NR_BENCHES, NULL);

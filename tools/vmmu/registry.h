@@ -28,6 +28,7 @@ struct tool_entry {
 	const char *desc;	/* one line for the lists */
 	int (*run)(const struct cli_opts *o);	/* returns the exit status */
 	bool guest_paging;	/* scenarios: takes --guest */
+	const char *sweep;	/* benches: what --sweep varies (sweep.h), or NULL */
 };
 
 /* The first scenario is the default of `vmmu run`. */
@@ -66,6 +67,9 @@ int scenario_run(const char *name, const struct cli_opts *o);
 
 /* registry.c: `vmmu bench` */
 bool bench_exists(const char *name);
+/* The parameter bench name sweeps, or NULL; bench_list_sweeps() names them all. */
+const char *bench_sweep(const char *name);
+void bench_list_sweeps(char *buf, size_t len);
 void bench_list(FILE *f, bool json);
 int bench_run(const char *name, const struct cli_opts *o);
 

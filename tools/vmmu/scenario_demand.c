@@ -81,6 +81,7 @@ static int scenario_demand_run(const struct cli_opts *o)
 	char error[200] = "";
 	struct report r;
 	struct vm_env env;
+	uint64_t trace_events = 0;
 	struct crew crew;
 	int rc;
 
@@ -132,6 +133,8 @@ static int scenario_demand_run(const struct cli_opts *o)
 	env_sum_vcpu_stats(&env, &vs);
 	vmmu_vm_get_stats(env.vm, &ms);
 	have_stats = true;
+	if (env_trace_finish(&env, "vmmu run demand", &trace_events, error, sizeof(error)))
+		ok = false;
 	/* checked even after a failure: a bugged VM explains most of them */
 	if (env_check_bugged(&env, error, sizeof(error)))
 		ok = false;
@@ -197,7 +200,9 @@ report:
 		report_u64(&r, "pages_1g", ms.pages_1g);
 		report_u64(&r, "pt_pages", ms.pt_pages);
 		report_u64(&r, "remote_tlb_flushes", ms.remote_tlb_flushes);
+		report_mmu_counters(&r, &vs, &ms);
 	}
+	env_report_trace(&r, o, trace_events);
 	if (error[0])
 		report_str(&r, "error", error);
 	report_bool(&r, "ok", ok);

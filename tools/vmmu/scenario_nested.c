@@ -276,6 +276,7 @@ static int scenario_nested_run(const struct cli_opts *o)
 	char error[200] = "";
 	struct report r;
 	struct vm_env env;
+	uint64_t trace_events = 0;
 	struct crew crew;
 	unsigned int i, k;
 	int rc;
@@ -293,8 +294,7 @@ static int scenario_nested_run(const struct cli_opts *o)
 	memset(&env, 0, sizeof(env));
 	nv = calloc(o->vcpus, sizeof(*nv));
 	if (!nv) {
-		fprintf(stderr, "vmmu: out of memory for %u vCPUs\n", o->vcpus);
-		return CLI_EXIT_FAIL;
+		return cli_runtime_error("out of memory for %u vCPUs", o->vcpus);
 	}
 	rc = env_create(&env, &eo, o->vcpus, o->mem_bytes);
 	if (rc) {
@@ -343,6 +343,8 @@ static int scenario_nested_run(const struct cli_opts *o)
 	env_sum_vcpu_stats(&env, &vs);
 	vmmu_vm_get_stats(env.vm, &ms);
 	have_stats = true;
+	if (env_trace_finish(&env, "vmmu run nested", &trace_events, error, sizeof(error)))
+		ok = false;
 	if (env_check_bugged(&env, error, sizeof(error)))
 		ok = false;
 	if (ok) {
@@ -396,7 +398,9 @@ report:
 		report_u64(&r, "pages_4k", ms.pages_4k);
 		report_u64(&r, "pages_2m", ms.pages_2m);
 		report_u64(&r, "remote_tlb_flushes", ms.remote_tlb_flushes);
+		report_mmu_counters(&r, &vs, &ms);
 	}
+	env_report_trace(&r, o, trace_events);
 	free(nv);
 	return report_finish(&r, o, ok, error);
 }

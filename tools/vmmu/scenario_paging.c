@@ -566,6 +566,7 @@ static int scenario_paging_run(const struct cli_opts *o)
 	char error[200] = "";
 	struct report r;
 	struct vm_env env;
+	uint64_t trace_events = 0;
 	struct crew crew;
 	unsigned i, k;
 	int rc;
@@ -584,8 +585,7 @@ static int scenario_paging_run(const struct cli_opts *o)
 	s.n = o->vcpus;
 	s.v = calloc(s.n, sizeof(*s.v));
 	if (!s.v) {
-		fprintf(stderr, "vmmu: out of memory for %u vCPUs\n", s.n);
-		return CLI_EXIT_FAIL;
+		return cli_runtime_error("out of memory for %u vCPUs", s.n);
 	}
 	if (pg_layout(&s, o->mem_bytes)) {
 		free(s.v);
@@ -665,6 +665,8 @@ static int scenario_paging_run(const struct cli_opts *o)
 	env_sum_vcpu_stats(&env, &vs);
 	vmmu_vm_get_stats(env.vm, &ms);
 	have_stats = true;
+	if (env_trace_finish(&env, "vmmu run paging", &trace_events, error, sizeof(error)))
+		ok = false;
 	if (ms.shadow_pages_recycled)
 		fprintf(stderr, "vmmu: note: %" PRIu64 " shadow pages recycled to stay under the limit\n",
 			ms.shadow_pages_recycled);
@@ -744,7 +746,9 @@ report:
 		report_u64(&r, "shadow_pages_zapped", ms.shadow_pages_zapped);
 		report_u64(&r, "shadow_unsync_pages", ms.shadow_unsync_pages);
 		report_u64(&r, "shadow_pte_writes", ms.shadow_pte_writes);
+		report_mmu_counters(&r, &vs, &ms);
 	}
+	env_report_trace(&r, o, trace_events);
 	if (error[0])
 		report_str(&r, "error", error);
 	report_bool(&r, "ok", ok);

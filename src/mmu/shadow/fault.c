@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cpu/hw.h"
+#include "vm/trace.h"
 
 struct swalk {
 	struct vmmu_vcpu *v;
@@ -402,8 +403,8 @@ int shadow_walk_guest(struct vmmu_vcpu *v, const struct walk_cpu *wc, uint64_t a
 	return walk_gva(wc, &ops, addr, walk_access, wr);
 }
 
-int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, unsigned int walk_access,
-		      uint32_t hw_error, struct shadow_fault *out)
+static int __shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, unsigned int walk_access,
+			       uint32_t hw_error, struct shadow_fault *out)
 {
 	struct vmmu_vm *vm = v->vm;
 	struct swalk w = { .v = v };
@@ -526,4 +527,18 @@ int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, u
 	pthread_rwlock_unlock(&vm->mmu_lock);
 out:
 	return mmu_count_pf_result(v, r);
+}
+
+int shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, unsigned int walk_access,
+		      uint32_t hw_error, struct shadow_fault *out)
+{
+	uint64_t t0;
+	int r;
+
+	if (likely(!vm_tracing(v->vm)))
+		return __shadow_page_fault(v, c, gva, walk_access, hw_error, out);
+	t0 = vm_trace_now();
+	r = __shadow_page_fault(v, c, gva, walk_access, hw_error, out);
+	mmu_trace_pf(v, t0, gva, hw_error, r, 0, VMMU_TRACE_F_SHADOW | (c->nested ? VMMU_TRACE_F_NESTED : 0));
+	return r;
 }

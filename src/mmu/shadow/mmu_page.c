@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vm/trace.h"
+
 int shadow_vm_init(struct vmmu_vm *vm)
 {
 	struct shadow_vm *sh = calloc(1, sizeof(*sh));
@@ -128,6 +130,13 @@ void shadow_prepare_zap(struct vmmu_vm *vm, struct shadow_page *sp, struct cds_l
 	SH_COUNT_ADD(sh->nr_pages, -1);
 	atomic_fetch_sub_explicit(&vm->stat.pt_pages, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&sh->zapped, 1, memory_order_relaxed);
+	if (unlikely(vm_tracing(vm))) {
+		struct vmmu_trace_event ev = { .kind = VMMU_TRACE_SHADOW_PAGE_ZAP, .vcpu_id = VMMU_TRACE_NO_VCPU,
+					       .gpa = sp->gfn << 12, .level = sp->role.level,
+					       .flags = VMMU_TRACE_F_SHADOW };
+
+		vm_trace(vm, &ev);
+	}
 	sp_mark_invalid(sp);
 	if (sp->root_count) {
 		/* Still loaded: the vCPUs reload, and the last put frees it. */

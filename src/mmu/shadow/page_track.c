@@ -53,6 +53,7 @@ bool shadow_account(struct vmmu_vm *vm, struct shadow_page *sp)
 {
 	const struct memslot *s = shadow_slot_of(vm, sp->gfn);
 	uint16_t *t;
+	bool flush;
 
 	if (!s)
 		return false;
@@ -72,7 +73,9 @@ bool shadow_account(struct vmmu_vm *vm, struct shadow_page *sp)
 	/* Not only on the first page of gfn: the others may all be unsync, and
 	 * then gfn is mapped writable; this new page starts in sync.  The TDP
 	 * root maps it too when the table is L1's (a nested guest's EPT/NPT). */
-	return shadow_rmap_write_protect(vm, sp->gfn, false) | mmu_write_protect_tracked_gfn_locked(vm, sp->gfn);
+	flush = shadow_rmap_write_protect(vm, sp->gfn, false);
+	flush |= mmu_write_protect_tracked_gfn_locked(vm, sp->gfn);	/* both, whatever the first says */
+	return flush;
 }
 
 static bool sp_unlinked(const struct shadow_page *sp)

@@ -7,6 +7,7 @@
 #include "mmu/shadow/shadow_int.h"
 
 #include "cpu/hw.h"
+#include "vm/trace.h"
 
 union cpu_role shadow_calc_cpu_role(const struct vmmu_vcpu *v)
 {
@@ -86,6 +87,20 @@ static uint64_t pgd_gfn(const struct walk_cpu *w)
 	if (w->mode == WALK_MODE_32)
 		return (w->root & 0xfffff000ULL) >> 12;
 	return (w->root & GENMASK_ULL(w->maxphyaddr - 1, 12)) >> 12;
+}
+
+/* The ROOT_LOAD and ROOT_SWITCH trace events of context c (vm/trace.h). */
+static void trace_root(struct vmmu_vcpu *v, const struct shadow_ctx *c, uint32_t kind, uint32_t flags)
+{
+	struct vmmu_trace_event ev = {
+		.kind = kind,
+		.vcpu_id = v->id,
+		.gpa = pgd_gfn(&c->w) << 12,
+		.level = c->root_role.level,
+		.flags = flags | VMMU_TRACE_F_SHADOW | (c->nested ? VMMU_TRACE_F_NESTED : 0),
+	};
+
+	vm_trace(v->vm, &ev);
 }
 
 static bool ctx_holds_roots(const struct shadow_ctx *c, bool prev_too)
@@ -273,6 +288,8 @@ out:
 		/* Nothing the TLB holds was made from this root. */
 		hw_tlb_flush(v);
 		STAT_INC(v->stat.mmu_reloads);
+		if (unlikely(vm_tracing(vm)))
+			trace_root(v, c, VMMU_TRACE_ROOT_LOAD, 0);
 	}
 	return r;
 }
@@ -316,6 +333,8 @@ void shadow_ctx_new_pgd(struct vmmu_vcpu *v, struct shadow_ctx *s, bool noflush)
 		if (pae_roots_stale(s)) {
 			shadow_ctx_unload(v, s, false);
 			STAT_INC(v->stat.root_slow_switches);
+			if (unlikely(vm_tracing(vm)))
+				trace_root(v, s, VMMU_TRACE_ROOT_SWITCH, 0);
 		} else if (!noflush) {
 			shadow_sync_roots(v);
 		}
@@ -347,6 +366,8 @@ void shadow_ctx_new_pgd(struct vmmu_vcpu *v, struct shadow_ctx *s, bool noflush)
 		if (s == v->sh.mmu)
 			shadow_load_hw_root(v, s);
 		STAT_INC(v->stat.root_fast_switches);
+		if (unlikely(vm_tracing(vm)))
+			trace_root(v, s, VMMU_TRACE_ROOT_SWITCH, VMMU_TRACE_F_FAST);
 		if (!noflush)
 			shadow_sync_roots(v);
 		return;
@@ -366,6 +387,8 @@ void shadow_ctx_new_pgd(struct vmmu_vcpu *v, struct shadow_ctx *s, bool noflush)
 	if (s == v->sh.mmu)
 		v->mmu_ready = false;
 	STAT_INC(v->stat.root_slow_switches);
+	if (unlikely(vm_tracing(vm)))
+		trace_root(v, s, VMMU_TRACE_ROOT_SWITCH, 0);
 	shadow_commit_zap(vm, &invalid, false);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();

@@ -65,9 +65,11 @@ bool shadow_sync_pages(struct vmmu_vcpu *v, struct shadow_page **sps, unsigned i
 	struct vmmu_vm *vm = v->vm;
 	bool flush = false;
 
-	for (unsigned int i = 0; i < n; i++)
-		flush |= shadow_rmap_write_protect(vm, sps[i]->gfn, false) |
-			 mmu_write_protect_tracked_gfn_locked(vm, sps[i]->gfn);
+	for (unsigned int i = 0; i < n; i++) {
+		/* both, whatever the first says */
+		flush |= shadow_rmap_write_protect(vm, sps[i]->gfn, false);
+		flush |= mmu_write_protect_tracked_gfn_locked(vm, sps[i]->gfn);
+	}
 	if (flush)
 		vm_flush_remote_tlbs(vm);
 	flush = false;
