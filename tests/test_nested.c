@@ -13,6 +13,8 @@
  *    VMRUN TLB control); L2 sees the new frame, and a cached EPTP comes
  *    back through the previous-root cache;
  *  - dirty_log: L2 writes are logged against the L1 gfns they hit;
+ *  - host_invalidation: an MMU-notifier invalidation or host protection of
+ *    memory L2 uses reaches guest_mmu's leaves;
  *  - bad_input: what a VM entry refuses changes nothing.
  */
 #include "nested_test.h"
@@ -377,6 +379,53 @@ TEST(dirty_log)
 			}
 			nt_teardown(&t);
 		}
+	}
+}
+
+/*
+ * The host invalidates memory L2 uses: guest_mmu's leaves for it go with the
+ * TDP root's, so while the range is open an L2 access cannot complete (the
+ * invalidating thread's own access exits VMMU_EXIT_RETRY at the L1 gpa), and
+ * a host protection made read-only turns L2 writes into memory faults.
+ */
+TEST(host_invalidation)
+{
+	for_each_mmu_variant(var) {
+		static const uint64_t l2[] = { 0x5000, NT_L2_SMALL + 0x3000 };	/* 4K and 2M L1 mappings */
+		struct vmmu_exit x;
+		struct nt t;
+		void *hva;
+		uint64_t v;
+
+		if (!nt_variant_ok(var))
+			continue;
+		nt_setup(&t, var, 0, 1);
+		ASSERT_OK(vmmu_memslot_hva(t.vm, 0, &hva));
+		nt_enter(&t, NULL);
+		for (unsigned int i = 0; i < 2; i++) {
+			uintptr_t page = (uintptr_t)hva + NT_L2_BASE + l2[i];
+
+			expect_rw(&t, l2[i]);
+			vmmu_invalidate_range_begin(t.vm, page, page + 4096);
+			ASSERT_EQ(nt_acc(t.vcpu, l2[i], &v, VMMU_ACCESS_READ, &x), VMMU_EXIT);
+			ASSERT_EQ(x.reason, VMMU_EXIT_RETRY);
+			ASSERT_EQ(x.u.retry.cause, VMMU_RETRY_SELF);
+			ASSERT_EQ_U64(x.u.retry.gpa, NT_L2_BASE + l2[i]);
+			vmmu_invalidate_range_end(t.vm, page, page + 4096);
+			expect_rw(&t, l2[i]);
+
+			ASSERT_OK(vmmu_set_host_protection(t.vm, page, page + 4096, VMMU_HOST_RO));
+			v = 1;
+			ASSERT_EQ(nt_acc(t.vcpu, l2[i], &v, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+			ASSERT_EQ(x.reason, VMMU_EXIT_MEMORY_FAULT);
+			ASSERT_EQ_U64(x.u.memory_fault.gpa, NT_L2_BASE + l2[i]);
+			ASSERT_OK(nt_acc(t.vcpu, l2[i], &v, VMMU_ACCESS_READ, &x));
+			ASSERT_EQ_U64(v, TOKEN(l2[i]));
+			ASSERT_OK(vmmu_set_host_protection(t.vm, page, page + 4096, VMMU_HOST_RW));
+			expect_rw(&t, l2[i]);
+		}
+		nt_leave(&t);
+		nt_teardown(&t);
 	}
 }
 

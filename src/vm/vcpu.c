@@ -209,8 +209,11 @@ static __cold int internal_error_exit(struct vmmu_exit *exit, int error)
 	return VMMU_EXIT;
 }
 
-static int guest_fault_exit(struct vmmu_exit *exit, uint8_t vector, uint32_t error_code, uint64_t addr)
+/* Every guest fault an access returns, whatever found it (guest_faults). */
+static int guest_fault_exit(struct vmmu_vcpu *v, struct vmmu_exit *exit, uint8_t vector, uint32_t error_code,
+			    uint64_t addr)
 {
+	STAT_INC(v->stat.guest_faults);
 	exit->reason = VMMU_EXIT_GUEST_FAULT;
 	exit->u.guest_fault.vector = vector;
 	exit->u.guest_fault.error_code = vector == WALK_VECTOR_PF ? error_code : 0;
@@ -400,7 +403,7 @@ static int vcpu_handle_shadow_pf(struct vmmu_vcpu *v, uint64_t gva, unsigned int
 		return internal_error_exit(exit, VMMU_EIO);
 	switch (r) {
 	case RET_PF_GUEST_FAULT:
-		return guest_fault_exit(exit, sf->vector, sf->error_code, sf->fault_addr);
+		return guest_fault_exit(v, exit, sf->vector, sf->error_code, sf->fault_addr);
 	case RET_PF_EMULATE:
 		if (sf->ptwrite) {
 			if (!first)
@@ -506,7 +509,7 @@ again:
 			goto again;
 		}
 		if (x == XLATE_GUEST_FAULT)
-			return guest_fault_exit(exit, wr.vector, wr.error_code, wr.fault_addr);
+			return guest_fault_exit(v, exit, wr.vector, wr.error_code, wr.fault_addr);
 		if (x == XLATE_SHADOW_PF) {
 			struct shadow_fault sf;
 
@@ -552,7 +555,7 @@ again:
 				 * for the linear address rather than an MMIO exit.
 				 */
 				if (pt_access && exit->reason == VMMU_EXIT_MMIO)
-					return guest_fault_exit(exit, WALK_VECTOR_PF,
+					return guest_fault_exit(v, exit, WALK_VECTOR_PF,
 								walk_pf_error_code(&v->wcpu, walk_access, 0),
 								addr + off);
 				return r;

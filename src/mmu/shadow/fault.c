@@ -462,9 +462,8 @@ static int __shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64
 				out->error_code = walk_pf_error_code(&c->w, walk_access, 0);
 			out->ept_misconfig = r == WALK_FAULT && wr.ept_misconfig;
 			out->fault_addr = r == WALK_FAULT ? wr.fault_addr : gva;
-			/* Faults of L1's tables are nested exits, not guest faults. */
-			if (!c->nested)
-				STAT_INC(v->stat.guest_faults);
+			/* (Counted where the access returns it: a fault of L1's
+			 * tables is a nested exit instead.) */
 			return RET_PF_GUEST_FAULT;
 		}
 		if (r == WALK_ABORT_HOST) {
