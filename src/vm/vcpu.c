@@ -729,8 +729,13 @@ retry:;
 	return 0;
 }
 
-__hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, size_t len, unsigned access,
-				       struct vmmu_exit *exit)
+/*
+ * Everything vmmu_vcpu_access() does, for the accesses its fast path does
+ * not finish: bad input, several pages, TLB misses, exits.  counted: the
+ * fast path checked the input and counted the access already.
+ */
+static __attribute__((noinline)) int vcpu_access_full(vmmu_vcpu *v, uint64_t gva, void *buf, size_t len,
+						      unsigned access, struct vmmu_exit *exit, bool counted)
 {
 	unsigned int type = access & VMMU_ACCESS_TYPE_MASK;
 	struct vmmu_vcpu *self;
@@ -767,11 +772,9 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	acc = type == VMMU_ACCESS_WRITE ? ACC_WRITE : type == VMMU_ACCESS_FETCH ? ACC_EXEC : 0;
 	walk_access = (type == VMMU_ACCESS_WRITE ? WALK_WRITE : 0) | (type == VMMU_ACCESS_FETCH ? WALK_FETCH : 0) |
 		      ((access & VMMU_ACCESS_IMPLICIT) ? WALK_IMPLICIT : 0);
-	STAT_INC(v->stat.accesses);
+	if (!counted)
+		STAT_INC(v->stat.accesses);
 
-	/* The common case: paging off, one page, translation one walk away.
-	 * (A TLB hit dirties nothing new, so the dirty ring needs no check --
-	 * except with PML, where the walk itself logs the pages it dirties.) */
 	if (unlikely(vm_shadow_paging(v->vm)) && (access & VMMU_ACCESS_PHYS)) {
 		exit->reason = VMMU_EXIT_NONE;
 		exit->pad = 0;
@@ -780,30 +783,6 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 		vcpu_self_exit(self);
 		exit->done = done;
 		return r;
-	}
-	if (likely(phys && (gva & 0xfff) + len <= 4096) && likely(v->mmu_ready) &&
-	    likely(!v->pml.size || !v->ring.entries || !ring_soft_full(v))) {
-		struct hw_exit he;
-		uintptr_t hva;
-
-		vcpu_enter_guest_mode(v);
-		if (likely(!vcpu_pending_requests(v)) && likely(hw_translate(v, gva, acc, &hva, &he))) {
-			copy_fragment((void *)hva, buf, len, acc & ACC_WRITE);
-			vcpu_exit_guest_mode(v);
-			return 0;
-		}
-		vcpu_exit_guest_mode(v);
-	} else if (!phys && likely((gva & 0xfff) + len <= 4096) && likely(v->mmu_ready)) {
-		/* Paging on: one page whose translation the TLB holds. */
-		uintptr_t hva;
-
-		vcpu_enter_guest_mode(v);
-		if (likely(!vcpu_pending_requests(v)) && tlb_linear_lookup(v, gva, acc, walk_access, &hva)) {
-			copy_fragment((void *)hva, buf, len, acc & ACC_WRITE);
-			vcpu_exit_guest_mode(v);
-			return 0;
-		}
-		vcpu_exit_guest_mode(v);
 	}
 	exit->reason = VMMU_EXIT_NONE;
 	exit->pad = 0;
@@ -837,6 +816,61 @@ __hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, si
 	 * page-table store ends its window where it is): a prefix is done. */
 	exit->done = done;
 	return r;
+}
+
+/*
+ * The common case, in a frame of its own (the full path's is large): one
+ * page whose translation the TLB holds or, for a physical access, one walk
+ * through the paging-structure cache finds.  Input that is not plainly
+ * valid goes to the full path, which checks it all.
+ */
+__hot VMMU_EXPORT int vmmu_vcpu_access(vmmu_vcpu *v, uint64_t gva, void *buf, size_t len, unsigned access,
+				       struct vmmu_exit *exit)
+{
+	unsigned int type = access & VMMU_ACCESS_TYPE_MASK, acc;
+	uintptr_t hva;
+	bool phys, ok;
+
+	if (unlikely(!v || !buf || !exit || len == 0 || type > VMMU_ACCESS_FETCH ||
+		     (access & ~(VMMU_ACCESS_TYPE_MASK | VMMU_ACCESS_PHYS | VMMU_ACCESS_IMPLICIT | VMMU_ACCESS_NOWAIT)) ||
+		     (gva & 0xfff) + len > 4096 || !v->mmu_ready || vm_is_bugged(v->vm)))
+		return vcpu_access_full(v, gva, buf, len, access, exit, false);
+	phys = (access & VMMU_ACCESS_PHYS) || (v->wcpu.mode == WALK_MODE_NONE && !vm_shadow_paging(v->vm));
+	/* Within one page, the range checks of the full path reduce to these. */
+	if (access & VMMU_ACCESS_PHYS) {
+		if (unlikely(gva >> v->vm->cfg.maxphyaddr) || unlikely(vm_shadow_paging(v->vm)))
+			return vcpu_access_full(v, gva, buf, len, access, exit, false);
+	} else if (v->wcpu.mode != WALK_MODE_4LEVEL && v->wcpu.mode != WALK_MODE_5LEVEL) {
+		if (unlikely(gva >> 32))
+			return vcpu_access_full(v, gva, buf, len, access, exit, false);
+	} else if (unlikely(len > ~gva)) {
+		return vcpu_access_full(v, gva, buf, len, access, exit, false);
+	}
+	/* (With PML a walk logs the pages it dirties: the ring needs room.) */
+	if (phys && unlikely(v->pml.size && v->ring.entries && ring_soft_full(v)))
+		return vcpu_access_full(v, gva, buf, len, access, exit, false);
+	STAT_INC(v->stat.accesses);
+	acc = type == VMMU_ACCESS_WRITE ? ACC_WRITE : type == VMMU_ACCESS_FETCH ? ACC_EXEC : 0;
+	vcpu_enter_guest_mode(v);
+	if (unlikely(vcpu_pending_requests(v))) {
+		ok = false;
+	} else if (phys) {
+		struct hw_exit he;
+
+		ok = hw_translate(v, gva, acc, &hva, &he);
+	} else {
+		unsigned int walk_access = (type == VMMU_ACCESS_WRITE ? WALK_WRITE : 0) |
+					   (type == VMMU_ACCESS_FETCH ? WALK_FETCH : 0) |
+					   ((access & VMMU_ACCESS_IMPLICIT) ? WALK_IMPLICIT : 0);
+
+		ok = tlb_linear_lookup(v, gva, acc, walk_access, &hva);
+	}
+	if (likely(ok))
+		copy_fragment((void *)hva, buf, len, acc & ACC_WRITE);
+	vcpu_exit_guest_mode(v);
+	if (likely(ok))
+		return 0;
+	return vcpu_access_full(v, gva, buf, len, access, exit, true);
 }
 
 VMMU_EXPORT int vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
