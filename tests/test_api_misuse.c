@@ -415,10 +415,10 @@ TEST(limits_names_and_clamps)
 	memset(&cs, 0xff, sizeof(cs));
 	ASSERT_OK(vmmu_vm_get_stats(vm, &vs));
 	ASSERT_OK(vmmu_vcpu_get_stats(c, &cs));
-	for (int i = 0; i < 16; i++) {
+	for (size_t i = 0; i < sizeof(vs.reserved) / sizeof(vs.reserved[0]); i++)
 		ASSERT_EQ_U64(vs.reserved[i], 0);
+	for (size_t i = 0; i < sizeof(cs.reserved) / sizeof(cs.reserved[0]); i++)
 		ASSERT_EQ_U64(cs.reserved[i], 0);
-	}
 	ASSERT_GT(vs.pages_4k + vs.pages_2m + vs.pages_1g, 0);
 	/* The whole u64 range: clamped to MAXPHYADDR, not ERANGE. */
 	ASSERT_OK(vmmu_age_gfn_range(vm, 0, UINT64_MAX, 1, &young));

@@ -303,8 +303,11 @@ TEST(zap_then_refault)
 		before = vcpu_stats(&e);
 		for (uint64_t i = 0; i < n; i++)
 			ASSERT_EQ_U64(rd64(&e, i * 4096), i + 100);
-		/* The zapped half faulted again, the rest did not. */
-		ASSERT_EQ(vcpu_stats(&e).pf_fixed - before.pf_fixed, n / 2);
+		/* The zapped half faulted again (or was mapped ahead by a
+		 * fault of its sequential refault), the rest did not. */
+		ASSERT_EQ(vcpu_stats(&e).pf_fixed - before.pf_fixed + vcpu_stats(&e).fault_around_pages -
+				  before.fault_around_pages,
+			  n / 2);
 		ASSERT_EQ(vm_stats(&e).pages_4k, n);
 
 		/* Zap everything: a new root, every vCPU reloads, data survives.
@@ -315,7 +318,9 @@ TEST(zap_then_refault)
 		for (uint64_t i = 0; i < n; i++)
 			ASSERT_EQ_U64(rd64(&e, i * 4096), i + 100);
 		ASSERT_EQ(vcpu_stats(&e).mmu_reloads - before.mmu_reloads, 1);
-		ASSERT_EQ(vcpu_stats(&e).pf_fixed - before.pf_fixed, n);
+		ASSERT_EQ(vcpu_stats(&e).pf_fixed - before.pf_fixed + vcpu_stats(&e).fault_around_pages -
+				  before.fault_around_pages,
+			  n);
 		ASSERT_EQ(vm_stats(&e).pages_4k, n);
 		/* Only the live root's tables remain: 1 root + one table per level below. */
 		ASSERT_EQ(vm_stats(&e).pt_pages, (uint64_t)var->tdp_levels);
@@ -325,6 +330,79 @@ TEST(zap_then_refault)
 		ASSERT_OK(vmmu_zap_gfn_range(e.vm, 0, 1ULL << 60));
 		ASSERT_EQ(vm_stats(&e).pages_4k, 0);
 		ASSERT_EQ_U64(rd64(&e, 5 * 4096), 5 + 100);
+		env_destroy(&e);
+	}
+}
+
+/*
+ * Fault-around: a sequential first touch maps each fault's aligned 16-page
+ * window ahead, not accessed; random touches, logged slots, host
+ * protection changes inside a window and VMMU_VM_NO_FAULT_AROUND map one
+ * page per fault.
+ */
+TEST(fault_around)
+{
+	for_each_tdp_variant(var) {
+		bool ad = !(var->flags & VMMU_VM_AD_DISABLED);
+		struct mmu_variant off = *var;
+		uint64_t n = 64, bm[4 * MB / 4096 / 64], young;
+		struct vmmu_vcpu_stats b;
+		struct vmmu_exit x;
+		struct env e;
+		uint64_t v;
+
+		/* Sequential: fewer faults than pages, every page mapped once. */
+		env_create(&e, var, 0, 4 * MB, 0, 0, NULL);
+		for (uint64_t i = 0; i < n; i++)
+			wr64(&e, i * 4096, i + 7);
+		ASSERT_EQ(vm_stats(&e).pages_4k, n);
+		ASSERT_EQ(vcpu_stats(&e).pf_fixed + vcpu_stats(&e).fault_around_pages, n);
+		if (ad)
+			ASSERT_GT(vcpu_stats(&e).fault_around_pages, n / 2);
+		else
+			ASSERT_EQ(vcpu_stats(&e).fault_around_pages, 0);
+		for (uint64_t i = 0; i < n; i++)
+			ASSERT_EQ_U64(rd64(&e, i * 4096), i + 7);
+		/* What was mapped ahead and never touched is not young. */
+		ASSERT_OK(vmmu_age_gfn_range(e.vm, 0, 1ULL << 20, 1, &young));
+		wr64(&e, 100 * 4096, 1);	/* not after the last page: alone */
+		wr64(&e, 101 * 4096, 1);	/* after it: maps 102..111 ahead */
+		ASSERT_OK(vmmu_age_gfn_range(e.vm, 0, 1ULL << 20, 1, &young));
+		ASSERT_EQ(young, 2);
+		if (ad)
+			ASSERT_EQ(vm_stats(&e).pages_4k, n + 12);
+		/* A write into a page mapped ahead: no fault, and it lands. */
+		b = vcpu_stats(&e);
+		wr64(&e, 105 * 4096, 9);
+		ASSERT_EQ(vcpu_stats(&e).pf_taken - b.pf_taken, ad ? 0 : 1);
+		ASSERT_EQ_U64(((uint64_t *)e.mem)[105 * 512], 9);
+		/* A host protection change inside a window keeps the window off. */
+		ASSERT_OK(vmmu_set_host_protection(e.vm, (uintptr_t)e.mem + 205 * 4096, (uintptr_t)e.mem + 206 * 4096,
+						   VMMU_HOST_RO));
+		wr64(&e, 200 * 4096, 1);
+		wr64(&e, 201 * 4096, 1);
+		v = 1;
+		ASSERT_EQ(acc(&e, 205 * 4096, &v, 8, VMMU_ACCESS_WRITE, &x), VMMU_EXIT);
+		ASSERT_EQ(x.reason, VMMU_EXIT_MEMORY_FAULT);
+		env_destroy(&e);
+
+		/* A logged slot: every write faults and is logged, nothing ahead. */
+		env_create(&e, var, 0, 4 * MB, 0, VMMU_MEM_LOG_DIRTY_PAGES, NULL);
+		for (uint64_t i = 0; i < 32; i++)
+			wr64(&e, i * 4096, i);
+		ASSERT_EQ(vcpu_stats(&e).fault_around_pages, 0);
+		ASSERT_EQ(vm_stats(&e).pages_4k, 32);
+		ASSERT_OK(vmmu_get_dirty_log(e.vm, 0, bm));
+		ASSERT_EQ_U64(bm[0], 0xffffffffULL);
+		env_destroy(&e);
+
+		/* Off by the VM option. */
+		off.flags |= VMMU_VM_NO_FAULT_AROUND;
+		env_create(&e, &off, 0, 4 * MB, 0, 0, NULL);
+		for (uint64_t i = 0; i < n; i++)
+			wr64(&e, i * 4096, i);
+		ASSERT_EQ(vcpu_stats(&e).fault_around_pages, 0);
+		ASSERT_EQ(vcpu_stats(&e).pf_fixed, n);
 		env_destroy(&e);
 	}
 }

@@ -140,6 +140,19 @@ enum vmmu_tdp_format {
  * gpa without the shared bit.  docs/mmu.md section 13.
  */
 #define VMMU_VM_PRIVATE (1u << 9)
+/*
+ * No fault-around.  By default a TDP fault that continues a vCPU's
+ * sequential first touch (it hits the page after the last one it mapped)
+ * makes the host pages of the next VMMU_FAULT_AROUND_PAGES (aligned, in
+ * the same memslot, host protection and 2M region) exist with one host call
+ * and maps them not-accessed, as a 64K anonymous folio of the host kernel
+ * would (mTHP): the guest's next touches find them mapped.  Never for slots
+ * being logged, private VMs, VMs without A/D, or while shadow pages track
+ * guest tables.  The pages it maps count in fault_around_pages; host memory
+ * the guest then never touches is the cost, at most 15 pages per fault.
+ */
+#define VMMU_VM_NO_FAULT_AROUND (1u << 10)
+#define VMMU_FAULT_AROUND_PAGES 16
 
 struct vmmu_vm_config {
 	uint32_t mmu;		/* enum vmmu_mmu_kind                          */
@@ -813,7 +826,8 @@ struct vmmu_vcpu_stats {
 	uint64_t time_faultin_ns;	/* making host pages exist (a part of the above)   */
 	uint64_t time_walk_ns;		/* TLB misses: the hardware model's walks        */
 	uint64_t time_copy_ns;		/* moving the bytes                              */
-	uint64_t reserved[16];		/* counters to come; written as 0 */
+	uint64_t fault_around_pages;	/* pages mapped ahead of a sequential first touch */
+	uint64_t reserved[15];		/* counters to come; written as 0 */
 };
 
 /* 0, or VMMU_EINVAL for a NULL argument. */

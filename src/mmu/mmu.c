@@ -144,6 +144,40 @@ __hot static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, cons
  * Make the host page(s) behind a mapping exist, and learn whether the host
  * lets the guest write them (KVM's hva_to_pfn via get_user_pages).
  */
+static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
+			bool *writable);
+
+/*
+ * The host pages of a fault-around window.  vmmu's own memory is touched
+ * page by page, as host_faultin() touches one: a page already there costs
+ * nothing, an absent one the host's own fault.  The embedder's takes one
+ * MADV_POPULATE_* call for the window instead of one per fault; any failure
+ * -- a kernel without it, a window part of which the embedder unmapped --
+ * leaves the fault to host_faultin() for its page alone.
+ */
+static int host_populate(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
+			 bool *writable)
+{
+#ifndef VMMU_TSAN
+	if (s->owned) {
+		for (size_t off = 0; off < size; off += 4096) {
+			if (write)
+				__atomic_fetch_add((uint64_t *)(hva + off), 0, __ATOMIC_RELAXED);
+			else
+				(void)*(volatile const uint64_t *)(hva + off);
+		}
+		*writable = true;
+		STAT_INC(v->stat.host_faultins);
+		return 0;
+	}
+#endif
+	if (madvise((void *)hva, size, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
+		return VMMU_EFAULT;
+	*writable = write || s->owned;
+	STAT_INC(v->stat.host_faultins);
+	return 0;
+}
+
 __hot static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
 			bool *writable)
 {
@@ -179,6 +213,30 @@ __hot static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uint
 	*writable = write || s->owned;
 	STAT_INC(v->stat.host_faultins);
 	return 0;
+}
+
+/*
+ * Fault-around (VMMU_VM_NO_FAULT_AROUND): a TDP fault at the gfn after the
+ * last one this vCPU mapped continues a sequential first touch, so the rest
+ * of its aligned VMMU_FAULT_AROUND_PAGES window (within the slot, hence
+ * within one leaf table) will be touched next.  The window's end, or gfn + 1
+ * for a fault that maps its page alone.  Not where mapping ahead changes
+ * what the guest sees: logged slots (a page mapped writable unwritten would
+ * dodge the log), private VMs (a neighbour may be private), VMs without A/D
+ * (a mapping ahead would start access-tracked, saving nothing), or while
+ * shadow pages may track guest tables (neighbours would escape tracking).
+ */
+static gfn_t fault_around_end(struct vmmu_vcpu *v, const struct memslot *s, const struct page_fault *fault)
+{
+	const struct vmmu_vm *vm = v->vm;
+	gfn_t end;
+
+	if (!fault->may_around || fault->goal_level != PG_LEVEL_4K || fault->gfn != v->fa_next_gfn ||
+	    (vm->cfg.flags & VMMU_VM_NO_FAULT_AROUND) || !vm->fmt.ad_enabled || memslot_logging(s) ||
+	    vm->shared_mask || __atomic_load_n(&vm->shadow->nr_pages, __ATOMIC_RELAXED))
+		return fault->gfn + 1;
+	end = (fault->gfn | (VMMU_FAULT_AROUND_PAGES - 1)) + 1;
+	return end < s->base_gfn + s->npages ? end : s->base_gfn + s->npages;
 }
 
 __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
@@ -243,14 +301,27 @@ __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 		}
 		{
 			uint64_t t0 = vcpu_clock(v);
+			gfn_t end = fault_around_end(v, s, fault);
+			unsigned int p2;
 
-			r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
+			fault->around_end = fault->gfn + 1;
+			r = VMMU_EFAULT;
+			/* The window: one host call for all of it, where the
+			 * host allows the same over all of it. */
+			if (end > fault->gfn + 1 && hostprot_uniform(hs, fault->hva, (end - fault->gfn) << 12, &p2) &&
+			    p2 == prot)
+				r = host_populate(v, s, fault->hva, (end - fault->gfn) << 12, fault->write, &writable);
+			if (!r)
+				fault->around_end = end;
+			else
+				r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
 			VCPU_TIME_ADD(v, time_faultin_ns, t0);
 		}
 		if (r) {
 			fault->host_error = r;
 			return RET_PF_FAULT;
 		}
+		v->fa_next_gfn = fault->around_end > fault->gfn + 1 ? fault->around_end : base_gfn + pages;
 		if (prot == VMMU_HOST_RO)
 			writable = false;
 	}
@@ -258,6 +329,25 @@ __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 	fault->map_writable = writable && !(s->flags & VMMU_MEM_READONLY);
 	vmmu_test_hook(VMMU_TEST_HOOK_FAULTIN_DONE, fault->gfn);
 	return RET_PF_CONTINUE;
+}
+
+/*
+ * After the fault's own page, the rest of its fault-around window, in the
+ * same install section: only if the page went in at 4K, nothing tracks
+ * guest tables yet (a shadow page appears under the write side, which
+ * write-protects what it tracks after this), and no invalidation touched
+ * the window since the sample.
+ */
+static void mmu_map_around(struct vmmu_vcpu *v, struct page_fault *fault)
+{
+	struct vmmu_vm *vm = v->vm;
+	uintptr_t hva = memslot_gfn_to_hva(fault->slot, fault->gfn + 1);
+
+	if (fault->goal_level != PG_LEVEL_4K || fault->write_tracked ||
+	    __atomic_load_n(&vm->shadow->nr_pages, __ATOMIC_RELAXED) ||
+	    inv_retry(&vm->inv, fault->mmu_seq, hva, (fault->around_end - fault->gfn - 1) << 12))
+		return;
+	STAT_ADD(v->stat.fault_around_pages, tdp_mmu_map_around(v, fault, fault->gfn + 1, fault->around_end));
 }
 
 __hot static bool is_page_fault_stale(struct vmmu_vcpu *v, struct page_fault *fault)
@@ -537,6 +627,7 @@ static int __mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code,
 		.exec = error_code & PFERR_FETCH_MASK,
 		.rsvd = error_code & PFERR_RSVD_MASK,
 		.is_private = vm_gpa_is_private(vm, gpa),
+		.may_around = true,
 	};
 	STAT_INC(v->stat.pf_taken);
 
@@ -603,6 +694,8 @@ static int __mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code,
 		r = tdp_mmu_map(v, fault);
 	else
 		r = RET_PF_CONTINUE;
+	if (fault->around_end > fault->gfn + 1 && (r == RET_PF_FIXED || r == RET_PF_SPURIOUS))
+		mmu_map_around(v, fault);
 	vcpu_install_end(v);
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	if (r == RET_PF_CONTINUE)

@@ -62,6 +62,13 @@ struct page_fault {
 	bool write_tracked;
 	bool ptwrite;
 	int host_error;		/* VMMU_E* when RET_PF_FAULT */
+	/*
+	 * Fault-around (VMMU_VM_NO_FAULT_AROUND): may_around is an input (a
+	 * TDP fault of L1's own); around_end the gfn after the pages whose host
+	 * memory mmu_faultin() made exist with this one's, to be mapped ahead.
+	 */
+	bool may_around;
+	gfn_t around_end;
 };
 
 int mmu_page_fault(struct vmmu_vcpu *v, gpa_t gpa, uint32_t error_code, struct page_fault *out);

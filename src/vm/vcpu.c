@@ -77,6 +77,8 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 		v->tlbs[i].full_gen = 1;
 	}
 	v->tlb = &v->tlbs[0];
+	/* No first touch in progress: the first fault maps its page alone. */
+	v->fa_next_gfn = ~0ULL;
 	/* The TLB applies the hardware's rules: under shadow paging those of
 	 * the host CPU (CR0.WP on), which the shadow's roles account for. */
 	v->tlb_cpu = vm_shadow_paging(vm) ? &v->hw_wcpu : &v->wcpu;
@@ -913,5 +915,6 @@ VMMU_EXPORT int vmmu_vcpu_get_stats(vmmu_vcpu *v, struct vmmu_vcpu_stats *out)
 	out->time_faultin_ns = STAT_READ(s->time_faultin_ns);
 	out->time_walk_ns = STAT_READ(s->time_walk_ns);
 	out->time_copy_ns = STAT_READ(s->time_copy_ns);
+	out->fault_around_pages = STAT_READ(s->fault_around_pages);
 	return 0;
 }

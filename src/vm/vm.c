@@ -177,7 +177,7 @@ static int vm_config_check(const struct vmmu_vm_config *cfg)
 		return VMMU_EINVAL;
 	if (cfg->flags & ~(VMMU_VM_AD_DISABLED | VMMU_VM_NO_HUGEPAGES | VMMU_VM_NO_FAST_PF |
 			   VMMU_VM_MANUAL_PROTECT | VMMU_VM_DIRTY_INIT_SET | VMMU_VM_EAGER_SPLIT | VMMU_VM_PML |
-			   VMMU_VM_NESTED_ONE_MMU | VMMU_VM_TIMING | VMMU_VM_PRIVATE))
+			   VMMU_VM_NESTED_ONE_MMU | VMMU_VM_TIMING | VMMU_VM_PRIVATE | VMMU_VM_NO_FAULT_AROUND))
 		return VMMU_EINVAL;
 	/* The nested ablation is about a TDP VM's two MMUs. */
 	if ((cfg->flags & VMMU_VM_NESTED_ONE_MMU) && cfg->mmu != VMMU_MMU_TDP)

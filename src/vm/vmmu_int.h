@@ -56,7 +56,8 @@ struct vcpu_stats {
 		pf_emulate, pf_mmio_spte, tlb_flushes, mmu_reloads, host_faultins, pf_fast_fixed,
 		pf_fast_spurious, pf_fast_failed, mmu_ctx_rebuilds, root_fast_switches, root_slow_switches,
 		guest_faults, pt_write_emulations, unsync_syncs, pml_entries, pml_full_exits, nested_entries,
-		nested_root_reuses, nested_exits, time_fault_ns, time_faultin_ns, time_walk_ns, time_copy_ns;
+		nested_root_reuses, nested_exits, time_fault_ns, time_faultin_ns, time_walk_ns, time_copy_ns,
+		fault_around_pages;
 };
 
 #define PT_CACHE_MIN 6	/* a 5-level fault needs at most 4 tables, plus a split */
@@ -117,6 +118,7 @@ struct vmmu_vcpu {
 		uint64_t gen;
 		const struct memslot *slot;
 	} last_slot;			/* [vcpu] valid for one memslot generation */
+	uint64_t fa_next_gfn;		/* [vcpu] the gfn a sequential first touch faults next */
 
 	struct pt_cache pt_cache;	/* [vcpu] page tables topped up outside mmu_lock */
 

@@ -31,6 +31,7 @@ static uint64_t mapped_pages(vmmu_vm *vm)
 	return st.pages_4k + st.pages_2m + st.pages_1g;
 }
 
+/* Faults taken, plus the pages they mapped ahead (fault-around). */
 static uint64_t faults_taken(struct bare_vm *h)
 {
 	uint64_t n = 0;
@@ -39,14 +40,15 @@ static uint64_t faults_taken(struct bare_vm *h)
 		struct vmmu_vcpu_stats s;
 
 		vmmu_vcpu_get_stats(h->vcpus[i], &s);
-		n += s.pf_taken;
+		n += s.pf_taken + s.fault_around_pages;
 	}
 	return n;
 }
 
 /*
  * Nothing may stay mapped after a zap; the next pass must fault (at least
- * once per host page size unit) and read back the data intact.
+ * once per host page size unit, a page mapped ahead by fault-around
+ * counting as one) and read back the data intact.
  */
 static int zap_check_refault(struct bare_vm *h, struct crew *crew, uint64_t mem, uint64_t host_page, const char *what,
 			     char *err, size_t len)

@@ -405,6 +405,34 @@ __hot int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault)
 	return RET_PF_RETRY;
 }
 
+/*
+ * Fault-around: map the empty 4K entries of [start, end), gfns of the
+ * fault's slot in the leaf table its own page just went into, with that
+ * page's rights and not accessed (the guest has not touched them: aging
+ * must not see them young).  An entry someone else filled meanwhile is
+ * theirs.  Under mmu_lock for read, in the fault's install section.
+ */
+unsigned int tdp_mmu_map_around(struct vmmu_vcpu *v, const struct page_fault *fault, uint64_t start, uint64_t end)
+{
+	struct vmmu_vm *vm = v->vm;
+	const struct spte_fmt *f = &vm->fmt;
+	struct tdp_root *root = v->root;
+	unsigned int n = 0;
+	struct tdp_iter it;
+
+	for_each_tdp_pte(it, f, root->pt->spt, root->level, start, end) {
+		uint64_t spte;
+
+		if (it.level != PG_LEVEL_4K || it.old_spte != SPTE_NONPRESENT)
+			continue;
+		spte = make_leaf_spte(f, memslot_gfn_to_hva(fault->slot, it.gfn) >> 12, PG_LEVEL_4K, ACC_ALL,
+				      fault->map_writable, true);
+		if (!tdp_mmu_set_spte_atomic(vm, &it, spte))
+			n++;
+	}
+	return n;
+}
+
 bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end)
 {
 	const struct spte_fmt *f = &vm->fmt;

@@ -47,6 +47,8 @@ void tdp_mmu_put_root(struct vmmu_vm *vm, struct tdp_root *root);
 /* mmu_lock held for read. */
 int tdp_mmu_map(struct vmmu_vcpu *v, struct page_fault *fault);
 /* mmu_lock held for write; returns whether a TLB flush is needed. */
+/* Fault-around: map what is empty of [start, end) like the fault's page. */
+unsigned int tdp_mmu_map_around(struct vmmu_vcpu *v, const struct page_fault *fault, uint64_t start, uint64_t end);
 bool tdp_mmu_zap_leafs(struct vmmu_vm *vm, struct tdp_root *root, uint64_t start, uint64_t end);
 /*
  * mmu_lock held for read, by an invalidation that published [start, end) and
