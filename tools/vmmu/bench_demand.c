@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
  * `vmmu bench demand`: ns per page of first touch and retouch, against the
- * same passes over plain host memory and over prepopulated host pages.
+ * same passes over plain host memory and over prepopulated host pages, on
+ * memory vmmu allocates and on memory the tool maps as a VMM would
+ * (embedder_*), with fault-around and without (no_fault_around_*), all
+ * interleaved in every repetition; and a timed breakdown of a first touch
+ * (breakdown_*, VMMU_VM_TIMING) for each kind of memory.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -151,6 +155,8 @@ enum demand_variant {
 	DV_EMBEDDER,	/* the tool maps it, as a VMM would (host fault-in by madvise) */
 	DV_HOST,
 	DV_PREPOP,
+	DV_OWNED_NOFA,	/* the two vmmu ones again with VMMU_VM_NO_FAULT_AROUND */
+	DV_EMBEDDER_NOFA,
 	DV_COUNT,
 };
 
@@ -160,6 +166,7 @@ enum demand_series {
 	DS_HFT, DS_HRT,		/* plain host memory */
 	DS_PFT, DS_PRT,		/* owned memory the host populated beforehand */
 	DS_FAULT,
+	DS_NFT, DS_NEFT,	/* first touch without fault-around: owned, embedder */
 	DS_COUNT,
 };
 
@@ -196,6 +203,7 @@ static int demand_breakdown(struct report *r, const struct cli_opts *o, unsigned
 	BD("other_ns", pr.first_touch_ns_pp * nr_vcpus -
 			       (double)(st->time_fault_ns + st->time_walk_ns + st->time_copy_ns) / pp);
 	BD("host_faultins_per_page", (double)st->host_faultins / pp);
+	BD("fault_around_pages_per_page", (double)st->fault_around_pages / pp);
 #undef BD
 	return 0;
 }
@@ -245,6 +253,13 @@ static int bench_demand_run(const struct cli_opts *o)
 				v[eo.embedder_mem ? DS_EFT : DS_FT][rep] = pr.first_touch_ns_pp;
 				v[eo.embedder_mem ? DS_ERT : DS_RT][rep] = pr.retouch_ns_pp;
 				break;
+			case DV_OWNED_NOFA:
+			case DV_EMBEDDER_NOFA:
+				eo.embedder_mem = (rep + k) % DV_COUNT == DV_EMBEDDER_NOFA;
+				eo.vm_flags |= VMMU_VM_NO_FAULT_AROUND;
+				ok = !env_demand_pass(&eo, nr_vcpus, mem, false, false, &pr, err, sizeof(err));
+				v[eo.embedder_mem ? DS_NEFT : DS_NFT][rep] = pr.first_touch_ns_pp;
+				break;
 			case DV_HOST:
 				ok = !host_pass(o, nr_vcpus, mem, &pr, err, sizeof(err));
 				v[DS_HFT][rep] = pr.first_touch_ns_pp;
@@ -291,6 +306,11 @@ static int bench_demand_run(const struct cli_opts *o)
 	rt_over = report_ratio(&r, "retouch_overhead", 3, v[DS_RT], v[DS_HRT], reps);
 	eft_over = report_ratio(&r, "embedder_first_touch_overhead", 3, v[DS_EFT], v[DS_HFT], reps);
 	ert_over = report_ratio(&r, "embedder_retouch_overhead", 3, v[DS_ERT], v[DS_HRT], reps);
+	/* The same passes without fault-around, for what it buys. */
+	report_spread(&r, "no_fault_around_first_touch_ns_per_page", 1, v[DS_NFT], reps);
+	report_spread(&r, "no_fault_around_embedder_first_touch_ns_per_page", 1, v[DS_NEFT], reps);
+	report_ratio(&r, "no_fault_around_first_touch_overhead", 3, v[DS_NFT], v[DS_HFT], reps);
+	report_ratio(&r, "no_fault_around_embedder_first_touch_overhead", 3, v[DS_NEFT], v[DS_HFT], reps);
 	free(v[0]);
 	report_f(&r, "target_first_touch_overhead", 3, TARGET_FIRST_TOUCH_OVERHEAD);
 	report_f(&r, "target_retouch_overhead", 3, TARGET_RETOUCH_OVERHEAD);
