@@ -142,57 +142,29 @@ __hot static const struct memslot *vcpu_gfn_to_memslot(struct vmmu_vcpu *v, cons
 
 /*
  * Make the host page(s) behind a mapping exist, and learn whether the host
- * lets the guest write them (KVM's hva_to_pfn via get_user_pages).
+ * lets the guest write them (KVM's hva_to_pfn via get_user_pages).  touch:
+ * of vmmu's own memory, the bytes to touch page by page -- the first page
+ * of a mapping (a huge page's host fault brings all of it), or every page
+ * of a fault-around window.
  */
-static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
-			bool *writable);
-
-/*
- * The host pages of a fault-around window.  vmmu's own memory is touched
- * page by page, as host_faultin() touches one: a page already there costs
- * nothing, an absent one the host's own fault.  The embedder's takes one
- * MADV_POPULATE_* call for the window instead of one per fault; any failure
- * -- a kernel without it, a window part of which the embedder unmapped --
- * leaves the fault to host_faultin() for its page alone.
- */
-static int host_populate(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
-			 bool *writable)
-{
-#ifndef VMMU_TSAN
-	if (s->owned) {
-		for (size_t off = 0; off < size; off += 4096) {
-			if (write)
-				__atomic_fetch_add((uint64_t *)(hva + off), 0, __ATOMIC_RELAXED);
-			else
-				(void)*(volatile const uint64_t *)(hva + off);
-		}
-		*writable = true;
-		STAT_INC(v->stat.host_faultins);
-		return 0;
-	}
-#endif
-	if (madvise((void *)hva, size, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
-		return VMMU_EFAULT;
-	*writable = write || s->owned;
-	STAT_INC(v->stat.host_faultins);
-	return 0;
-}
-
-__hot static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, bool write,
-			bool *writable)
+__hot static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uintptr_t hva, size_t size, size_t touch,
+			bool write, bool *writable)
 {
 #ifndef VMMU_TSAN
 	if (s->owned) {
 		/*
 		 * vmmu mapped this memory read-write and never changes that, so
-		 * touching it is safe and costs exactly the host's own fault.
-		 * The atomic add of 0 forces a write fault without changing the
-		 * data a racing guest access may be writing.
+		 * touching it is safe and costs exactly the host's own fault (a
+		 * page already there costs nothing).  The atomic add of 0 forces
+		 * a write fault without changing the data a racing guest access
+		 * may be writing.
 		 */
-		if (write)
-			__atomic_fetch_add((uint64_t *)hva, 0, __ATOMIC_RELAXED);
-		else
-			(void)*(volatile const uint64_t *)hva;
+		for (size_t off = 0; off < touch; off += 4096) {
+			if (write)
+				__atomic_fetch_add((uint64_t *)(hva + off), 0, __ATOMIC_RELAXED);
+			else
+				(void)*(volatile const uint64_t *)(hva + off);
+		}
 		*writable = true;
 		STAT_INC(v->stat.host_faultins);
 		return 0;
@@ -207,7 +179,8 @@ __hot static int host_faultin(struct vmmu_vcpu *v, const struct memslot *s, uint
 	 */
 	/* Any failure (unmapped, not writable, SIGBUS-backed, no memory) means
 	 * the guest cannot use this memory: the embedder gets a memory-fault
-	 * exit, as KVM reports -EFAULT / KVM_EXIT_MEMORY_FAULT. */
+	 * exit, as KVM reports -EFAULT / KVM_EXIT_MEMORY_FAULT.  A fault-around
+	 * window takes one call for all its pages instead of one per fault. */
 	if (madvise((void *)hva, size, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
 		return VMMU_EFAULT;
 	*writable = write || s->owned;
@@ -306,15 +279,18 @@ __hot int mmu_faultin(struct vmmu_vcpu *v, struct page_fault *fault)
 
 			fault->around_end = fault->gfn + 1;
 			r = VMMU_EFAULT;
-			/* The window: one host call for all of it, where the
-			 * host allows the same over all of it. */
+			/* The window, where the host allows the same over all of
+			 * it; on any failure (a kernel without MADV_POPULATE_*, a
+			 * window part of which the embedder unmapped) the page
+			 * alone, which says what failed. */
 			if (end > fault->gfn + 1 && hostprot_uniform(hs, fault->hva, (end - fault->gfn) << 12, &p2) &&
 			    p2 == prot)
-				r = host_populate(v, s, fault->hva, (end - fault->gfn) << 12, fault->write, &writable);
+				r = host_faultin(v, s, fault->hva, (end - fault->gfn) << 12, (end - fault->gfn) << 12,
+						 fault->write, &writable);
 			if (!r)
 				fault->around_end = end;
 			else
-				r = host_faultin(v, s, fault->hva, pages << 12, fault->write, &writable);
+				r = host_faultin(v, s, fault->hva, pages << 12, 4096, fault->write, &writable);
 			VCPU_TIME_ADD(v, time_faultin_ns, t0);
 		}
 		if (r) {

@@ -180,18 +180,32 @@ VMMU_EXPORT int vmmu_vcpu_in_guest_mode(vmmu_vcpu *v)
 	return v && v->nested.active;
 }
 
+/*
+ * What L1's TLB-invalidation instructions share: a nested-capable VM of the
+ * right format (INVEPT/INVVPID for EPT, INVLPGA for NPT), run by L1 (the
+ * instructions exit from L2).
+ */
+static int nested_inv_check(struct vmmu_vcpu *v, bool ept)
+{
+	if (!v)
+		return VMMU_EINVAL;
+	if (!vm_runs_nested(v->vm) || v->vm->fmt.ept != ept)
+		return VMMU_ENOTSUP;
+	if (v->nested.active)
+		return VMMU_EPERM;
+	return 0;
+}
+
 VMMU_EXPORT int vmmu_vcpu_invept(vmmu_vcpu *v, unsigned type, uint64_t eptp)
 {
 	struct nested_vcpu *n;
 	struct vmmu_vcpu *self;
 	bool all;
+	int r;
 
-	if (!v)
-		return VMMU_EINVAL;
-	if (!vm_runs_nested(v->vm) || !v->vm->fmt.ept)
-		return VMMU_ENOTSUP;
-	if (v->nested.active)
-		return VMMU_EPERM;
+	r = nested_inv_check(v, true);
+	if (r)
+		return r;
 	if (type != VMMU_INVEPT_SINGLE && type != VMMU_INVEPT_ALL)
 		return VMMU_EINVAL;
 	if (type == VMMU_INVEPT_SINGLE && check_eptp(v->vm, eptp))
@@ -211,13 +225,11 @@ VMMU_EXPORT int vmmu_vcpu_invept(vmmu_vcpu *v, unsigned type, uint64_t eptp)
 VMMU_EXPORT int vmmu_vcpu_invvpid(vmmu_vcpu *v, unsigned type, uint16_t vpid, uint64_t gva)
 {
 	struct nested_vcpu *n;
+	int r;
 
-	if (!v)
-		return VMMU_EINVAL;
-	if (!vm_runs_nested(v->vm) || !v->vm->fmt.ept)
-		return VMMU_ENOTSUP;
-	if (v->nested.active)
-		return VMMU_EPERM;
+	r = nested_inv_check(v, true);
+	if (r)
+		return r;
 	if (type > VMMU_INVVPID_SINGLE_NONGLOBAL || (type != VMMU_INVVPID_ALL && !vpid))
 		return VMMU_EINVAL;
 	/* The widest linear addresses there are (5-level): the instruction
@@ -238,12 +250,10 @@ VMMU_EXPORT int vmmu_vcpu_invlpga(vmmu_vcpu *v, uint64_t gva, uint32_t asid)
 {
 	struct nested_vcpu *n;
 
-	if (!v)
-		return VMMU_EINVAL;
-	if (!vm_runs_nested(v->vm) || v->vm->fmt.ept)
-		return VMMU_ENOTSUP;
-	if (v->nested.active)
-		return VMMU_EPERM;
+	int r = nested_inv_check(v, false);
+
+	if (r)
+		return r;
 	n = &v->nested;
 	if (n->tlb_tagged && n->tlb_vpid == asid)
 		tlb_invalidate_gva(&v->tlbs[1], gva);
