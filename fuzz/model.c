@@ -144,9 +144,7 @@ unsigned int model_prot_at(const struct model *m, uintptr_t hva)
 	return m->prot[(hva - m->arena) / MODEL_PAGE];
 }
 
-/* Could a fault for the page at hva be held back by an open invalidation?
- * The fault may map the 2 MiB around it, so compare that. */
-static bool page_may_wait(const struct model *m, uintptr_t hva)
+bool model_hva_may_wait(const struct model *m, uintptr_t hva)
 {
 	uintptr_t lo = hva & ~(uintptr_t)(HUGE_2M - 1), hi = lo + HUGE_2M;
 
@@ -174,7 +172,7 @@ void model_access(const struct model *m, uint64_t gpa, size_t len, bool write, s
 		 * type, so the fault that replaces it is a read), and KVM checks
 		 * for invalidations before it looks at the host page.
 		 */
-		if (s && page_may_wait(m, hva)) {
+		if (s && model_hva_may_wait(m, hva)) {
 			res->outcome = MODEL_BLOCKED;
 			return;
 		}
@@ -212,6 +210,17 @@ void model_commit_write(struct model *m, uint64_t gpa, const void *buf, size_t l
 
 			s->dirty[pg / 64] |= 1ULL << (pg % 64);
 		}
+	}
+}
+
+void model_mark_dirty(struct model *m, uint64_t gpa)
+{
+	struct model_slot *s = (struct model_slot *)model_find(m, gpa, NULL);
+
+	if (s && (s->flags & VMMU_MEM_LOG_DIRTY_PAGES) && s->dirty) {
+		uint64_t pg = (gpa - s->gpa) / MODEL_PAGE;
+
+		s->dirty[pg / 64] |= 1ULL << (pg % 64);
 	}
 }
 
