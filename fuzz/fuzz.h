@@ -69,6 +69,7 @@ struct fz {
 	 * new ones; off by default, and never in ctest. */
 	bool avoid_known;
 	struct host_thread *ht;
+	bool host_running;
 	/* the guest OS */
 	struct gos_as as[GOS_AS];
 	uint64_t tables[GOS_TABLES];	/* table pages it made, for reuse and aliases */
@@ -133,5 +134,19 @@ bool known_bug_slot(const struct fz *f, uint64_t gpa, uint64_t size);
 
 void host_thread_start(struct fz *f);
 void host_thread_stop(struct fz *f);
+/* The host slot as version v says (model slot HOST_SLOT, buffer protections). */
+void host_install(struct fz *f, unsigned int v);
+unsigned int host_installed(const struct fz *f);
+/* Around an access: the versions it may observe are [begin's, end's];
+ * *stamp gets the epoch of each end. */
+unsigned int host_window_begin(struct fz *f, uint64_t *stamp);
+unsigned int host_window_end(struct fz *f, uint64_t *stamp);
+/* A store reached gpa of the host slot in version v, between two stamps. */
+void host_note_write(struct fz *f, unsigned int v, uint64_t gpa, uint64_t s, uint64_t e);
+bool host_gpa(uint64_t gpa);
+/* Returns once the host thread has done n more operations (or none are left). */
+void host_wait(struct fz *f, unsigned int n);
+/* One vCPU-side operation done (the host thread is paced by these). */
+void host_tick(struct fz *f);
 
 #endif /* VMMU_FUZZ_FUZZ_H */

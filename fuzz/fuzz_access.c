@@ -58,6 +58,7 @@ struct scen {
 	struct cand c[MAX_FRAGS];
 	uint8_t group[MAX_FRAGS];
 	bool stored[MAX_FRAGS];	/* the page's bytes reached memory */
+	uintptr_t at[MAX_FRAGS];	/* where the page's chosen candidate is, in host memory */
 	int last_group;
 };
 
@@ -184,7 +185,12 @@ static void record(struct actx *c, int exit_page)
 	s->exit_page = exit_page;
 	s->last_group = 0;
 	for (int p = 0; p < c->k; p++) {
+		bool done = exit_page < 0 || p < exit_page;
+
 		s->stored[p] = c->write && (exit_page < 0 || (p < exit_page && c->cur.group[p] < eg));
+		s->at[p] = 0;
+		if (done && c->cur.c[p].o.k == GO_OK)
+			model_find(c->f->m, c->cur.c[p].o.gpa, &s->at[p]);
 		if (exit_page < 0 || p <= exit_page)
 			s->last_group = c->cur.group[p];
 	}
@@ -347,7 +353,8 @@ static void touch_add(struct touch *t, uintptr_t hva)
 /* Where scenario s stored page p's bytes, or 0. */
 static uintptr_t stored_at(const struct fz *f, const struct scen *s, int p)
 {
-	return s->stored[p] ? gpa_hva(f, s->c[p].o.gpa) : 0;
+	(void)f;
+	return s->stored[p] ? s->at[p] : 0;
 }
 
 /* Does guest memory hold what scenario s leaves (on the touched pages)? */
@@ -399,7 +406,7 @@ static bool read_matches(const struct actx *c, const struct scen *s, const uint8
 	if (s->exit_page >= 0)
 		return !memcmp(c->a->buf, before, c->a->len);	/* nothing moves on an exit */
 	for (int p = 0; p < c->k; p++) {
-		uintptr_t hva = gpa_hva(c->f, s->c[p].o.gpa);
+		uintptr_t hva = s->at[p];
 
 		for (size_t b = 0; b < c->fr[p].n; b++)
 			if (!byte_ok(c->a->buf[c->fr[p].off + b], m->expect[hva + b - m->arena], ad_mask(c, hva + b)))
@@ -465,6 +472,8 @@ static bool range_refused(const struct fz *f, const struct fz_acc *a)
 	return a->addr >= limit || a->len > limit - a->addr;
 }
 
+/* Every scenario of the access, with the model as it is now (in threaded
+ * mode: one version of the host thread's slot). */
 static void enumerate(struct actx *c)
 {
 	c->nsc = 0;
@@ -500,6 +509,8 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 	char cands[2048], got[160];
 	const struct scen *s = NULL;
 	uintptr_t bad = 0;
+	unsigned int v0 = 0, v1 = 0, matched = 0;
+	uint64_t st0 = 0, st1 = 0;
 	int rc;
 
 	memset(&x, 0, sizeof(x));
@@ -525,6 +536,10 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 		c->fr[c->k++] = (struct frag){ a->addr + off, off, n };
 	}
 	c->splits = f->shadow && !a->phys && c->write && c->k > 1;
+	if (f->host_running) {
+		v0 = host_window_begin(f, &st0);
+		host_install(f, v0);
+	}
 	enumerate(c);
 	if (c->overflow && c->paging) {
 		/* Too many stale translations to enumerate: the guest flushes. */
@@ -537,6 +552,24 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 		for (int i = 0; i < c->lists[p][0].w.n; i++)
 			if (model_prot_at(f->m, c->lists[p][0].w.e[i].hva) == VMMU_HOST_NONE)
 				return FZ_SKIPPED;
+	/*
+	 * Threaded mode: a guest table in the host thread's slot would make
+	 * translations change at moments the model cannot know; and with an
+	 * invalidation of ours open, an access to that slot may wait for ours
+	 * (the hull grows over both).
+	 */
+	for (int p = 0; f->host_running && p < c->k; p++) {
+		const struct gm_walk *w = &c->lists[p][0].w;
+
+		if (c->lists[p][0].current && w->st == GW_NOTRAM && host_gpa(w->bad_gpa))
+			return FZ_SKIPPED;
+		for (int i = 0; c->lists[p][0].current && i < w->n; i++)
+			if (host_gpa(w->e[i].gpa))
+				return FZ_SKIPPED;
+		for (int j = 0; f->m->n_inval && j < c->nl[p]; j++)
+			if (c->lists[p][j].o.k != GO_PF && c->lists[p][j].o.k != GO_GP && host_gpa(c->lists[p][j].o.gpa))
+				return FZ_SKIPPED;
+	}
 	describe(c, cands, sizeof(cands));
 	if (c->blocked || c->overflow) {
 		TRACE(f, "vCPU %u %s %#" PRIx64 "+%zu: skipped (%s)%s", a->vcpu, c->write ? "write" : "read", a->addr,
@@ -545,6 +578,8 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 	}
 	memcpy(before, a->buf, a->len);
 	rc = vmmu_vcpu_access(f->vcpu[a->vcpu], a->addr, a->buf, a->len, flags, &x);
+	if (f->host_running)
+		v1 = host_window_end(f, &st1);
 	describe_exit(rc, &x, got, sizeof(got));
 	TRACE(f, "vCPU %u %s%s %#" PRIx64 "+%zu%s: %s; %d scenarios%s", a->vcpu,
 	      a->type == VMMU_ACCESS_FETCH ? "fetch" : c->write ? "write" : "read", a->implicit ? " (implicit)" : "",
@@ -552,35 +587,48 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 	      cands);
 	f->n_checked++;
 
-	t.n = 0;
-	for (int i = 0; i < c->nad; i++)
-		touch_add(&t, c->ad[i].hva);
-	for (int i = 0; i < c->nsc; i++)
-		for (int p = 0; p < c->k; p++)
-			if (stored_at(f, &c->sc[i], p)) {
-				touch_add(&t, stored_at(f, &c->sc[i], p));
-				touch_add(&t, stored_at(f, &c->sc[i], p) + c->fr[p].n - 1);
-			}
-	for (int i = 0; i < c->nsc && !s; i++) {
-		const struct scen *cand = &c->sc[i];
+	/* Each version of the host slot the access may have seen, in turn; a
+	 * scenario of one of them must match. */
+	for (unsigned int v = v0; !s && v <= v1; v++) {
+		if (v != v0) {
+			host_install(f, v);
+			enumerate(c);
+		}
+		t.n = 0;
+		for (int i = 0; i < c->nad; i++)
+			touch_add(&t, c->ad[i].hva);
+		for (int i = 0; i < c->nsc; i++)
+			for (int p = 0; p < c->k; p++)
+				if (stored_at(f, &c->sc[i], p))
+					touch_add(&t, stored_at(f, &c->sc[i], p));
+		for (int i = 0; i < c->nsc && !s; i++) {
+			const struct scen *cand = &c->sc[i];
 
-		if (!exit_matches(c, cand, rc, &x))
-			continue;
-		if (!c->write && a->type != VMMU_ACCESS_WRITE && !read_matches(c, cand, before))
-			continue;
-		if (!memory_matches(c, cand, &t, &bad))
-			continue;
-		s = cand;
+			if (!exit_matches(c, cand, rc, &x))
+				continue;
+			if (!c->write && !read_matches(c, cand, before))
+				continue;
+			if (!memory_matches(c, cand, &t, &bad))
+				continue;
+			s = cand;
+			matched = v;
+		}
+	}
+	if (!s && v1 != v0) {
+		host_install(f, v0);
+		enumerate(c);
+		describe(c, cands, sizeof(cands));
 	}
 	if (!s) {
-		const uint8_t *have = bad ? (const uint8_t *)bad : NULL;
+		char where[96] = "";
 
-		fz_fail(f,
-			"vCPU %u %s %#" PRIx64 "+%zu%s: vmmu says %s, which no scenario allows%s%s; candidates:%s",
+		if (bad)
+			snprintf(where, sizeof(where), "; e.g. arena offset %#llx holds %#x",
+				 (unsigned long long)(bad - f->m->arena), *(const uint8_t *)bad);
+		fz_fail(f, "vCPU %u %s %#" PRIx64 "+%zu%s: vmmu says %s, which no scenario allows%s; candidates%s:%s",
 			a->vcpu, a->type == VMMU_ACCESS_FETCH ? "fetch" : c->write ? "write" : "read", a->addr, a->len,
-			a->phys ? " (phys)" : "", got,
-			have ? "; e.g. memory at arena offset " : "",
-			have ? "differs (see trace)" : "", cands);
+			a->phys ? " (phys)" : "", got, where,
+			v1 != v0 ? " (of the first host slot version it may have seen)" : "", cands);
 	}
 
 	/* A page walked with nothing cached for it: the walk set A/D (SDM 4.8). */
@@ -612,7 +660,10 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 	for (int p = 0; p < c->k; p++) {
 		if (!stored_at(f, s, p))
 			continue;
-		model_mark_dirty(f->m, s->c[p].o.gpa);
+		if (f->host_running && host_gpa(s->c[p].o.gpa))
+			host_note_write(f, matched, s->c[p].o.gpa, st0, st1);
+		else
+			model_mark_dirty(f->m, s->c[p].o.gpa);
 		if (s->group[p] > 0)
 			f->n_split++;
 	}
@@ -645,6 +696,12 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 			xl.d = xl.d || (c->write && cd->o.k == GO_OK);
 			gm_tlb_add(f->g, a->vcpu, &xl);
 		}
+	}
+	if (f->host_running) {
+		uint64_t ignored;
+
+		/* Leave the model at the newest version known to be in effect. */
+		host_install(f, host_window_begin(f, &ignored));
 	}
 	return s->exit_page < 0 ? FZ_DONE : FZ_EXIT;
 }

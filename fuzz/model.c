@@ -48,6 +48,7 @@ void model_reset(struct model *m)
 	memset(m->prot, VMMU_HOST_RW, m->arena_len / MODEL_PAGE);
 	m->n_inval = 0;
 	m->hull_start = m->hull_end = 0;
+	m->xhull_start = m->xhull_end = 0;
 	m->released = false;
 }
 
@@ -147,8 +148,15 @@ unsigned int model_prot_at(const struct model *m, uintptr_t hva)
 bool model_hva_may_wait(const struct model *m, uintptr_t hva)
 {
 	uintptr_t lo = hva & ~(uintptr_t)(HUGE_2M - 1), hi = lo + HUGE_2M;
+	uintptr_t hs = m->hull_start, he = m->hull_end;
 
-	return m->n_inval && lo < m->hull_end && m->hull_start < hi;
+	if (!m->n_inval)
+		return false;
+	if (m->xhull_end) {
+		hs = m->xhull_start < hs ? m->xhull_start : hs;
+		he = m->xhull_end > he ? m->xhull_end : he;
+	}
+	return lo < he && hs < hi;
 }
 
 void model_access(const struct model *m, uint64_t gpa, size_t len, bool write, struct model_result *res)

@@ -59,6 +59,9 @@ struct model {
 	/* The hull of the invalidations open since the count left zero: vmmu
 	 * (like KVM) may hold back every fault that touches it. */
 	uintptr_t hull_start, hull_end;
+	/* Host memory another thread may invalidate at any time: while any
+	 * invalidation of this thread is open, the hull may reach it too. */
+	uintptr_t xhull_start, xhull_end;
 	bool released;
 };
 

@@ -23,7 +23,7 @@ OP_ACCESS, OP_BURST, OP_SLOT_CREATE, OP_SLOT_DELETE, OP_SLOT_MOVE = 0, 12, 13, 1
 OP_SLOT_FLAGS, OP_HOST_PROT, OP_INVAL_BEGIN, OP_INVAL_END, OP_DISCARD = 17, 18, 20, 21, 22
 OP_ZAP_RANGE, OP_ZAP_ALL, OP_FLUSH, OP_HARVEST, OP_AUDIT, OP_MEMCHECK = 23, 24, 25, 26, 27, 28
 OP_AGE, OP_PT_MAP, OP_PTE_WRITE, OP_AS_CREATE, OP_AS_LOAD = 31, 32, 38, 43, 44
-OP_INVLPG, OP_INVPCID, OP_CR_TOGGLE, OP_PAGING_OFF = 48, 50, 51, 55
+OP_INVLPG, OP_INVPCID, OP_CR_TOGGLE, OP_PAGING_OFF, OP_HOST_WAIT = 48, 50, 51, 55, 57
 
 # gos_create's mode table: index -> mode
 MODE_INDEX = {"4level": 0, "32": 1, "pae": 2, "5level": 4}
@@ -47,6 +47,16 @@ def u32(x):
 class Seed:
     def __init__(self, cfgb, cfg2, mode, rnd):
         self.b = bytearray(u8(cfgb) + u8(cfg2))
+        if cfg2 & 0x20:
+            # the host thread's script (fuzz_thread.c): 48 operation bytes,
+            # now and then only operations that change no mapping (harvests,
+            # flushes, audits, aging), so that stores race with harvests alone
+            gentle = [9, 10, 11, 23, 27, 5, 6, 7, 8]
+            first = rnd.randrange(0xc0)        # version 0: the slot exists
+            if rnd.randrange(3) == 0:
+                self.b += bytes([first & ~3] + [rnd.choice(gentle) + 32 * rnd.randrange(8) for _ in range(47)])
+            else:
+                self.b += bytes([first] + [rnd.randrange(256) for _ in range(47)])
         self.mode = mode
         self.r = rnd
 
@@ -99,14 +109,20 @@ class Seed:
         b2 = (0x80 if via_state else 0) | (self.r.randrange(2) << 6)
         self.op(OP_AS_LOAD, u8(vcpu | (k << 1)) + u8(b1) + u8(b2) + self.alloc())
 
-    def access(self, vcpu=0, write=False, phys=False, length=None, fetch=False, cross=False):
+    def access(self, vcpu=0, write=False, phys=False, length=None, fetch=False, cross=False, host=False):
         lens = {1: 0, 2: 1, 4: 2, 8: 3}
         sel = lens.get(length, 7) if length is not None else self.r.choice([0, 1, 2, 3, 7])
         b = vcpu | (2 if write else 0) | (4 if phys else 0) | (sel << 3)
         c = (0x0f if fetch else 0) | (0x80 if cross else 0)
         rl = (length - 1) if length and sel == 7 else self.r.randrange(3 * 4096)
-        payload = (u8(b) + u8(c) + u16(rl) + u16(self.page()) + u16(self.r.randrange(4096)) +
-                   u8(self.r.choice([0, 1, 2, 3, 5])) + u32(self.r.randrange(1 << 32)))
+        if host:
+            # pick_gpa's "anywhere" (mode 6) inside the host thread's gpa space
+            # pick_gpa relative to used slot 2 of 0, 1 and the host slot:
+            # where the host slot is now, a few pages of it
+            gpa_pick = u8(2 << 3) + u32(self.r.choice([0, 1, 2, 3, 60, 61]) * 4096 + self.r.randrange(4000))
+        else:
+            gpa_pick = u8(self.r.choice([0, 1, 2, 3, 5])) + u32(self.r.randrange(1 << 32))
+        payload = (u8(b) + u8(c) + u16(rl) + u16(self.page()) + u16(self.r.randrange(4096)) + gpa_pick)
         self.op(OP_ACCESS + self.r.randrange(12), payload)
 
     def invlpg(self, vcpu=0):
@@ -183,7 +199,11 @@ def build(cfgb, cfg2, mode, seed):
     for step in range(60):
         c = r.randrange(20)
         v = r.randrange(2)
-        if c < 7:
+        if c < 7 and (cfg2 & 0x20) and r.randrange(2):
+            s.access(vcpu=v, write=r.randrange(2) == 1, phys=True, host=True,
+                     length=r.choice([1, 2, 4, 8, 8, 100, 5000]))
+            s.op(OP_HOST_WAIT, u8(r.randrange(4)))
+        elif c < 7:
             s.access(vcpu=v, write=r.randrange(2) == 1, phys=r.randrange(8) == 0, fetch=r.randrange(10) == 0,
                      cross=r.randrange(4) == 0, length=r.choice([1, 2, 4, 8, 8, 100, 5000, 9000]))
         elif c < 10:
@@ -225,6 +245,9 @@ def main():
         (0x40, 0x00, ["32", "pae", "4level", "5level"]),   # shadow
         (0x40, 0x05, ["4level", "pae"]),           # shadow, no previous roots, tiny shadow_max_pages
         (0x48, 0x13, ["4level"]),                  # shadow, no huge pages, MAXPHYADDR 36, 8 prev roots
+        (0, 0x20, ["4level", "pae"]),              # threaded: EPT 4-level
+        (3, 0x28, ["4level"]),                     # threaded: NPT, PML
+        (0x40, 0x20, ["4level", "32"]),            # threaded: shadow
     ]
     n = 0
     for _ in range(rounds):
