@@ -360,37 +360,38 @@ static uintptr_t stored_at(const struct fz *f, const struct scen *s, int p)
 /* Does guest memory hold what scenario s leaves (on the touched pages)? */
 static bool memory_matches(const struct actx *c, const struct scen *s, const struct touch *t, uintptr_t *bad)
 {
-	static uint8_t want[PAGE];
+	static uint8_t want[PAGE], mask[PAGE];
 	const struct model *m = c->f->m;
 
 	for (int i = 0; i < t->n; i++) {
 		uintptr_t pg = t->page[i];
 		const uint8_t *have = (const uint8_t *)pg;
-		static uint8_t wgroup[PAGE];
 
 		if (model_prot_at(m, pg) == VMMU_HOST_NONE)
 			continue;
 		memcpy(want, m->expect + (pg - m->arena), PAGE);
-		memset(wgroup, 0xff, PAGE);
+		memset(mask, 0, PAGE);
+		/* The A/D bits this access's walks may have set... */
+		for (int j = 0; j < c->nad; j++)
+			if (c->ad[j].hva - pg < PAGE)
+				mask[c->ad[j].hva - pg] = c->ad[j].bits;
 		for (int p = 0; p < c->k; p++) {
 			uintptr_t at = stored_at(c->f, s, p);
 
-			if (!at || at + c->fr[p].n <= pg || at >= pg + PAGE)
+			if (!at || at >= pg + PAGE || at + c->fr[p].n <= pg)
 				continue;
-			for (size_t b = 0; b < c->fr[p].n; b++) {
-				if (at + b < pg || at + b >= pg + PAGE)
-					continue;
-				want[at + b - pg] = c->a->buf[c->fr[p].off + b];
-				wgroup[at + b - pg] = s->group[p];
-			}
-		}
-		for (size_t b = 0; b < PAGE; b++) {
-			/* A walk of a later piece may set A/D over a store. */
-			uint8_t mask = ad_mask(c, pg + b);
+			uintptr_t lo = at > pg ? at : pg, hi = at + c->fr[p].n < pg + PAGE ? at + c->fr[p].n : pg + PAGE;
 
-			if (wgroup[b] != 0xff && wgroup[b] >= s->last_group)
-				mask = 0;
-			if (!byte_ok(have[b], want[b], mask)) {
+			memcpy(want + (lo - pg), c->a->buf + c->fr[p].off + (lo - at), hi - lo);
+			/* ...but a store wins over the walks before it; only a
+			 * later piece's walk may set A/D over it. */
+			if (s->group[p] >= s->last_group)
+				memset(mask + (lo - pg), 0, hi - lo);
+		}
+		if (!memcmp(have, want, PAGE))
+			continue;
+		for (size_t b = 0; b < PAGE; b++) {
+			if (!byte_ok(have[b], want[b], mask[b])) {
 				*bad = pg + b;
 				return false;
 			}
@@ -407,9 +408,12 @@ static bool read_matches(const struct actx *c, const struct scen *s, const uint8
 		return !memcmp(c->a->buf, before, c->a->len);	/* nothing moves on an exit */
 	for (int p = 0; p < c->k; p++) {
 		uintptr_t hva = s->at[p];
+		const uint8_t *got = c->a->buf + c->fr[p].off, *exp = m->expect + (hva - m->arena);
 
+		if (!memcmp(got, exp, c->fr[p].n))
+			continue;
 		for (size_t b = 0; b < c->fr[p].n; b++)
-			if (!byte_ok(c->a->buf[c->fr[p].off + b], m->expect[hva + b - m->arena], ad_mask(c, hva + b)))
+			if (!byte_ok(got[b], exp[b], ad_mask(c, hva + b)))
 				return false;
 	}
 	return true;
