@@ -556,6 +556,11 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 		for (int i = 0; i < c->lists[p][0].w.n; i++)
 			if (model_prot_at(f->m, c->lists[p][0].w.e[i].hva) == VMMU_HOST_NONE)
 				return FZ_SKIPPED;
+	/* Known bug 4 (VMMU_FUZZ_AVOID_KNOWN only): under shadow paging a
+	 * guest-physical store races with the host thread's protection changes. */
+	for (int p = 0; f->avoid_known && f->shadow && f->host_running && a->phys && c->write && p < c->k; p++)
+		if (host_gpa(c->fr[p].addr))
+			return FZ_SKIPPED;
 	/*
 	 * Threaded mode: a guest table in the host thread's slot would make
 	 * translations change at moments the model cannot know; and with an
@@ -585,7 +590,9 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 	if (f->host_running)
 		v1 = host_window_end(f, &st1);
 	describe_exit(rc, &x, got, sizeof(got));
-	TRACE(f, "vCPU %u %s%s %#" PRIx64 "+%zu%s: %s; %d scenarios%s", a->vcpu,
+	if (f->host_running)
+		TRACE(f, "host slot versions %u..%u, epochs %" PRIu64 "..%" PRIu64, v0, v1, st0, st1);
+	TRACE(f, "vCPU %u %s%s %#" PRIx64 "+%zu%s: %s; %d scenario(s)%s", a->vcpu,
 	      a->type == VMMU_ACCESS_FETCH ? "fetch" : c->write ? "write" : "read", a->implicit ? " (implicit)" : "",
 	      a->addr, a->len, a->phys ? " phys" : c->paging ? "" : " (paging off)", rc == 0 ? "done" : got, c->nsc,
 	      cands);
@@ -668,9 +675,9 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 			host_note_write(f, matched, s->c[p].o.gpa, st0, st1);
 		else
 			model_mark_dirty(f->m, s->c[p].o.gpa);
-		if (s->group[p] > 0)
-			f->n_split++;
 	}
+	if (s->last_group > 0)
+		f->n_split++;
 	for (int i = 0; i < c->nad; i++)
 		if (model_prot_at(f->m, c->ad[i].hva) != VMMU_HOST_NONE &&
 		    *(const uint8_t *)c->ad[i].hva != f->m->expect[c->ad[i].hva - f->m->arena]) {

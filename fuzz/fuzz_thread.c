@@ -124,6 +124,11 @@ static const uint8_t hop_of[32] = {
 	H_ZAP_RANGE, H_AGE, H_INVAL, H_HARVEST, H_MOVE, H_LOG, H_ZAP_ALL, H_AUDIT,
 };
 
+static const char *const hop_names[] = {
+	"zap range", "zap host range", "zap all", "flush", "audit", "age", "harvest", "invalidate",
+	"create/delete", "move", "logging", "protect RO", "protect RW",
+};
+
 static void decode(struct host_thread *h, const uint8_t *script, size_t n, uint64_t seed)
 {
 	struct hversion cur;
@@ -404,6 +409,9 @@ static void *host_main(void *arg)
 			break;
 		o->t = atomic_fetch_add(&h->epoch, 1);
 		o->done = true;
+		if (fz_trace)
+			fprintf(stderr, "  host %3u: %s [%#" PRIx64 ", %#" PRIx64 ") -> version %u, epochs %" PRIu64
+				"..%" PRIu64 "\n", i, hop_names[o->kind], o->a, o->b, o->version, o->s, o->t);
 		if (visible)
 			atomic_store_explicit(&h->finished, o->version, memory_order_release);
 		atomic_fetch_add_explicit(&h->ndone, 1, memory_order_release);
@@ -451,6 +459,26 @@ void host_thread_start(struct fz *f)
 		set_slot(h, &h->ver[0]);
 	host_install(f, 0);
 	TRACE(f, "host thread: %u operations, %u versions of its slot", h->nops, h->nver);
+	for (unsigned int v = 0; fz_trace && v < h->nver; v++) {
+		const struct hversion *hv = &h->ver[v];
+		unsigned int ro = 0;
+
+		for (unsigned int p = 0; p < HOST_PAGES; p++)
+			ro += hv->prot[p] == VMMU_HOST_RO;
+		char rs[160] = "";
+		size_t o = 0;
+
+		for (unsigned int p = 0; p < HOST_PAGES && o < sizeof(rs) - 16; p++)
+			if (hv->prot[p] == VMMU_HOST_RO && (p == 0 || hv->prot[p - 1] != VMMU_HOST_RO)) {
+				unsigned int q = p;
+
+				while (q < HOST_PAGES && hv->prot[q] == VMMU_HOST_RO)
+					q++;
+				o += (size_t)snprintf(rs + o, sizeof(rs) - o, " [%#x,%#x)", p, q);
+			}
+		TRACE(f, "  version %u: %s gpa %#" PRIx64 " size %#" PRIx64 " flags %#x, %u RO pages%s", v,
+		      hv->present ? "slot at" : "no slot, was at", hv->gpa, hv->size, hv->flags, ro, rs);
+	}
 	f->m->xhull_start = host_buf();
 	f->m->xhull_end = host_buf() + HOST_BUF_LEN;
 	if (pthread_create(&h->tid, NULL, host_main, h))

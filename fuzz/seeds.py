@@ -183,6 +183,22 @@ def unsync(s, k, v):
     s.pinned = None
 
 
+def cut(s, k, v):
+    # Under shadow paging a store into a write-protected guest table is
+    # emulated on its own (vmmu.h): map window-0 page 2 onto the level-2
+    # table of page 0, then store across its end into page 3 (unmapped in
+    # this fresh space): the first page is written, the second faults.
+    s.pinned = 0
+    s.pt_map(k, vcpu=v, size=0, frame_kind=2, flags=0x07, invlpg=True, how=0)
+    s.pinned = 2
+    s.op(OP_PT_MAP, u8(v | (k << 1)) + u8(0x08) + u8(1) + u8(0x03) + u8(0) + u16(2) + u16((1 << 12) | 0) +
+         s.alloc())
+    s.pinned = None
+    b = v | 2 | (7 << 3)                       # a write, length from rl
+    c = 0x80                                   # near the end of the page
+    s.op(OP_ACCESS, u8(b) + u8(c) + u16(15) + u16(2) + u16(7) + u8(0) + u32(0))
+
+
 def build(cfgb, cfg2, mode, seed):
     r = random.Random(seed)
     s = Seed(cfgb, cfg2, mode, r)
@@ -196,6 +212,12 @@ def build(cfgb, cfg2, mode, seed):
                      flags=r.choice([0x07, 0x03, 0x05, 0x87, 0x67]), how=r.randrange(4))
     s.as_load(0, vcpu=0)
     s.as_load(1, vcpu=1)
+    if cfgb & 0x40 and mode != "pae":
+        # address space 2, fresh: the store that vmmu cuts in two
+        s.as_create(2, vcpu=0)
+        s.as_load(2, vcpu=0)
+        cut(s, 2, 0)
+        s.as_load(0, vcpu=0)
     for step in range(60):
         c = r.randrange(20)
         v = r.randrange(2)
