@@ -146,6 +146,11 @@ static void gen_cands(struct actx *c, int i, const struct gm_xlat *extra)
 	}
 	gm_eval_current(f->g, v, fr->addr, fr->n, &c->ga, false, &cd.o, &cd.w);
 	ad_note(c, &cd.w);
+	/* The MMU may shadow what this very walk reads before the access's
+	 * stores happen (the fault that maps a page shadows its tables): a
+	 * store into them may be cut out of the access already. */
+	for (int k = 0; k < cd.w.n; k++)
+		gm_mark_table(f->g, cd.w.e[k].gpa);
 	add_cand(c, i, &cd);
 	/* Shadow paging: if the shadow already maps the page, no guest walk
 	 * happens, and nothing about the guest's table pages can fail. */
@@ -579,7 +584,9 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 			if (c->lists[p][j].o.k != GO_PF && c->lists[p][j].o.k != GO_GP && host_gpa(c->lists[p][j].o.gpa))
 				return FZ_SKIPPED;
 	}
-	describe(c, cands, sizeof(cands));
+	cands[0] = 0;
+	if (fz_trace)
+		describe(c, cands, sizeof(cands));
 	if (c->blocked || c->overflow) {
 		TRACE(f, "vCPU %u %s %#" PRIx64 "+%zu: skipped (%s)%s", a->vcpu, c->write ? "write" : "read", a->addr,
 		      a->len, c->blocked ? "may wait for an open invalidation" : "too many scenarios", cands);
@@ -625,9 +632,11 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 			matched = v;
 		}
 	}
-	if (!s && v1 != v0) {
-		host_install(f, v0);
-		enumerate(c);
+	if (!s) {
+		if (v1 != v0) {
+			host_install(f, v0);
+			enumerate(c);
+		}
 		describe(c, cands, sizeof(cands));
 	}
 	if (!s) {

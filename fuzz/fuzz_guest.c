@@ -668,10 +668,9 @@ void op_as_load(struct fz *f)
 	/* NXE changes only with paging off: what a cached XD translation
 	 * means when NXE changes under it is not for the model to guess. */
 	if (cm == GM_OFF) {
+		/* Mostly on; less often in 32-bit mode, where it changes nothing. */
 		s.efer &= ~VMMU_EFER_NXE;
-		if (!(b1 & 6))
-			;
-		else if (as->mode != GM_32 || (b1 & 8))
+		if ((b1 & 6) && (as->mode != GM_32 || (b1 & 8)))
 			s.efer |= VMMU_EFER_NXE;
 	}
 	if (cm == GM_OFF && (b1 & 0x30) == 0x30)

@@ -273,7 +273,7 @@ bool host_gpa(uint64_t gpa)
 
 /* ---- the host thread ------------------------------------------------------------- */
 
-static void __attribute__((format(printf, 2, 3))) hfail(struct host_thread *h, const char *fmt, ...)
+static void __attribute__((noreturn, format(printf, 1, 2))) hfail(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -282,7 +282,6 @@ static void __attribute__((format(printf, 2, 3))) hfail(struct host_thread *h, c
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	(void)h;
 	abort();
 }
 
@@ -299,7 +298,7 @@ static void set_slot(struct host_thread *h, const struct hversion *hv)
 	}
 	rc = vmmu_set_memslot(h->f->vm, &req);
 	if (rc)
-		hfail(h, "vmmu_set_memslot(slot %u, gpa %#" PRIx64 " size %#" PRIx64 " flags %#x) = %d (%s)",
+		hfail("vmmu_set_memslot(slot %u, gpa %#" PRIx64 " size %#" PRIx64 " flags %#x) = %d (%s)",
 		      HOST_SLOT, req.gpa, req.size, req.flags, rc, vmmu_strerror(rc));
 }
 
@@ -318,7 +317,7 @@ static bool run_one(struct host_thread *h, struct hop_desc *o, const struct hver
 	case H_ZAP_RANGE:
 	case H_ZAP_HOST:
 		if ((rc = vmmu_zap_gfn_range(vm, o->a, o->b)))
-			hfail(h, "vmmu_zap_gfn_range = %d", rc);
+			hfail("vmmu_zap_gfn_range = %d", rc);
 		break;
 	case H_ZAP_ALL:
 		vmmu_zap_all(vm);
@@ -328,17 +327,17 @@ static bool run_one(struct host_thread *h, struct hop_desc *o, const struct hver
 		break;
 	case H_AUDIT:
 		if (vmmu_audit(vm, why, sizeof(why)))
-			hfail(h, "vmmu_audit while the vCPUs run: %s", why);
+			hfail("vmmu_audit while the vCPUs run: %s", why);
 		break;
 	case H_AGE:
 		if ((rc = vmmu_age_gfn_range(vm, o->a, o->b, 1, &young)) || young > o->b - o->a)
-			hfail(h, "vmmu_age_gfn_range = %d, %" PRIu64 " young", rc, young);
+			hfail("vmmu_age_gfn_range = %d, %" PRIu64 " young", rc, young);
 		break;
 	case H_HARVEST:
 		want = !before->present ? VMMU_ENOENT : !(before->flags & VMMU_MEM_LOG_DIRTY_PAGES) ? VMMU_EINVAL : 0;
 		rc = vmmu_get_dirty_log(vm, HOST_SLOT, o->bitmap);
 		if (rc != want)
-			hfail(h, "vmmu_get_dirty_log(host slot) = %d, expected %d", rc, want);
+			hfail("vmmu_get_dirty_log(host slot) = %d, expected %d", rc, want);
 		break;
 	case H_INVAL:
 		vmmu_invalidate_range_begin(vm, s, e);
@@ -351,13 +350,13 @@ static bool run_one(struct host_thread *h, struct hop_desc *o, const struct hver
 		if (rc == VMMU_ENOSPC)
 			return false;
 		if (rc)
-			hfail(h, "vmmu_set_host_protection RO = %d", rc);
+			hfail("vmmu_set_host_protection RO = %d", rc);
 		if (mprotect((void *)s, e - s, PROT_READ))
-			hfail(h, "mprotect failed");
+			hfail("mprotect failed");
 		break;
 	case H_PROT_RW:
 		if (mprotect((void *)s, e - s, PROT_READ | PROT_WRITE))
-			hfail(h, "mprotect failed");
+			hfail("mprotect failed");
 		rc = vmmu_set_host_protection(vm, s, e, VMMU_HOST_RW);
 		if (rc == VMMU_ENOSPC) {
 			/* vmmu keeps RO, which is less than the host allows: fine,
@@ -365,7 +364,7 @@ static bool run_one(struct host_thread *h, struct hop_desc *o, const struct hver
 			return false;
 		}
 		if (rc)
-			hfail(h, "vmmu_set_host_protection RW = %d", rc);
+			hfail("vmmu_set_host_protection RW = %d", rc);
 		break;
 	case H_CREATE_DELETE:
 	case H_MOVE:
