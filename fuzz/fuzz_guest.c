@@ -551,6 +551,17 @@ static bool known_bug_pdpt(const struct fz *f, uint64_t cr4, uint64_t cr0, uint6
 	return model_find(f->m, cr3 & 0xffffffe0ULL, &hva) && model_prot_at(f->m, hva) == VMMU_HOST_NONE;
 }
 
+/*
+ * Known bug 5: shadow pages of 32-bit guests do not record CR4.PSE, so a vCPU
+ * with PSE = 0 uses shadow pages built where a PDE with PS = 1 was a 4M page
+ * (another vCPU's, or its own before the change), even after a flush.
+ * Avoided by keeping PSE on.
+ */
+static bool known_bug_pse(const struct fz *f)
+{
+	return f->avoid_known && f->shadow;
+}
+
 bool known_bug_slot(const struct fz *f, uint64_t gpa, uint64_t size)
 {
 	if (!f->avoid_known || !f->shadow)
@@ -659,7 +670,7 @@ void op_as_load(struct fz *f)
 	}
 	s.cr0 |= VMMU_CR0_PE | VMMU_CR0_PG;
 	s.cr4 &= ~(VMMU_CR4_PAE | VMMU_CR4_LA57 | VMMU_CR4_PCIDE);
-	s.cr4 |= as->mode == GM_32 ? ((b1 & 1) ? 0 : VMMU_CR4_PSE) : VMMU_CR4_PAE;
+	s.cr4 |= as->mode == GM_32 ? ((b1 & 1) && !known_bug_pse(f) ? 0 : VMMU_CR4_PSE) : VMMU_CR4_PAE;
 	if (as->mode == GM_5L)
 		s.cr4 |= VMMU_CR4_LA57;
 	s.efer &= ~VMMU_EFER_LME;
@@ -721,7 +732,11 @@ void op_cr_toggle(struct fz *f)
 		if ((s.cr4 & VMMU_CR4_PCIDE) && (c & 3))
 			s.cr3 &= ~0xfffULL;
 		break;
-	case 6: s.cr4 ^= VMMU_CR4_PSE; break;
+	case 6:
+		if (known_bug_pse(f))
+			return;
+		s.cr4 ^= VMMU_CR4_PSE;
+		break;
 	case 7: s.rflags ^= VMMU_RFLAGS_AC; break;
 	case 8: s.cpl = s.cpl ? 0 : 3; break;
 	case 9: s.pkru = (uint32_t)c * 0x01010101u; break;
