@@ -592,6 +592,8 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 		      a->len, c->blocked ? "may wait for an open invalidation" : "too many scenarios", cands);
 		return FZ_SKIPPED;
 	}
+	TRACE(f, "vCPU %u access %#" PRIx64 "+%zu type %u%s: issuing (a hang here waits in vmmu)", a->vcpu, a->addr,
+	      a->len, a->type, a->phys ? " phys" : "");
 	memcpy(before, a->buf, a->len);
 	rc = vmmu_vcpu_access(f->vcpu[a->vcpu], a->addr, a->buf, a->len, flags, &x);
 	if (f->host_running)

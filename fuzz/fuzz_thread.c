@@ -480,6 +480,7 @@ void host_thread_start(struct fz *f)
 	}
 	f->m->xhull_start = host_buf();
 	f->m->xhull_end = host_buf() + HOST_BUF_LEN;
+	f->m->hull_sticky = true;
 	if (pthread_create(&h->tid, NULL, host_main, h))
 		fz_fail(f, "pthread_create failed");
 	f->host_running = true;

@@ -49,6 +49,7 @@ void model_reset(struct model *m)
 	m->n_inval = 0;
 	m->hull_start = m->hull_end = 0;
 	m->xhull_start = m->xhull_end = 0;
+	m->hull_sticky = false;
 	m->released = false;
 }
 
@@ -261,7 +262,7 @@ bool model_inval_begin(struct model *m, uintptr_t start, uintptr_t end)
 {
 	if (m->n_inval == MODEL_MAX_INVAL)
 		return false;
-	if (m->n_inval == 0) {
+	if (m->n_inval == 0 && (!m->hull_sticky || m->hull_start == m->hull_end)) {
 		m->hull_start = start;
 		m->hull_end = end;
 	} else {
@@ -278,8 +279,13 @@ bool model_inval_begin(struct model *m, uintptr_t start, uintptr_t end)
 
 void model_hull_extend(struct model *m, uintptr_t start, uintptr_t end)
 {
-	if (!m->n_inval)
+	if (!m->n_inval && !m->hull_sticky)
 		return;
+	if (m->hull_start == m->hull_end) {
+		m->hull_start = start;
+		m->hull_end = end;
+		return;
+	}
 	if (start < m->hull_start)
 		m->hull_start = start;
 	if (end > m->hull_end)

@@ -62,6 +62,10 @@ struct model {
 	/* Host memory another thread may invalidate at any time: while any
 	 * invalidation of this thread is open, the hull may reach it too. */
 	uintptr_t xhull_start, xhull_end;
+	/* ...and since the hull is reset only when the count of all threads'
+	 * invalidations reaches zero, which this thread cannot see, it never
+	 * shrinks then (set with the other thread). */
+	bool hull_sticky;
 	bool released;
 };
 
