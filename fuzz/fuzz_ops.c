@@ -2,24 +2,42 @@
 /*
  * Operation-stream fuzzer of vmmu's memory model.
  *
- * Each input is a VM configuration byte followed by a stream of operations
- * decoded from the bytes: memslot create/delete/move/flag changes over a few
- * preallocated host buffers inside a small gpa space, host protections
- * (vmmu_set_host_protection, applied to the memory for real with mprotect),
- * invalidations (begin and end as separate operations, nested and
- * overlapping, and begin + madvise(MADV_DONTNEED) + end), vCPU reads and
- * writes of 1, 2, 4, 8 bytes and up to three pages, page-crossing ones
- * included, from two vCPUs, zaps of ranges and of everything, remote
- * flushes, CR0.WP changes (MMU context resets), dirty-log harvests, audits,
- * and vmmu_release().  Every access is checked against the reference model
- * (model.c): outcome, exit fields, bytes read.  The isolation invariant is
- * checked by comparing all of the host memory under test (the buffers and
- * the guard areas between them) with what the model says it holds: no byte
- * outside the slots changes, a READONLY slot's bytes never change through
- * the guest, nothing changes between the checks but what the guest wrote.
- * A mismatch prints what was expected and calls abort(); a translation that
- * outlived a protection change, a slot deletion or a release touches
- * PROT_READ / PROT_NONE memory and crashes: both are findings.
+ * Each input is two configuration bytes (TDP format or shadow paging, huge
+ * pages, fast page faults, eager splitting, PML, MAXPHYADDR, cached shadow
+ * roots, a tiny shadow page cap, the threaded mode: see vm_create) followed
+ * by a stream of operations decoded from the bytes, on one VM with two
+ * vCPUs:
+ *  - memslot create/delete/move/flag changes over a few preallocated host
+ *    buffers inside a small gpa space, host protections
+ *    (vmmu_set_host_protection, applied to the memory for real with
+ *    mprotect), invalidations (begin and end as separate operations, nested
+ *    and overlapping, and begin + madvise(MADV_DONTNEED) + end), zaps of
+ *    ranges and of everything, remote flushes, dirty-log harvests, aging,
+ *    audits, vmmu_gpa_to_hva and vmmu_release();
+ *  - vCPU reads, writes and fetches of 1, 2, 4, 8 bytes and up to three
+ *    pages, page-crossing ones included: guest-physical, with paging off,
+ *    or through the guest's page tables;
+ *  - a small guest OS (fuzz_guest.c) that builds and edits 32-bit, PAE,
+ *    4-level and 5-level page tables with guest stores (guest-physical, or
+ *    through a gva alias of the table page), loads CR3 with and without
+ *    PCIDs and the no-flush bit, runs INVLPG and INVPCID, changes CR0, CR4,
+ *    EFER, RFLAGS.AC, CPL and PKRU, and turns paging off and on.
+ *
+ * Every access is checked against every scenario the reference models allow
+ * (fuzz_access.c): model.c for memory, memslots and the host side, gmodel.c
+ * for guest paging, which translates through the guest's own tables with
+ * tests/walk_ref.c and keeps the translations the TLB may still hold (SDM
+ * 4.10): the exit and its fields, the bytes read, guest memory afterwards,
+ * A/D bits, the dirty log.  The isolation invariant is checked by comparing
+ * all of the host memory under test (the buffers and the guard areas between
+ * them) with what the model says it holds.  A mismatch prints what was
+ * expected and calls abort(); a translation that outlived a protection
+ * change, a slot deletion or a release touches PROT_READ / PROT_NONE memory
+ * and crashes: both are findings.
+ *
+ * In the threaded mode (fuzz_thread.c) a host thread changes a memslot of its
+ * own, harvests, zaps, flushes, audits and invalidates while the vCPUs run,
+ * and accesses are checked against the states it may have had meanwhile.
  *
  * Build and run for hours (clang, libFuzzer; the library itself must be
  * instrumented too, which VMMU_FUZZ=ON does):
@@ -35,32 +53,26 @@
  * A crash leaves crash-<sha1> in the current directory; replay it with
  * `build/fuzz/fuzz_replay crash-<sha1>` (any tree) or the fuzz_ops binary,
  * with VMMU_FUZZ_TRACE=1 to print every decoded operation.  fuzz/README.md
- * says how to fold new inputs into the checked-in corpus (kept to ~40
- * inputs: ctest replays it in every tree, about 1 s plain, 2.5 s ASan, 7 s
- * TSan).
+ * says how to fold new inputs into the checked-in corpus (ctest replays it in
+ * every tree: keep it to about 2 s plain, 4 s ASan, 10 s TSan), how
+ * fuzz/seeds.py makes starting points, and which known vmmu bugs
+ * VMMU_FUZZ_AVOID_KNOWN=1 steers clear of.
  *
- * The single thread never issues an access that the model says may wait for
- * an open invalidation (it would wait forever); everything else, slot changes
- * included, is allowed while invalidations are open.
+ * The input's own thread never issues an access that the model says may wait
+ * for an invalidation it opened (it would wait forever); everything else,
+ * slot changes included, is allowed while invalidations are open.
  */
 #define _GNU_SOURCE
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "model.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define MiB (1ULL << 20)
-#define PAGE MODEL_PAGE
-#define ARENA_SIZE (12 * MiB)
-#define ARENA_PAGES (ARENA_SIZE / PAGE)
-#define GPA_SPACE (32 * MiB)
-#define MAX_OPS 4000
-#define MAX_ACCESS (3 * PAGE)
 
 /* Buffers slots may use, inside the arena; everything else is guard. */
 static const struct {
@@ -73,19 +85,18 @@ static const struct {
 };
 #define NR_BUFS (sizeof(bufs) / sizeof(bufs[0]))
 
+uint8_t *fz_arena;
+bool fz_trace;	/* VMMU_FUZZ_TRACE=1: print every operation to stderr */
+bool fz_avoid_known;
+
 static struct {
 	bool ready;
-	bool trace;	/* VMMU_FUZZ_TRACE=1: print every operation to stderr */
-	uint8_t *arena;
 	struct model m;
+	struct gm g;
+	uint8_t *pattern;	/* what every input's memory starts as */
 } G;
 
-struct reader {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint8_t rd8(struct reader *r)
+uint8_t rd8(struct reader *r)
 {
 	if (!r->n)
 		return 0;
@@ -93,31 +104,21 @@ static uint8_t rd8(struct reader *r)
 	return *r->p++;
 }
 
-static uint16_t rd16(struct reader *r)
+uint16_t rd16(struct reader *r)
 {
 	uint16_t v = rd8(r);
 
 	return (uint16_t)(v | (uint16_t)rd8(r) << 8);
 }
 
-static uint32_t rd32(struct reader *r)
+uint32_t rd32(struct reader *r)
 {
 	uint32_t v = rd16(r);
 
 	return v | (uint32_t)rd16(r) << 16;
 }
 
-struct fz {
-	vmmu_vm *vm;
-	vmmu_vcpu *vcpu[2];
-	struct model *m;
-	struct reader in;
-	uint64_t rng;
-	unsigned int op;
-	const char *opname;
-};
-
-static uint64_t rng_next(struct fz *f)
+uint64_t rng_next(struct fz *f)
 {
 	uint64_t z = (f->rng += 0x9e3779b97f4a7c15ULL);
 
@@ -126,7 +127,7 @@ static uint64_t rng_next(struct fz *f)
 	return z ^ (z >> 31);
 }
 
-static void __attribute__((noreturn, format(printf, 2, 3))) fz_fail(struct fz *f, const char *fmt, ...)
+void fz_fail(struct fz *f, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -138,14 +139,16 @@ static void __attribute__((noreturn, format(printf, 2, 3))) fz_fail(struct fz *f
 	abort();
 }
 
-#define TRACE(f, ...)                                                             \
-	do {                                                                      \
-		if (G.trace) {                                                    \
-			fprintf(stderr, "  %4u ", (f)->op);                       \
-			fprintf(stderr, __VA_ARGS__);                             \
-			fputc('\n', stderr);                                      \
-		}                                                                 \
-	} while (0)
+void fz_log(struct fz *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "  %4u ", f->op);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
 
 /* ---- the host memory under test ---------------------------------------------- */
 
@@ -156,25 +159,31 @@ static int arena_setup(void)
 
 	if (raw == MAP_FAILED)
 		return -1;
-	G.arena = (uint8_t *)(((uintptr_t)raw + 2 * MiB - 1) & ~(uintptr_t)(2 * MiB - 1));
-	if (model_init(&G.m, (uintptr_t)G.arena, ARENA_SIZE))
+	fz_arena = (uint8_t *)(((uintptr_t)raw + 2 * MiB - 1) & ~(uintptr_t)(2 * MiB - 1));
+	if (model_init(&G.m, (uintptr_t)fz_arena, ARENA_SIZE) || gm_init(&G.g, &G.m))
 		return -1;
+	/* A pattern that differs in every word, so a write to the wrong place
+	 * cannot go unnoticed; made once, copied for every input (the
+	 * sanitizer trees replay the corpus, where a 12 MiB loop costs). */
+	G.pattern = malloc(ARENA_SIZE);
+	if (!G.pattern)
+		return -1;
+	for (uint64_t o = 0; o < ARENA_SIZE; o += 8) {
+		uint64_t w = o * 0x9e3779b97f4a7c15ULL ^ 0xcbf29ce484222325ULL;
+
+		memcpy(G.pattern + o, &w, 8);
+	}
 	G.ready = true;
 	return 0;
 }
 
-/* Every input starts from the same memory: a pattern that differs in every
- * word, so a write to the wrong place cannot go unnoticed. */
-static void arena_reset(uint64_t seed)
+/* Every input starts from the same memory. */
+static void arena_reset(void)
 {
-	if (mprotect(G.arena, ARENA_SIZE, PROT_READ | PROT_WRITE))
+	if (mprotect(fz_arena, ARENA_SIZE, PROT_READ | PROT_WRITE))
 		abort();
-	for (uint64_t o = 0; o < ARENA_SIZE; o += 8) {
-		uint64_t w = (o * 0x9e3779b97f4a7c15ULL) ^ seed;
-
-		memcpy(G.arena + o, &w, 8);
-	}
-	memcpy(G.m.expect, G.arena, ARENA_SIZE);
+	memcpy(fz_arena, G.pattern, ARENA_SIZE);
+	memcpy(G.m.expect, G.pattern, ARENA_SIZE);
 	model_reset(&G.m);
 }
 
@@ -193,7 +202,7 @@ static bool in_buffer(uint64_t off)
 	for (unsigned int k = 0; k < NR_BUFS; k++)
 		if (off >= bufs[k].off && off - bufs[k].off < bufs[k].len)
 			return true;
-	return false;
+	return off >= HOST_BUF_OFF && off - HOST_BUF_OFF < HOST_BUF_LEN;
 }
 
 /* The host view of arena pages [first, end) against the model (PROT_NONE
@@ -201,9 +210,13 @@ static bool in_buffer(uint64_t off)
 static void check_memory(struct fz *f, uint64_t first, uint64_t end)
 {
 	for (uint64_t pg = first; pg < end && pg < ARENA_PAGES; pg++) {
-		const uint8_t *have = G.arena + pg * PAGE, *want = f->m->expect + pg * PAGE;
+		const uint8_t *have = fz_arena + pg * PAGE, *want = f->m->expect + pg * PAGE;
 
 		if (f->m->prot[pg] == VMMU_HOST_NONE || !memcmp(have, want, PAGE))
+			continue;
+		/* The host thread's buffer: what the model says is a version
+		 * that may already be gone; checked once the thread stopped. */
+		if (f->host_running && pg * PAGE >= HOST_BUF_OFF && pg * PAGE < HOST_BUF_OFF + HOST_BUF_LEN)
 			continue;
 		for (uint64_t i = 0; i < PAGE; i++)
 			if (have[i] != want[i])
@@ -215,7 +228,7 @@ static void check_memory(struct fz *f, uint64_t first, uint64_t end)
 
 /* ---- operations ------------------------------------------------------------------ */
 
-static const struct model_slot *pick_used_slot(struct fz *f, uint8_t b, uint32_t *id)
+const struct model_slot *pick_used_slot(struct fz *f, uint8_t b, uint32_t *id)
 {
 	unsigned int n = 0, k;
 
@@ -233,7 +246,7 @@ static const struct model_slot *pick_used_slot(struct fz *f, uint8_t b, uint32_t
 	return NULL;
 }
 
-static uint64_t pick_gpa(struct fz *f, size_t len)
+uint64_t pick_gpa(struct fz *f, size_t len)
 {
 	uint8_t mode = rd8(&f->in);
 	uint32_t r = rd32(&f->in);
@@ -254,89 +267,52 @@ static uint64_t pick_gpa(struct fz *f, size_t len)
 	}
 }
 
-static void op_access(struct fz *f)
+/*
+ * Under shadow paging the guest must change its page tables only through
+ * stores vmmu sees (docs/mmu.md S5): two slots over the same host memory,
+ * or a discard of a page the MMU may shadow, would change a guest table
+ * behind its back.  Such configurations are the embedder's error, so the
+ * fuzzer does not make them there.
+ */
+static bool hva_shared(const struct fz *f, uintptr_t start, uint64_t size, uint32_t except)
 {
-	static const size_t lens[8] = { 1, 2, 4, 8, 8, 4, 8, 0 };
-	uint8_t b = rd8(&f->in), buf[MAX_ACCESS], want[MAX_ACCESS];
-	vmmu_vcpu *c = f->vcpu[b & 1];
-	bool write = b & 2;
-	unsigned int type = (write ? VMMU_ACCESS_WRITE : VMMU_ACCESS_READ) | ((b & 4) ? VMMU_ACCESS_PHYS : 0);
-	size_t len = lens[(b >> 3) & 7];
-	struct model_result res;
-	struct vmmu_exit x;
-	uint64_t gpa;
-	int rc;
+	for (uint32_t i = 0; i < MODEL_MAX_SLOTS; i++) {
+		const struct model_slot *s = &f->m->slots[i];
 
-	f->opname = write ? "write" : "read";
-	if (!len)
-		len = 1 + rd16(&f->in) % MAX_ACCESS;
-	gpa = pick_gpa(f, len);
-	if (gpa + len > (1ULL << 32))
-		gpa = (1ULL << 32) - len;
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t w = rng_next(f);
+		if (i != except && s->used && start < s->hva + s->size && s->hva < start + size)
+			return true;
+	}
+	return false;
+}
 
-		memcpy(buf + i, &w, len - i < 8 ? len - i : 8);
+static bool hva_has_table(const struct fz *f, uintptr_t start, uintptr_t end)
+{
+	for (uint32_t i = 0; i < MODEL_MAX_SLOTS; i++) {
+		const struct model_slot *s = &f->m->slots[i];
+
+		for (uintptr_t a = start; s->used && a < end; a += PAGE)
+			if (a >= s->hva && a - s->hva < s->size && gm_is_table(f->g, s->gpa + (a - s->hva)))
+				return true;
 	}
-	model_access(f->m, gpa, len, write, &res);
-	TRACE(f, "vCPU %d %s %zu bytes at gpa %#llx%s: model says %s", b & 1, write ? "write" : "read", len,
-	      (unsigned long long)gpa, (b & 4) ? " (phys)" : "",
-	      res.outcome == MODEL_OK ? "ok" : res.outcome == MODEL_MMIO ? "mmio" :
-	      res.outcome == MODEL_MEMFAULT ? "memory fault" : "blocked (skipped)");
-	if (res.outcome == MODEL_BLOCKED)
-		return;
-	memset(&x, 0, sizeof(x));
-	rc = vmmu_vcpu_access(c, gpa, buf, len, type, &x);
-	switch (res.outcome) {
-	case MODEL_OK:
-		if (rc)
-			fz_fail(f, "%zu bytes at gpa %#llx: rc %d (exit %u, gpa %#llx), expected success", len,
-				(unsigned long long)gpa, rc, x.reason,
-				(unsigned long long)(x.reason == VMMU_EXIT_MMIO ? x.u.mmio.gpa : x.u.memory_fault.gpa));
-		if (write) {
-			model_commit_write(f->m, gpa, buf, len);
-		} else {
-			model_expected_bytes(f->m, gpa, len, want);
-			for (size_t i = 0; i < len; i++)
-				if (buf[i] != want[i])
-					fz_fail(f, "%zu bytes at gpa %#llx: byte %zu is %#x, expected %#x", len,
-						(unsigned long long)gpa, i, buf[i], want[i]);
-		}
-		break;
-	case MODEL_MMIO:
-		if (rc != VMMU_EXIT || x.reason != VMMU_EXIT_MMIO)
-			fz_fail(f, "%zu bytes at gpa %#llx: rc %d exit %u, expected MMIO at %#llx", len,
-				(unsigned long long)gpa, rc, x.reason, (unsigned long long)res.gpa);
-		if (x.u.mmio.gpa != res.gpa || x.u.mmio.len != res.len || x.u.mmio.offset != res.offset ||
-		    x.u.mmio.is_write != write || x.u.mmio.readonly_slot != res.readonly_slot)
-			fz_fail(f,
-				"%zu bytes at gpa %#llx: MMIO exit gpa %#llx len %u offset %u write %u ro %u, "
-				"expected gpa %#llx len %u offset %u write %u ro %u",
-				len, (unsigned long long)gpa, (unsigned long long)x.u.mmio.gpa, x.u.mmio.len,
-				x.u.mmio.offset, x.u.mmio.is_write, x.u.mmio.readonly_slot, (unsigned long long)res.gpa,
-				res.len, res.offset, write, res.readonly_slot);
-		break;
-	case MODEL_MEMFAULT:
-		if (rc != VMMU_EXIT || x.reason != VMMU_EXIT_MEMORY_FAULT)
-			fz_fail(f, "%zu bytes at gpa %#llx: rc %d exit %u, expected a memory fault at %#llx", len,
-				(unsigned long long)gpa, rc, x.reason, (unsigned long long)res.gpa);
-		if (x.u.memory_fault.gpa != res.gpa || x.u.memory_fault.error != VMMU_EFAULT)
-			fz_fail(f, "%zu bytes at gpa %#llx: memory fault at %#llx error %d, expected %#llx", len,
-				(unsigned long long)gpa, (unsigned long long)x.u.memory_fault.gpa,
-				x.u.memory_fault.error, (unsigned long long)res.gpa);
-		break;
-	case MODEL_BLOCKED:
-		break;
-	}
+	return false;
 }
 
 static void do_memslot(struct fz *f, const struct vmmu_memslot *req, const char *what)
 {
 	bool exact;
 	int want = model_check_memslot(f->m, req, &exact);
-	int rc = vmmu_set_memslot(f->vm, req);
+	const struct model_slot *old = req->slot < MODEL_MAX_SLOTS ? &f->m->slots[req->slot] : NULL;
+	int rc;
 
+	/* A delete or move (a "create" of a used id is one) taking a guest
+	 * root out of RAM: known bug 2, with VMMU_FUZZ_AVOID_KNOWN only. */
+	if (!want && old && old->used && (req->size == 0 || req->gpa != old->gpa) &&
+	    known_bug_slot(f, old->gpa, old->size))
+		return;
 	f->opname = what;
+	/* Any translation may read a table in the slot: it may be cached. */
+	gm_global_begin(f->g);
+	rc = vmmu_set_memslot(f->vm, req);
 	TRACE(f, "%s: slot %u gpa %#llx size %#llx arena+%#llx flags %#x host page %#llx: rc %d", what, req->slot,
 	      (unsigned long long)req->gpa, (unsigned long long)req->size,
 	      (unsigned long long)((uintptr_t)req->hva - f->m->arena), req->flags,
@@ -348,11 +324,13 @@ static void do_memslot(struct fz *f, const struct vmmu_memslot *req, const char 
 			(unsigned long long)req->host_page_size, rc, vmmu_strerror(rc), want, vmmu_strerror(want));
 	if (!rc)
 		model_apply_memslot(f->m, req);
+	gm_global_end(f->g);
 }
 
 static void op_slot_create(struct fz *f)
 {
-	uint8_t id = rd8(&f->in) % MODEL_MAX_SLOTS, b = rd8(&f->in), extra = rd8(&f->in);
+	uint8_t id = rd8(&f->in) % (f->threaded ? HOST_SLOT : MODEL_MAX_SLOTS), b = rd8(&f->in),
+		extra = rd8(&f->in);
 	unsigned int k = b % NR_BUFS;
 	uint64_t bpages = bufs[k].len / PAGE, start = rd16(&f->in) % bpages, npages, gpn = rd16(&f->in);
 	struct vmmu_memslot req = { .slot = id, .host_page_size = PAGE };
@@ -375,16 +353,20 @@ static void op_slot_create(struct fz *f)
 	}
 	req.gpa = (gpn % (GPA_SPACE / PAGE)) * PAGE;
 	req.size = npages * PAGE;
-	req.hva = G.arena + bufs[k].off + start * PAGE;
+	req.hva = fz_arena + bufs[k].off + start * PAGE;
+	/* The host thread's slot has gpa space of its own. */
+	if (f->threaded && req.gpa + req.size > GPA_SPACE)
+		req.size = GPA_SPACE - req.gpa;
 	if (extra == 0xff)
 		req.gpa |= 0x800;	/* misaligned: must be refused */
+	if (f->shadow && hva_shared(f, (uintptr_t)req.hva, req.size, id))
+		return;
 	do_memslot(f, &req, "slot create");
 }
 
 static void op_slot_delete(struct fz *f)
 {
-	struct vmmu_memslot req = { .slot = rd8(&f->in) % MODEL_MAX_SLOTS };
-
+	struct vmmu_memslot req = { .slot = rd8(&f->in) % (f->threaded ? HOST_SLOT : MODEL_MAX_SLOTS) };
 	do_memslot(f, &req, "slot delete");
 }
 
@@ -396,7 +378,7 @@ static void op_slot_change(struct fz *f, bool move)
 	const struct model_slot *s = pick_used_slot(f, b, &id);
 	struct vmmu_memslot req;
 
-	if (!s)
+	if (!s || (f->threaded && id == HOST_SLOT))
 		return;
 	req = (struct vmmu_memslot){ .slot = id, .flags = s->flags, .gpa = s->gpa, .size = s->size,
 				     .hva = (void *)s->hva, .host_page_size = s->host_page };
@@ -406,26 +388,31 @@ static void op_slot_change(struct fz *f, bool move)
 		req.flags ^= VMMU_MEM_LOG_DIRTY_PAGES;
 	if (!move && (b & 0x40))
 		req.flags ^= VMMU_MEM_READONLY;	/* not allowed to change: refused */
+	if (f->threaded && req.gpa + req.size > GPA_SPACE)
+		return;
 	do_memslot(f, &req, move ? "slot move" : "slot flags");
 }
 
-/* A page range of the arena: mostly inside a buffer, sometimes anywhere. */
+/* A page range of the arena: mostly inside a buffer, sometimes anywhere
+ * (in threaded mode, never the host thread's buffer). */
 static void pick_hva_range(struct fz *f, uintptr_t *start, uintptr_t *end)
 {
 	uint8_t b = rd8(&f->in);
 	uint16_t r = rd16(&f->in);
-	uint64_t first, n = 1 + (b & 0x80 ? rd16(&f->in) % 1024 : rd8(&f->in) % 32);
+	uint64_t first, n = 1 + (b & 0x80 ? rd16(&f->in) % 1024 : rd8(&f->in) % 32), limit = ARENA_PAGES;
 
+	if (f->threaded)
+		limit = HOST_BUF_OFF / PAGE;
 	if (b & 0x40) {
-		first = r % ARENA_PAGES;
+		first = r % limit;
 	} else {
 		unsigned int k = b % NR_BUFS;
 
 		first = bufs[k].off / PAGE + r % (bufs[k].len / PAGE);
 	}
-	if (first + n > ARENA_PAGES)
-		n = ARENA_PAGES - first;
-	*start = (uintptr_t)G.arena + first * PAGE;
+	if (first + n > limit)
+		n = limit - first;
+	*start = (uintptr_t)fz_arena + first * PAGE;
 	*end = *start + n * PAGE;
 }
 
@@ -437,6 +424,9 @@ static void op_host_prot(struct fz *f)
 
 	f->opname = "host protection";
 	pick_hva_range(f, &s, &e);
+	/* Known bug 3 (VMMU_FUZZ_AVOID_KNOWN only): guest tables in gone memory. */
+	if (f->avoid_known && prot == VMMU_HOST_NONE && hva_has_table(f, s, e))
+		return;
 	/* Rights are added to the host first and removed from it last, so
 	 * vmmu never believes in more than the host allows. */
 	if (prot == VMMU_HOST_RW && mprotect((void *)s, e - s, PROT_READ | PROT_WRITE))
@@ -499,12 +489,16 @@ static void op_discard(struct fz *f)
 
 	f->opname = "discard";
 	pick_hva_range(f, &s, &e);
+	if (f->shadow && hva_has_table(f, s, e))
+		return;
 	TRACE(f, "discard arena [%#llx, %#llx)", (unsigned long long)(s - f->m->arena),
 	      (unsigned long long)(e - f->m->arena));
 	vmmu_invalidate_range_begin(f->vm, s, e);
 	if (madvise((void *)s, e - s, MADV_DONTNEED))
 		fz_fail(f, "madvise failed");
+	gm_global_begin(f->g);
 	model_discard(f->m, s, e);
+	gm_global_end(f->g);
 	model_hull_extend(f->m, s, e);
 	vmmu_invalidate_range_end(f->vm, s, e);
 }
@@ -519,6 +513,21 @@ static void op_zap_range(struct fz *f)
 	if (rc)
 		fz_fail(f, "gfns [%#llx, %#llx): %s", (unsigned long long)start, (unsigned long long)(start + n),
 			vmmu_strerror(rc));
+}
+
+static void op_age(struct fz *f)
+{
+	uint64_t start = rd16(&f->in) % (GPA_SPACE / PAGE), n = 1 + rd16(&f->in) % 2048, young = ~0ULL;
+	int clear = rd8(&f->in) & 1;
+	int rc = vmmu_age_gfn_range(f->vm, start, start + n, clear, &young);
+
+	f->opname = "age";
+	TRACE(f, "age gfns [%#llx, %#llx)%s: rc %d, %llu young", (unsigned long long)start,
+	      (unsigned long long)(start + n), clear ? " and clear" : "", rc, (unsigned long long)young);
+	/* Aging is a hint, but it counts pages of the range. */
+	if (rc || young > n)
+		fz_fail(f, "vmmu_age_gfn_range(%#llx, %#llx): rc %d, %llu young pages", (unsigned long long)start,
+			(unsigned long long)(start + n), rc, (unsigned long long)young);
 }
 
 static void harvest_slot(struct fz *f, uint32_t id)
@@ -545,7 +554,11 @@ static void harvest_slot(struct fz *f, uint32_t id)
 
 static void op_harvest(struct fz *f)
 {
-	harvest_slot(f, rd8(&f->in) % MODEL_MAX_SLOTS);
+	uint32_t id = rd8(&f->in) % MODEL_MAX_SLOTS;
+
+	if (f->threaded && id == HOST_SLOT)
+		return;	/* the host thread's */
+	harvest_slot(f, id);
 }
 
 static void op_audit(struct fz *f)
@@ -557,28 +570,18 @@ static void op_audit(struct fz *f)
 		fz_fail(f, "vmmu_audit: %s", why);
 }
 
-static void op_cr0(struct fz *f)
-{
-	vmmu_vcpu *c = f->vcpu[rd8(&f->in) & 1];
-	struct vmmu_cpu_state s;
-
-	f->opname = "CR0.WP";
-	TRACE(f, "CR0.WP toggle");
-	if (vmmu_vcpu_get_state(c, &s))
-		fz_fail(f, "get_state failed");
-	s.cr0 ^= VMMU_CR0_WP;
-	if (vmmu_vcpu_set_state(c, &s))
-		fz_fail(f, "set_state failed");
-}
-
 static void op_gpa_to_hva(struct fz *f)
 {
 	uint64_t gpa = pick_gpa(f, 1);
 	uintptr_t want = 0;
 	void *hva = NULL;
-	const struct model_slot *s = model_find(f->m, gpa, &want);
-	int rc = vmmu_gpa_to_hva(f->vm, gpa, &hva);
+	const struct model_slot *s;
+	int rc;
 
+	if (f->threaded && gpa >= HOST_GPA)
+		return;	/* the host thread's slot moves */
+	s = model_find(f->m, gpa, &want);
+	rc = vmmu_gpa_to_hva(f->vm, gpa, &hva);
 	f->opname = "gpa_to_hva";
 	if (s ? (rc || (uintptr_t)hva != want) : rc != VMMU_ENOENT)
 		fz_fail(f, "gpa %#llx: rc %d hva %p, expected %s", (unsigned long long)gpa, rc, hva,
@@ -595,7 +598,16 @@ static void release_vm(struct fz *f)
 
 /* ---- the input ---------------------------------------------------------------------- */
 
-static int vm_create(struct fz *f, uint8_t cfgb)
+/*
+ * Two configuration bytes.  The first: TDP format (value % 5: EPT 4-level,
+ * EPT without A/D, EPT 5-level, NPT 4-level, NPT 5-level), bit 3 no huge
+ * pages, bit 4 no fast page fault, bit 5 eager splitting, bit 6 shadow
+ * paging.  The second: bits 0-1 shadow_prev_roots (3, 0, 1, 8), bit 2 a
+ * tiny shadow_max_pages (recycling), bit 3 PML dirty logging (TDP with
+ * A/D), bit 4 MAXPHYADDR 36, bit 5 the threaded mode, bit 6 16-entry PML
+ * buffers.
+ */
+static int vm_create(struct fz *f, uint8_t cfgb, uint8_t cfg2)
 {
 	static const struct {
 		uint32_t fmt, levels, flags;
@@ -603,15 +615,16 @@ static int vm_create(struct fz *f, uint8_t cfgb)
 		{ VMMU_TDP_EPT, 4, 0 }, { VMMU_TDP_EPT, 4, VMMU_VM_AD_DISABLED }, { VMMU_TDP_EPT, 5, 0 },
 		{ VMMU_TDP_NPT, 4, 0 }, { VMMU_TDP_NPT, 5, 0 },
 	};
+	static const uint32_t prev_roots[] = { 3, 0, 1, VMMU_MAX_PREV_ROOTS };
 	struct vmmu_vm_config cfg;
 	unsigned int v = cfgb % 5;
 
 	vmmu_vm_config_init(&cfg);
 	cfg.tdp_format = variants[v].fmt;
 	cfg.tdp_levels = variants[v].levels;
-	cfg.maxphyaddr = variants[v].levels == 5 ? 52 : 46;
+	cfg.maxphyaddr = variants[v].levels == 5 ? 52 : (cfg2 & 0x10) ? 36 : 46;
 	cfg.flags = variants[v].flags;
-	cfg.max_vcpus = 2;
+	cfg.max_vcpus = GM_VCPUS;
 	cfg.pt_arena_bytes = 256 * MiB;
 	if (cfgb & 0x08)
 		cfg.flags |= VMMU_VM_NO_HUGEPAGES;
@@ -619,131 +632,207 @@ static int vm_create(struct fz *f, uint8_t cfgb)
 		cfg.flags |= VMMU_VM_NO_FAST_PF;
 	if (cfgb & 0x20)
 		cfg.flags |= VMMU_VM_EAGER_SPLIT;
-	/* Shadow paging (paging off here: direct shadow pages, rmaps, the fast
-	 * path under direct roots); it has hardware A/D only. */
+	/* Shadow paging: hardware A/D only, and no PML (it write-protects). */
 	if (cfgb & 0x40) {
 		cfg.mmu = VMMU_MMU_SHADOW;
 		cfg.flags &= ~VMMU_VM_AD_DISABLED;
+		cfg.shadow_prev_roots = prev_roots[cfg2 & 3];
+		if (cfg2 & 0x04)
+			cfg.shadow_max_pages = 64;
+	} else if ((cfg2 & 0x08) && !(cfg.flags & VMMU_VM_AD_DISABLED)) {
+		cfg.flags |= VMMU_VM_PML;
+		if (cfg2 & 0x40)
+			cfg.pml_entries = 16;
 	}
+	f->shadow = cfg.mmu == VMMU_MMU_SHADOW;
+	f->maxphyaddr = cfg.maxphyaddr;
+	f->threaded = cfg2 & 0x20;
+	gm_reset(f->g, f->shadow, f->shadow || cfg.tdp_levels == 5, cfg.maxphyaddr);
 	if (vmmu_vm_create(&cfg, &f->vm))
 		return -1;
-	if (vmmu_vcpu_create(f->vm, 0, &f->vcpu[0]) || vmmu_vcpu_create(f->vm, 1, &f->vcpu[1]))
-		return -1;
+	for (unsigned int i = 0; i < GM_VCPUS; i++)
+		if (vmmu_vcpu_create(f->vm, i, &f->vcpu[i]))
+			return -1;
+	TRACE(f, "VM: %s, %s %u-level, MAXPHYADDR %u, flags %#x%s", f->shadow ? "shadow paging" : "TDP",
+	      cfg.tdp_format == VMMU_TDP_EPT ? "EPT" : "NPT", cfg.tdp_levels, cfg.maxphyaddr, cfg.flags,
+	      f->threaded ? ", threaded" : "");
 	return 0;
+}
+
+static void run_op(struct fz *f, uint8_t op)
+{
+	switch (op) {
+	case 0 ... 11:
+	case 58 ... 63:
+		op_guest_access(f);
+		break;
+	case 12: {
+		/* A burst: a run of accesses maps many pages at once. */
+		unsigned int n = 2 + rd8(&f->in) % 14;
+
+		for (unsigned int i = 0; i < n && f->in.n; i++)
+			op_guest_access(f);
+		break;
+	}
+	case 13:
+	case 14:
+		op_slot_create(f);
+		break;
+	case 15:
+		op_slot_delete(f);
+		break;
+	case 16:
+		op_slot_change(f, true);
+		break;
+	case 17:
+		op_slot_change(f, false);
+		break;
+	case 18:
+	case 19:
+		op_host_prot(f);
+		break;
+	case 20:
+		op_inval_begin(f);
+		break;
+	case 21:
+		op_inval_end(f);
+		break;
+	case 22:
+		op_discard(f);
+		break;
+	case 23:
+		op_zap_range(f);
+		break;
+	case 24:
+		f->opname = "zap all";
+		TRACE(f, "zap all");
+		vmmu_zap_all(f->vm);
+		break;
+	case 25:
+		f->opname = "flush";
+		vmmu_flush_remote_tlbs(f->vm);
+		break;
+	case 26:
+		op_harvest(f);
+		break;
+	case 27:
+		op_audit(f);
+		break;
+	case 28: {
+		/* A window here, all of it at the end: a stray write stays
+		 * until then, and whole checks would dominate the run time. */
+		uint64_t first = rd16(&f->in) % ARENA_PAGES;
+
+		f->opname = "memory check";
+		check_memory(f, first, first + 128);
+		break;
+	}
+	case 29:
+		op_gpa_to_hva(f);
+		break;
+	case 30:
+		/* Rare on purpose: the rest of the input is accesses.  Not with
+		 * the host thread, whose memslot calls may not follow it. */
+		if (rd8(&f->in) == 0x52 && !f->threaded)
+			release_vm(f);
+		break;
+	case 31:
+		op_age(f);
+		break;
+	case 32 ... 37:
+		op_pt_map(f);
+		break;
+	case 38 ... 42:
+		op_pte_write(f);
+		break;
+	case 43:
+		op_as_create(f);
+		break;
+	case 44 ... 47:
+		op_as_load(f);
+		break;
+	case 48 ... 49:
+		op_invlpg(f);
+		break;
+	case 50:
+		op_invpcid(f);
+		break;
+	case 51 ... 54:
+		op_cr_toggle(f);
+		break;
+	case 55:
+		op_paging_off(f);
+		break;
+	case 56: {
+		unsigned int n = 2 + rd8(&f->in) % 6;
+
+		for (unsigned int i = 0; i < n && f->in.n; i++)
+			op_guest_access(f);
+		break;
+	}
+	case 57: {
+		/* Threaded mode: let the host thread get on (the other modes
+		 * read the byte all the same, so inputs move between modes). */
+		uint8_t n = rd8(&f->in);
+
+		f->opname = "host wait";
+		if (f->host_running)
+			host_wait(f, 1 + n % 4);
+		break;
+	}
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct fz f;
+	static struct fz f;
 	uint64_t seed = 0xcbf29ce484222325ULL;
+	uint8_t cfgb, cfg2;
 
-	if (!G.ready)
-		G.trace = getenv("VMMU_FUZZ_TRACE") && atoi(getenv("VMMU_FUZZ_TRACE"));
+	if (!G.ready) {
+		fz_trace = getenv("VMMU_FUZZ_TRACE") && atoi(getenv("VMMU_FUZZ_TRACE"));
+		fz_avoid_known = getenv("VMMU_FUZZ_AVOID_KNOWN") && atoi(getenv("VMMU_FUZZ_AVOID_KNOWN"));
+	}
 	if (!G.ready && arena_setup()) {
 		fprintf(stderr, "fuzz_ops: cannot set up the host memory\n");
 		abort();
 	}
 	memset(&f, 0, sizeof(f));
 	f.m = &G.m;
+	f.g = &G.g;
 	f.in = (struct reader){ data, size };
 	/* The data the guest writes follows from the input (FNV-1a), so every
 	 * input replays identically. */
 	for (size_t i = 0; i < size; i++)
 		seed = (seed ^ data[i]) * 0x100000001b3ULL;
 	f.rng = seed;
-	arena_reset(seed);
-	if (vm_create(&f, rd8(&f.in))) {
+	f.avoid_known = fz_avoid_known;
+	arena_reset();
+	guest_reset(&f);
+	cfgb = rd8(&f.in);
+	cfg2 = rd8(&f.in);
+	if (vm_create(&f, cfgb, cfg2)) {
 		fprintf(stderr, "fuzz_ops: cannot create the VM\n");
 		abort();
 	}
+	if (f.threaded)
+		host_thread_start(&f);
 
 	for (f.op = 0; f.in.n && f.op < MAX_OPS; f.op++) {
-		uint8_t op = rd8(&f.in) % 32;
+		uint8_t op = rd8(&f.in) % 64;
 
 		f.opname = NULL;
 		/* After release only accesses may follow (and destroy). */
-		if (f.m->released && op >= 12 && op != 31)
+		if (f.m->released && op >= 12 && op < 58)
 			op = 0;
-		switch (op) {
-		case 0 ... 11:
-			op_access(&f);
-			break;
-		case 12:
-		case 13:
-			op_slot_create(&f);
-			break;
-		case 14:
-			op_slot_delete(&f);
-			break;
-		case 15:
-			op_slot_change(&f, true);
-			break;
-		case 16:
-			op_slot_change(&f, false);
-			break;
-		case 17:
-		case 18:
-			op_host_prot(&f);
-			break;
-		case 19:
-			op_inval_begin(&f);
-			break;
-		case 20:
-			op_inval_end(&f);
-			break;
-		case 21:
-			op_discard(&f);
-			break;
-		case 22:
-			op_zap_range(&f);
-			break;
-		case 23:
-			f.opname = "zap all";
-			TRACE(&f, "zap all");
-			vmmu_zap_all(f.vm);
-			break;
-		case 24:
-			f.opname = "flush";
-			vmmu_flush_remote_tlbs(f.vm);
-			break;
-		case 25:
-			op_harvest(&f);
-			break;
-		case 26:
-			op_audit(&f);
-			break;
-		case 27:
-			op_cr0(&f);
-			break;
-		case 28: {
-			/* A window here, all of it at the end: a stray write stays
-			 * until then, and whole checks would dominate the run time. */
-			uint64_t first = rd16(&f.in) % ARENA_PAGES;
-
-			f.opname = "memory check";
-			check_memory(&f, first, first + 128);
-			break;
-		}
-		case 29:
-			op_gpa_to_hva(&f);
-			break;
-		case 30:
-			/* Rare on purpose: the rest of the input is accesses. */
-			if (rd8(&f.in) == 0x52)
-				release_vm(&f);
-			break;
-		case 31: {
-			/* A burst: a run of accesses maps many pages at once. */
-			unsigned int n = 2 + rd8(&f.in) % 14;
-
-			for (unsigned int i = 0; i < n && f.in.n; i++)
-				op_access(&f);
-			break;
-		}
-		}
+		run_op(&f, op);
+		if (f.host_running)
+			host_tick(&f);
 	}
 
 	f.opname = "end of input";
+	if (f.threaded)
+		host_thread_stop(&f);
 	while (f.m->n_inval) {
 		uintptr_t s, e;
 
@@ -761,6 +850,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* After release only destroy may follow. */
 	if (!f.m->released && vmmu_vm_bugged(f.vm, NULL))
 		fz_fail(&f, "the VM is bugged");
+	TRACE(&f, "%lu accesses checked, %lu through a stale translation, %lu cut by an emulated store", f.n_checked,
+	      f.n_stale_used, f.n_split);
 	vmmu_vm_destroy(f.vm);
 	return 0;
 }

@@ -48,6 +48,8 @@ void model_reset(struct model *m)
 	memset(m->prot, VMMU_HOST_RW, m->arena_len / MODEL_PAGE);
 	m->n_inval = 0;
 	m->hull_start = m->hull_end = 0;
+	m->xhull_start = m->xhull_end = 0;
+	m->hull_sticky = false;
 	m->released = false;
 }
 
@@ -144,13 +146,18 @@ unsigned int model_prot_at(const struct model *m, uintptr_t hva)
 	return m->prot[(hva - m->arena) / MODEL_PAGE];
 }
 
-/* Could a fault for the page at hva be held back by an open invalidation?
- * The fault may map the 2 MiB around it, so compare that. */
-static bool page_may_wait(const struct model *m, uintptr_t hva)
+bool model_hva_may_wait(const struct model *m, uintptr_t hva)
 {
 	uintptr_t lo = hva & ~(uintptr_t)(HUGE_2M - 1), hi = lo + HUGE_2M;
+	uintptr_t hs = m->hull_start, he = m->hull_end;
 
-	return m->n_inval && lo < m->hull_end && m->hull_start < hi;
+	if (!m->n_inval)
+		return false;
+	if (m->xhull_end) {
+		hs = m->xhull_start < hs ? m->xhull_start : hs;
+		he = m->xhull_end > he ? m->xhull_end : he;
+	}
+	return lo < he && hs < hi;
 }
 
 void model_access(const struct model *m, uint64_t gpa, size_t len, bool write, struct model_result *res)
@@ -174,7 +181,7 @@ void model_access(const struct model *m, uint64_t gpa, size_t len, bool write, s
 		 * type, so the fault that replaces it is a read), and KVM checks
 		 * for invalidations before it looks at the host page.
 		 */
-		if (s && page_may_wait(m, hva)) {
+		if (s && model_hva_may_wait(m, hva)) {
 			res->outcome = MODEL_BLOCKED;
 			return;
 		}
@@ -215,6 +222,17 @@ void model_commit_write(struct model *m, uint64_t gpa, const void *buf, size_t l
 	}
 }
 
+void model_mark_dirty(struct model *m, uint64_t gpa)
+{
+	struct model_slot *s = (struct model_slot *)model_find(m, gpa, NULL);
+
+	if (s && (s->flags & VMMU_MEM_LOG_DIRTY_PAGES) && s->dirty) {
+		uint64_t pg = (gpa - s->gpa) / MODEL_PAGE;
+
+		s->dirty[pg / 64] |= 1ULL << (pg % 64);
+	}
+}
+
 void model_expected_bytes(const struct model *m, uint64_t gpa, size_t len, uint8_t *out)
 {
 	for (size_t i = 0; i < len; i++) {
@@ -244,7 +262,7 @@ bool model_inval_begin(struct model *m, uintptr_t start, uintptr_t end)
 {
 	if (m->n_inval == MODEL_MAX_INVAL)
 		return false;
-	if (m->n_inval == 0) {
+	if (m->n_inval == 0 && (!m->hull_sticky || m->hull_start == m->hull_end)) {
 		m->hull_start = start;
 		m->hull_end = end;
 	} else {
@@ -261,8 +279,13 @@ bool model_inval_begin(struct model *m, uintptr_t start, uintptr_t end)
 
 void model_hull_extend(struct model *m, uintptr_t start, uintptr_t end)
 {
-	if (!m->n_inval)
+	if (!m->n_inval && !m->hull_sticky)
 		return;
+	if (m->hull_start == m->hull_end) {
+		m->hull_start = start;
+		m->hull_end = end;
+		return;
+	}
 	if (start < m->hull_start)
 		m->hull_start = start;
 	if (end > m->hull_end)

@@ -59,6 +59,13 @@ struct model {
 	/* The hull of the invalidations open since the count left zero: vmmu
 	 * (like KVM) may hold back every fault that touches it. */
 	uintptr_t hull_start, hull_end;
+	/* Host memory another thread may invalidate at any time: while any
+	 * invalidation of this thread is open, the hull may reach it too. */
+	uintptr_t xhull_start, xhull_end;
+	/* ...and since the hull is reset only when the count of all threads'
+	 * invalidations reaches zero, which this thread cannot see, it never
+	 * shrinks then (set with the other thread). */
+	bool hull_sticky;
 	bool released;
 };
 
@@ -87,6 +94,13 @@ void model_reset(struct model *m);
 const struct model_slot *model_find(const struct model *m, uint64_t gpa, uintptr_t *hva);
 
 /*
+ * Could a fault on the page at hva be held back by an open invalidation (it
+ * may map the 2 MiB around it)?  The guest-paging model asks this for the
+ * guest's page tables too: with TDP, a walk reads them through the TDP.
+ */
+bool model_hva_may_wait(const struct model *m, uintptr_t hva);
+
+/*
  * vmmu_set_memslot(): the result the request must get, for the requests
  * the fuzzer makes (ids < MODEL_MAX_SLOTS, hva inside the arena).  0 or a
  * VMMU_E* code; *exact is false when any error code would do.
@@ -98,6 +112,9 @@ void model_apply_memslot(struct model *m, const struct vmmu_memslot *req);
 void model_access(const struct model *m, uint64_t gpa, size_t len, bool write, struct model_result *res);
 /* A write that completed: the arena bytes and the dirty pages. */
 void model_commit_write(struct model *m, uint64_t gpa, const void *buf, size_t len);
+/* A store (or an A/D update) reached gpa: a logging slot owes that page to
+ * the next harvest. */
+void model_mark_dirty(struct model *m, uint64_t gpa);
 /* The bytes a completed read must return. */
 void model_expected_bytes(const struct model *m, uint64_t gpa, size_t len, uint8_t *out);
 
