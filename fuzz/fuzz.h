@@ -64,10 +64,6 @@ struct fz {
 	bool shadow;
 	unsigned int maxphyaddr;
 	bool threaded;
-	/* VMMU_FUZZ_AVOID_KNOWN=1: steer clear of the triggers of vmmu bugs
-	 * already reported (fuzz/README.md), so that a long campaign finds
-	 * new ones; off by default, and never in ctest. */
-	bool avoid_known;
 	struct host_thread *ht;
 	bool host_running;
 	/* the guest OS */
@@ -80,7 +76,6 @@ struct fz {
 
 extern uint8_t *fz_arena;
 extern bool fz_trace;
-extern bool fz_avoid_known;
 
 uint8_t rd8(struct reader *r);
 uint16_t rd16(struct reader *r);
@@ -126,9 +121,6 @@ void op_invlpg(struct fz *f);
 void op_invpcid(struct fz *f);
 void op_cr_toggle(struct fz *f);
 void op_paging_off(struct fz *f);
-/* With VMMU_FUZZ_AVOID_KNOWN: a slot change over [gpa, + size) would
- * trigger a reported bug. */
-bool known_bug_slot(const struct fz *f, uint64_t gpa, uint64_t size);
 
 /* ---- fuzz_thread.c: the threaded mode ---------------------------------------- */
 

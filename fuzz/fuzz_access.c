@@ -555,17 +555,6 @@ enum fz_acc_result fz_access(struct fz *f, const struct fz_acc *a)
 		fz_full_flush(f, a->vcpu);
 		enumerate(c);
 	}
-	/* Known bug 3 (VMMU_FUZZ_AVOID_KNOWN only): the shadow MMU reads guest
-	 * tables straight from host memory, gone or not. */
-	for (int p = 0; f->avoid_known && f->shadow && p < c->k; p++)
-		for (int i = 0; i < c->lists[p][0].w.n; i++)
-			if (model_prot_at(f->m, c->lists[p][0].w.e[i].hva) == VMMU_HOST_NONE)
-				return FZ_SKIPPED;
-	/* Known bug 4 (VMMU_FUZZ_AVOID_KNOWN only): under shadow paging a
-	 * guest-physical store races with the host thread's protection changes. */
-	for (int p = 0; f->avoid_known && f->shadow && f->host_running && a->phys && c->write && p < c->k; p++)
-		if (host_gpa(c->fr[p].addr))
-			return FZ_SKIPPED;
 	/*
 	 * Threaded mode: a guest table in the host thread's slot would make
 	 * translations change at moments the model cannot know; and with an

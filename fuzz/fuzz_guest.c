@@ -494,107 +494,10 @@ static void check_state(struct fz *f, unsigned int v, const char *what)
 			want->pdptrs[2], want->pdptrs[3]);
 }
 
-/*
- * Known bug 1 (fuzz/README.md): under shadow paging a PAE state load with
- * no PDPTE present leaves the vCPU with no roots that count as valid, and
- * once a later load makes a PDPTE present every access to it retries until
- * the VM is marked bugged.  Only with VMMU_FUZZ_AVOID_KNOWN.
- */
-static bool known_bug_pae(const struct fz *f, uint64_t cr4, uint64_t cr0, uint64_t efer, uint64_t cr3)
-{
-	bool pae = (cr0 & VMMU_CR0_PG) && (cr4 & VMMU_CR4_PAE) && !(efer & VMMU_EFER_LME);
-
-	if (!f->avoid_known || !f->shadow || !pae)
-		return false;
-	for (int i = 0; i < 4; i++) {
-		uint64_t e;
-
-		if (!mem_read(f, (cr3 & 0xffffffe0ULL) + 8 * (uint64_t)i, 8, &e) || (e & E_P))
-			return false;
-	}
-	return true;
-}
-
-/*
- * Known bug 2: under shadow paging a root shadow page built for a gfn that
- * no memslot holds (CR3, or a PAE PDPTE, pointing outside RAM) is never
- * write-tracked, and stays so when a slot appears there: guest stores to
- * that table go unseen.  The roots the shadow MMU may build: the root
- * table, or the PAE page directories.
- */
-static bool known_bug_root(const struct fz *f, uint64_t cr4, uint64_t cr0, uint64_t efer, uint64_t cr3)
-{
-	if (!f->avoid_known || !f->shadow || !(cr0 & VMMU_CR0_PG))
-		return false;
-	if ((cr4 & VMMU_CR4_PAE) && !(efer & VMMU_EFER_LME)) {
-		for (int i = 0; i < 4; i++) {
-			uint64_t e;
-
-			if (!mem_read(f, (cr3 & 0xffffffe0ULL) + 8 * (uint64_t)i, 8, &e))
-				return true;
-			if ((e & E_P) && !model_find(f->m, e & addr_mask(f, GM_PAE), NULL))
-				return true;
-		}
-		return false;
-	}
-	return !model_find(f->m, cr3 & addr_mask(f, (cr4 & VMMU_CR4_PAE) ? GM_4L : GM_32), NULL);
-}
-
-/* Known bug 3: loading the PAE PDPTEs reads guest memory without asking
- * whether the host still has it. */
-static bool known_bug_pdpt(const struct fz *f, uint64_t cr4, uint64_t cr0, uint64_t efer, uint64_t cr3)
-{
-	uintptr_t hva;
-
-	if (!f->avoid_known || !(cr0 & VMMU_CR0_PG) || !(cr4 & VMMU_CR4_PAE) || (efer & VMMU_EFER_LME))
-		return false;
-	return model_find(f->m, cr3 & 0xffffffe0ULL, &hva) && model_prot_at(f->m, hva) == VMMU_HOST_NONE;
-}
-
-/*
- * Known bug 5: shadow pages of 32-bit guests do not record CR4.PSE, so a vCPU
- * with PSE = 0 uses shadow pages built where a PDE with PS = 1 was a 4M page
- * (another vCPU's, or its own before the change), even after a flush.
- * Avoided by keeping PSE on.
- */
-static bool known_bug_pse(const struct fz *f)
-{
-	return f->avoid_known && f->shadow;
-}
-
-bool known_bug_slot(const struct fz *f, uint64_t gpa, uint64_t size)
-{
-	if (!f->avoid_known || !f->shadow)
-		return false;
-	for (unsigned int k = 0; k < GOS_AS; k++) {
-		const struct gos_as *as = &f->as[k];
-
-		if (!as->used)
-			continue;
-		if (as->root - gpa < size)
-			return true;
-		for (int i = 0; as->mode == GM_PAE && i < 4; i++) {
-			uint64_t e;
-
-			if (mem_read(f, as->root + 8 * (uint64_t)i, 8, &e) && (e & E_P) &&
-			    (e & addr_mask(f, GM_PAE)) - gpa < size)
-				return true;
-		}
-	}
-	for (unsigned int v = 0; v < GM_VCPUS; v++)
-		for (int i = 0; i < 4; i++)
-			if ((f->g->v[v].s.pdptrs[i] & E_P) && (f->g->v[v].s.pdptrs[i] & addr_mask(f, GM_PAE)) - gpa < size)
-				return true;
-	return false;
-}
-
 static int set_state(struct fz *f, unsigned int v, const struct vmmu_cpu_state *s, const char *what)
 {
 	int want, rc;
 
-	if (known_bug_pae(f, s->cr4, s->cr0, s->efer, s->cr3) || known_bug_root(f, s->cr4, s->cr0, s->efer, s->cr3) ||
-	    known_bug_pdpt(f, s->cr4, s->cr0, s->efer, s->cr3))
-		return VMMU_EINVAL;
 	want = gm_set_state(f->g, v, s);
 	rc = vmmu_vcpu_set_state(f->vcpu[v], s);
 
@@ -643,10 +546,6 @@ void op_as_load(struct fz *f)
 			cr3 |= (uint64_t)(b1 & 0x18);
 		if ((b2 & 0x3f) == 0x3f)
 			cr3 |= 1ULL << (cm >= GM_4L ? (f->maxphyaddr < 52 ? f->maxphyaddr : 62) : 40);	/* #GP */
-		if (known_bug_pae(f, cur->cr4, cur->cr0, cur->efer, cr3) ||
-		    known_bug_root(f, cur->cr4, cur->cr0, cur->efer, cr3) ||
-		    known_bug_pdpt(f, cur->cr4, cur->cr0, cur->efer, cr3))
-			return;
 		want = gm_write_cr3(f->g, v, cr3);
 		rc = vmmu_vcpu_write_cr3(f->vcpu[v], cr3);
 		TRACE(f, "vCPU %u MOV CR3 %#" PRIx64 " (%s): rc %d", v, cr3, mode_names[cm], rc);
@@ -670,7 +569,7 @@ void op_as_load(struct fz *f)
 	}
 	s.cr0 |= VMMU_CR0_PE | VMMU_CR0_PG;
 	s.cr4 &= ~(VMMU_CR4_PAE | VMMU_CR4_LA57 | VMMU_CR4_PCIDE);
-	s.cr4 |= as->mode == GM_32 ? ((b1 & 1) && !known_bug_pse(f) ? 0 : VMMU_CR4_PSE) : VMMU_CR4_PAE;
+	s.cr4 |= as->mode == GM_32 ? ((b1 & 1) ? 0 : VMMU_CR4_PSE) : VMMU_CR4_PAE;
 	if (as->mode == GM_5L)
 		s.cr4 |= VMMU_CR4_LA57;
 	s.efer &= ~VMMU_EFER_LME;
@@ -733,8 +632,6 @@ void op_cr_toggle(struct fz *f)
 			s.cr3 &= ~0xfffULL;
 		break;
 	case 6:
-		if (known_bug_pse(f))
-			return;
 		s.cr4 ^= VMMU_CR4_PSE;
 		break;
 	case 7: s.rflags ^= VMMU_RFLAGS_AC; break;

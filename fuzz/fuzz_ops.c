@@ -55,8 +55,8 @@
  * with VMMU_FUZZ_TRACE=1 to print every decoded operation.  fuzz/README.md
  * says how to fold new inputs into the checked-in corpus (ctest replays it in
  * every tree: keep it to about 2 s plain, 4 s ASan, 10 s TSan), how
- * fuzz/seeds.py makes starting points, and which known vmmu bugs
- * VMMU_FUZZ_AVOID_KNOWN=1 steers clear of.
+ * fuzz/seeds.py makes starting points, and what the bugs it found were
+ * (fuzz/known/).
  *
  * The input's own thread never issues an access that the model says may wait
  * for an invalidation it opened (it would wait forever); everything else,
@@ -87,7 +87,6 @@ static const struct {
 
 uint8_t *fz_arena;
 bool fz_trace;	/* VMMU_FUZZ_TRACE=1: print every operation to stderr */
-bool fz_avoid_known;
 
 static struct {
 	bool ready;
@@ -301,14 +300,8 @@ static void do_memslot(struct fz *f, const struct vmmu_memslot *req, const char 
 {
 	bool exact;
 	int want = model_check_memslot(f->m, req, &exact);
-	const struct model_slot *old = req->slot < MODEL_MAX_SLOTS ? &f->m->slots[req->slot] : NULL;
 	int rc;
 
-	/* A delete or move (a "create" of a used id is one) taking a guest
-	 * root out of RAM: known bug 2, with VMMU_FUZZ_AVOID_KNOWN only. */
-	if (!want && old && old->used && (req->size == 0 || req->gpa != old->gpa) &&
-	    known_bug_slot(f, old->gpa, old->size))
-		return;
 	f->opname = what;
 	/* Any translation may read a table in the slot: it may be cached. */
 	gm_global_begin(f->g);
@@ -424,9 +417,6 @@ static void op_host_prot(struct fz *f)
 
 	f->opname = "host protection";
 	pick_hva_range(f, &s, &e);
-	/* Known bug 3 (VMMU_FUZZ_AVOID_KNOWN only): guest tables in gone memory. */
-	if (f->avoid_known && prot == VMMU_HOST_NONE && hva_has_table(f, s, e))
-		return;
 	/* Rights are added to the host first and removed from it last, so
 	 * vmmu never believes in more than the host allows. */
 	if (prot == VMMU_HOST_RW && mprotect((void *)s, e - s, PROT_READ | PROT_WRITE))
@@ -791,7 +781,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!G.ready) {
 		fz_trace = getenv("VMMU_FUZZ_TRACE") && atoi(getenv("VMMU_FUZZ_TRACE"));
-		fz_avoid_known = getenv("VMMU_FUZZ_AVOID_KNOWN") && atoi(getenv("VMMU_FUZZ_AVOID_KNOWN"));
 	}
 	if (!G.ready && arena_setup()) {
 		fprintf(stderr, "fuzz_ops: cannot set up the host memory\n");
@@ -806,7 +795,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < size; i++)
 		seed = (seed ^ data[i]) * 0x100000001b3ULL;
 	f.rng = seed;
-	f.avoid_known = fz_avoid_known;
 	arena_reset();
 	guest_reset(&f);
 	cfgb = rd8(&f.in);

@@ -654,6 +654,9 @@ static int derive(const struct gm *g, const struct vmmu_cpu_state *cur, const st
 
 			if (!model_find(g->m, gpa, &hva))
 				return VMMU_EINVAL;
+			/* Host memory declared gone is never read: a memory fault. */
+			if (g->m->released || model_prot_at(g->m, hva) == VMMU_HOST_NONE)
+				return VMMU_EFAULT;
 			e = read_expect(g->m, hva, 8);
 			if ((e & 1) && ((e & ((0xfULL << 5) | (3ULL << 1))) || (e >> g->maxphyaddr)))
 				return VMMU_EINVAL;

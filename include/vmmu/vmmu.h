@@ -502,7 +502,9 @@ struct vmmu_cpu_state {
  * the architecture would #GP on -- for example PG without PE, long mode
  * without PAE, LA57 changed while in long mode, PCIDE outside long mode,
  * reserved bits, bad PDPTEs -- returns VMMU_EINVAL and changes nothing; the
- * embedder injects #GP.
+ * embedder injects #GP.  PDPTEs in host memory declared gone
+ * (VMMU_HOST_NONE, or after vmmu_release) return VMMU_EFAULT and change
+ * nothing, as an access there would exit with a memory fault.
  * Changing paging-relevant state flushes this vCPU's TLB as the architecture
  * says a MOV to CR0/CR4 does; CR3 changes follow vmmu_vcpu_write_cr3().
  */

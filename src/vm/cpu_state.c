@@ -27,7 +27,8 @@
 /*
  * A read the CPU makes of guest-physical memory (the PDPTEs).  For L2
  * (l2_tables, L1's EPT/NPT) the address is L2's, translated through L1's
- * tables first as the hardware would (nested_mmu).
+ * tables first as the hardware would (nested_mmu).  VMMU_EINVAL outside RAM
+ * (the load #GPs), VMMU_EFAULT for host memory declared gone.
  */
 static int read_guest_u64(struct vmmu_vcpu *v, const struct walk_cpu *l2_tables, uint64_t gpa, uint64_t *val)
 {
@@ -41,9 +42,15 @@ static int read_guest_u64(struct vmmu_vcpu *v, const struct walk_cpu *l2_tables,
 	vmmu_rcu_read_lock();
 	s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
 	if (s && !(s->flags & MEMSLOT_INVALID)) {
-		*val = __atomic_load_n((uint64_t *)(memslot_gfn_to_hva(s, gpa >> 12) + (gpa & 0xfff)),
-				       __ATOMIC_ACQUIRE);
-		r = 0;
+		uintptr_t hva = memslot_gfn_to_hva(s, gpa >> 12) + (gpa & 0xfff);
+
+		/* Host memory declared gone may be unmapped: never read. */
+		if (!host_readable(vm, hva)) {
+			r = VMMU_EFAULT;
+		} else {
+			*val = __atomic_load_n((uint64_t *)hva, __ATOMIC_ACQUIRE);
+			r = 0;
+		}
 	}
 	vmmu_rcu_read_unlock();
 	return r;
@@ -149,9 +156,10 @@ int vcpu_derive_state(struct vmmu_vcpu *v, const struct vmmu_cpu_state *cur, con
 		 * PDPTE with reserved bits makes the load #GP. */
 		for (int i = 0; i < 4; i++) {
 			uint64_t e;
+			int err = read_guest_u64(v, l2_tables, (s.cr3 & 0xffffffe0ULL) + 8 * (uint64_t)i, &e);
 
-			if (read_guest_u64(v, l2_tables, (s.cr3 & 0xffffffe0ULL) + 8 * (uint64_t)i, &e))
-				return VMMU_EINVAL;
+			if (err)
+				return err;
 			if ((e & PDPTE_P) &&
 			    ((e & PDPTE_RSVD_LOW) || (maxphyaddr < 64 && (e >> maxphyaddr))))
 				return VMMU_EINVAL;

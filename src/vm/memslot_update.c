@@ -82,6 +82,28 @@ static void publish_memslots(struct vmmu_vm *vm, struct memslots *ms)
 		vm_zap_all(vm);
 }
 
+/*
+ * Shadow pages of gfns a new (or moved) slot now covers were built while no
+ * slot did: only roots can be (a walk stops at a table outside RAM), loaded
+ * for a CR3, PDPTE or EPTP that pointed outside RAM, and nothing counted
+ * them in a write-track array, so the guest's stores to the table would go
+ * unseen.  KVM loads a dummy root for such a gfn and drops it once the gfn
+ * becomes visible; here the page goes, and the vCPUs holding it reload,
+ * building it again tracked.  After a grace period, since a load that read
+ * the old snapshot may still be building one.
+ */
+static void zap_invisible_roots(struct vmmu_vm *vm, uint64_t start, uint64_t end)
+{
+	vmmu_synchronize_rcu();
+	if (!__atomic_load_n(&vm->shadow->nr_pages, __ATOMIC_ACQUIRE))
+		return;
+	vmmu_rcu_read_lock();
+	pthread_rwlock_wrlock(&vm->mmu_lock);
+	shadow_zap_slot_pages(vm, start, end);
+	pthread_rwlock_unlock(&vm->mmu_lock);
+	vmmu_rcu_read_unlock();
+}
+
 VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 {
 	const struct memslot *oldp = NULL;
@@ -152,6 +174,7 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		/* Old MMIO SPTEs in the new range miss on their generation. */
 		publish_memslots(vm, next);
 		vmmu_call_rcu(&cur->rcu, memslots_free_cb);
+		zap_invisible_roots(vm, s.base_gfn, s.base_gfn + s.npages);
 		break;
 
 	case MEMSLOT_FLAGS_ONLY: {
@@ -262,6 +285,8 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 				shadow_slot_free(dead);
 			}
 		}
+		if (change == MEMSLOT_MOVE)
+			zap_invisible_roots(vm, s.base_gfn, s.base_gfn + s.npages);
 		/* A move that stopped logging: the old bitmap is unreachable now. */
 		if (change == MEMSLOT_MOVE && memslot_logging(old) && !(req->flags & VMMU_MEM_LOG_DIRTY_PAGES))
 			free(old->dirty_bitmap);

@@ -605,6 +605,15 @@ again:
 	return 0;
 }
 
+/* Whether an invalidation touched one of the first n pages since its check. */
+static bool pages_changed(struct vmmu_vcpu *v, const uintptr_t *hvas, const uint64_t *seqs, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		if (inv_retry(&v->vm->inv, seqs[i], hvas[i] & ~(uintptr_t)0xfff, 4096))
+			return true;
+	return false;
+}
+
 /*
  * Shadow paging has no TDP: a guest-physical access (VMMU_ACCESS_PHYS) is
  * the MMU's own, straight to the memslot, with the host checks of a fault
@@ -616,6 +625,7 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 {
 	uintptr_t hvas[ACCESS_WINDOW_PAGES];
 	const struct memslot *slots[ACCESS_WINDOW_PAGES];
+	uint64_t seqs[ACCESS_WINDOW_PAGES];
 	size_t done = 0;
 
 	vmmu_rcu_thread_online();
@@ -660,6 +670,12 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				return VMMU_EXIT;
 			}
 			if (r == RET_PF_FAULT) {
+				/* The exit must name the first page unusable now:
+				 * an earlier one may have changed since its check. */
+				if (pages_changed(v, hvas, seqs, i)) {
+					vmmu_rcu_read_unlock();
+					goto retry;
+				}
 				vmmu_rcu_read_unlock();
 				exit->reason = VMMU_EXIT_MEMORY_FAULT;
 				exit->u.memory_fault.gpa = pf.addr & ~0xfffULL;
@@ -671,12 +687,16 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 			}
 			hvas[i] = pf.hva + (pf.addr & 0xfff);
 			slots[i] = pf.slot;
+			seqs[i] = pf.mmu_seq;
 		}
 		/*
 		 * No translation is involved, but an invalidated page is off
 		 * limits all the same (docs/mmu.md 10.1): the check and the copy
 		 * form an install section, which an invalidation's begin waits
-		 * out if the check could not see its range.
+		 * out if the check could not see its range.  The check is a
+		 * fault's: an invalidation open now, or one that ended since the
+		 * page's host checks (a protection change, say, that the copy
+		 * would otherwise outrun) sends the window back to them.
 		 */
 		vcpu_install_begin(v);
 		for (off = 0, i = 0; off < chunk; off += n, i++) {
@@ -685,6 +705,8 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 			n = 4096 - ((gpa + done + off) & 0xfff);
 			if (n > chunk - off)
 				n = chunk - off;
+			if (!inv_retry(&v->vm->inv, seqs[i], hvas[i] & ~(uintptr_t)0xfff, 4096))
+				continue;
 			switch (inv_blocked(&v->vm->inv, hvas[i] & ~(uintptr_t)0xfff, 4096, vmmu_thread_token())) {
 			case INV_WAIT_SELF:
 				cause = VMMU_RETRY_SELF;
@@ -693,15 +715,16 @@ static int shadow_phys_access(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, s
 				cause = VMMU_RETRY_INVALIDATION;
 				break;
 			default:
-				continue;
+				break;	/* it ended: check the host again */
 			}
 			vcpu_install_end(v);
 			vmmu_rcu_read_unlock();
-			if (cause == VMMU_RETRY_SELF || nowait) {
+			if (cause == VMMU_RETRY_SELF || (cause && nowait)) {
 				*donep = done;
 				return retry_exit(exit, gpa + done + off, cause);
 			}
-			sched_yield();
+			if (cause)
+				sched_yield();
 			goto retry;
 		}
 		for (off = 0, i = 0; off < chunk; off += n, i++) {

@@ -443,6 +443,21 @@ struct hostprot_set {
  * side).  A mapping must never span a protection change: like a host huge
  * page that mprotect splits, it is then mapped at a smaller level.
  */
+static inline bool hostprot_uniform(const struct hostprot_set *hs, uintptr_t hva, uintptr_t len, unsigned int *prot);
+
+/* Whether the MMU itself may read the page at hva: not declared gone by the
+ * embedder (VMMU_HOST_NONE), not released. */
+static inline bool host_readable(struct vmmu_vm *vm, uintptr_t hva)
+{
+	unsigned int prot;
+
+	if (atomic_load_explicit(&vm->released, memory_order_acquire))
+		return false;
+	hostprot_uniform(atomic_load_explicit(&vm->hostprot, memory_order_acquire), hva & ~(uintptr_t)0xfff, 4096,
+			 &prot);
+	return prot != VMMU_HOST_NONE;
+}
+
 static inline bool hostprot_uniform(const struct hostprot_set *hs, uintptr_t hva, uintptr_t len, unsigned int *prot)
 {
 	*prot = VMMU_HOST_RW;

@@ -27,9 +27,16 @@ static int swalk_read(void *ctx, uint64_t gpa, unsigned int size, uint64_t *val)
 		w->bad_gpa = gpa;
 		return WALK_ABORT_RETRY;
 	}
-	if (shadow_guest_read(w->v->vm, gpa, size, val))
+	switch (shadow_guest_read(w->v->vm, gpa, size, val)) {
+	case 0:
+		return 0;
+	case SHADOW_READ_GONE:
+		w->host_error = VMMU_EFAULT;
+		w->bad_gpa = gpa;
+		return WALK_ABORT_HOST;
+	default:
 		return WALK_ABORT_NOT_RAM;
-	return 0;
+	}
 }
 
 /*

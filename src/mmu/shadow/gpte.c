@@ -9,16 +9,23 @@
 
 #include <string.h>
 
-/* Entries of guest page tables read by the MMU itself (walks, syncs); outside
- * RAM reads as a failure, which the walk turns into a not-present #PF. */
+/*
+ * Entries of guest page tables read by the MMU itself (walks, syncs).
+ * Outside RAM reads as SHADOW_READ_NOT_RAM, which the walk turns into a
+ * not-present #PF; host memory the embedder declared gone (or a released
+ * VM's) as SHADOW_READ_GONE, a memory fault -- it may be unmapped, so it is
+ * never dereferenced.
+ */
 int shadow_guest_read(struct vmmu_vm *vm, uint64_t gpa, unsigned int size, uint64_t *val)
 {
 	const struct memslot *s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
 	uintptr_t hva;
 
 	if (!s || (s->flags & MEMSLOT_INVALID))
-		return -1;
+		return SHADOW_READ_NOT_RAM;
 	hva = memslot_gfn_to_hva(s, gpa >> 12) + (gpa & 0xfff);
+	if (!host_readable(vm, hva))
+		return SHADOW_READ_GONE;
 	*val = size == 8 ? __atomic_load_n((uint64_t *)hva, __ATOMIC_ACQUIRE)
 			 : __atomic_load_n((uint32_t *)hva, __ATOMIC_ACQUIRE);
 	return 0;
@@ -65,9 +72,10 @@ void shadow_sp_walk_cpu(const struct vmmu_vm *vm, const struct walk_cpu *base, c
 		return;
 	}
 	*w = *base;
-	if (sp->role.has_4_byte_gpte)
+	if (sp->role.has_4_byte_gpte) {
 		w->mode = WALK_MODE_32;
-	else if (w->mode == WALK_MODE_32 || w->mode == WALK_MODE_NONE)
+		w->pse = sp->role.cr4_pse;
+	} else if (w->mode == WALK_MODE_32 || w->mode == WALK_MODE_NONE)
 		w->mode = WALK_MODE_4LEVEL;
 	w->nxe = sp->role.efer_nx;
 }

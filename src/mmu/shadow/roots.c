@@ -23,6 +23,7 @@ union cpu_role shadow_calc_cpu_role(const struct vmmu_vcpu *v)
 	}
 	r.base.level = w->mode == WALK_MODE_32 ? 2 : w->mode == WALK_MODE_PAE ? 3 : w->mode == WALK_MODE_4LEVEL ? 4 : 5;
 	r.base.has_4_byte_gpte = w->mode == WALK_MODE_32;
+	r.base.cr4_pse = w->mode == WALK_MODE_32 && w->pse;
 	r.base.efer_nx = w->nxe;
 	r.base.cr0_wp = w->wp;
 	r.base.smep_andnot_wp = w->smep && !w->wp;
@@ -308,9 +309,10 @@ static bool pae_roots_stale(const struct shadow_ctx *s)
 
 	if (w->mode == WALK_MODE_32)
 		return s->pae_sp[0] && s->pae_sp[0]->gfn != pgd_gfn(w);
-	/* Paging off: the roots map fixed gfns.  Nothing loaded: the next
-	 * entry loads what the state says. */
-	if (w->mode != WALK_MODE_PAE || !(s->pae_sp[0] || s->pae_sp[1] || s->pae_sp[2] || s->pae_sp[3]))
+	/* Paging off: the roots map fixed gfns.  A load with no PDPTE present
+	 * loaded nothing but is a load all the same (mmu_ready): a PDPTE that
+	 * is present now makes it stale like any other change. */
+	if (w->mode != WALK_MODE_PAE)
 		return false;
 	for (int i = 0; i < 4; i++) {
 		bool present = gpte_present(gpte_fmt_of(w), w->pdptes[i]);

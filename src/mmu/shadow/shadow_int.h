@@ -210,6 +210,8 @@ void shadow_unaccount(struct vmmu_vm *vm, struct shadow_page *sp);
 /* ---- gpte.c ---- */
 void shadow_sp_walk_cpu(const struct vmmu_vm *vm, const struct walk_cpu *base, const struct shadow_page *sp,
 			struct walk_cpu *w);
+#define SHADOW_READ_NOT_RAM (-1)
+#define SHADOW_READ_GONE (-2)
 int shadow_guest_read(struct vmmu_vm *vm, uint64_t gpa, unsigned int size, uint64_t *val);
 uint64_t shadow_gpte_gpa(const struct shadow_page *sp, unsigned int i, unsigned int *size);
 

@@ -67,7 +67,12 @@ union sp_role {
 		 * EPT (an R=0, X=1 entry is a mapping, not a misconfiguration);
 		 * pages of L1s that do not must not share their SPTEs. */
 		unsigned int ept_exec_only : 1;
-		unsigned int as_id : 7;			/* address space (KVM: SMM) */
+		/* vmmu's own: CR4.PSE of a 32-bit guest, for which it decides
+		 * whether a PDE with PS maps 4M or points to a page table: two
+		 * vCPUs that read one PD differently must not share its shadow.
+		 * (Always 0 otherwise: PAE and long mode read PS regardless.) */
+		unsigned int cr4_pse : 1;
+		unsigned int as_id : 6;			/* address space (KVM: SMM) */
 	};
 };
 _Static_assert(sizeof(union sp_role) == sizeof(uint32_t), "sp_role must stay one word (hash key, compares)");
