@@ -12,6 +12,8 @@
  *  - invept: L1 remaps a page of L2 and invalidates (INVEPT, or NPT's
  *    VMRUN TLB control); L2 sees the new frame, and a cached EPTP comes
  *    back through the previous-root cache;
+ *  - pt_access_writes: with EPTP A/D on, L2's reads of its own paging
+ *    entries are writes to L1's EPT (SDM 3C 29.3.5): they need W and set D;
  *  - dirty_log: L2 writes are logged against the L1 gfns they hit;
  *  - host_invalidation: an MMU-notifier invalidation or host protection of
  *    memory L2 uses reaches guest_mmu's leaves;
@@ -240,8 +242,8 @@ TEST(nested_exits)
 			ASSERT_OK(vmmu_vcpu_set_state(t.vcpu, &s));
 			if (t.npt)
 				expect_nested(&t, 0x1000, VMMU_ACCESS_READ, k, 0x4 | (1ULL << 33), hole & ~0xfffULL);
-			else
-				expect_nested(&t, 0x1000, VMMU_ACCESS_READ, k, 0x1 | 0x80, hole & ~0xfffULL);
+			else	/* EPTP A/D on: the walk's read is a write (SDM 3C 29.3.5) */
+				expect_nested(&t, 0x1000, VMMU_ACCESS_READ, k, 0x2 | 0x80, hole & ~0xfffULL);
 		}
 		nt_leave(&t);
 		nt_teardown(&t);
@@ -331,6 +333,67 @@ TEST(eptp_switch)
 		ASSERT_EQ(b.root_fast_switches - a.root_fast_switches, 1);
 		guest_pt_destroy(second);
 		nt_teardown(&t);
+	}
+}
+
+/*
+ * SDM 3C 29.3.5 (and 29.3.3.2): with EPTP bit 6 set, every processor access
+ * to a guest paging-structure entry is a write as far as EPT is concerned,
+ * even one that only reads it: it needs W in L1's EPT (else an EPT violation
+ * with the write bit) and sets the EPT D flag of the page holding the entry.
+ * Without A/D, reads of L2's entries are reads.
+ */
+TEST(pt_access_writes)
+{
+	for_each_mmu_variant(var) {
+		if (!nt_variant_ok(var) || var->tdp_format != VMMU_TDP_EPT)
+			continue;
+		for (int ad = 0; ad < 2; ad++) {
+			uint64_t gva = 0x7f0000000000ULL, v = 0, pte, pte_gpa, pt, epte, epte_gpa;
+			struct vmmu_nested_state ns;
+			struct guest_pt *l2pt;
+			struct vmmu_cpu_state s;
+			struct vmmu_exit x;
+			struct nt t;
+
+			nt_setup(&t, var, 0, 1);
+			t.ad = ad;
+			nt_enter(&t, NULL);
+			/* L2's tables, their A bits (and the leaf's D) already set,
+			 * so that L2's walk needs to write nothing. */
+			ASSERT_OK(guest_pt_create_nested(t.vm, GUEST_MODE_4LEVEL, 1 * NT_MB, 1 * NT_MB, NT_L2_BASE, &l2pt));
+			guest_pt_set_vcpu(l2pt, t.vcpu);
+			ASSERT_OK(guest_map(l2pt, gva, 8 * NT_MB, 4096, GUEST_PAGE_4K, GUEST_W | GUEST_A | GUEST_D));
+			guest_pt_state(l2pt, &s, 0);
+			ASSERT_OK(vmmu_vcpu_set_state(t.vcpu, &s));
+			ASSERT_OK(nt_acc(t.vcpu, gva, &v, VMMU_ACCESS_READ, &x));
+			ASSERT_OK(guest_get_entry(l2pt, gva, 1, &pte, &pte_gpa));
+			pt = pte_gpa & ~0xfffULL;
+			nt_leave(&t);
+
+			/* L1 maps the page holding L2's PTE read+execute only. */
+			l1_set_leaf(&t, pt, NT_L2_BASE + pt, GUEST_EPT_R | GUEST_EPT_X | GUEST_EPT_MT_WB);
+			nt_state(&t, &ns, &s);
+			ASSERT_OK(vmmu_vcpu_invept(t.vcpu, VMMU_INVEPT_SINGLE, ns.eptp));
+			ASSERT_OK(vmmu_vcpu_enter_guest_mode(t.vcpu, &ns));
+			if (ad)
+				expect_nested(&t, gva, VMMU_ACCESS_READ, VMMU_NESTED_EPT_VIOLATION, 0x2 | 0x8 | 0x20 | 0x80,
+					      pte_gpa);
+			else
+				ASSERT_OK(nt_acc(t.vcpu, gva, &v, VMMU_ACCESS_READ, &x));
+			nt_leave(&t);
+
+			/* Writable again, D clear: the walk that only reads sets it (A/D on). */
+			l1_set_leaf(&t, pt, NT_L2_BASE + pt, GUEST_EPT_RWX | GUEST_EPT_MT_WB | GUEST_EPT_A);
+			ASSERT_OK(vmmu_vcpu_invept(t.vcpu, VMMU_INVEPT_SINGLE, ns.eptp));
+			ASSERT_OK(vmmu_vcpu_enter_guest_mode(t.vcpu, &ns));
+			ASSERT_OK(nt_acc(t.vcpu, gva, &v, VMMU_ACCESS_READ, &x));
+			nt_leave(&t);
+			ASSERT_OK(guest_get_entry(t.ept, pt, 1, &epte, &epte_gpa));
+			ASSERT_EQ(!!(epte & GUEST_EPT_D), ad);
+			guest_pt_destroy(l2pt);
+			nt_teardown(&t);
+		}
 	}
 }
 
