@@ -14,6 +14,8 @@
  *    back through the previous-root cache;
  *  - pt_access_writes: with EPTP A/D on, L2's reads of its own paging
  *    entries are writes to L1's EPT (SDM 3C 29.3.5): they need W and set D;
+ *  - mmio_rights: L2's accesses to a page L1 maps to its MMIO are checked
+ *    against L1's rights however often the MMU has seen the page;
  *  - dirty_log: L2 writes are logged against the L1 gfns they hit;
  *  - host_invalidation: an MMU-notifier invalidation or host protection of
  *    memory L2 uses reaches guest_mmu's leaves;
@@ -394,6 +396,51 @@ TEST(pt_access_writes)
 			guest_pt_destroy(l2pt);
 			nt_teardown(&t);
 		}
+	}
+}
+
+/*
+ * A page L1 maps to an L1 address outside RAM is L1's MMIO: an L2 access L1's
+ * entry allows is an MMIO exit at the L1 address, one it refuses an EPT
+ * violation (#NPF) -- also once a first access has left the MMU a cached MMIO
+ * entry for the page, which the next access hits.
+ */
+TEST(mmio_rights)
+{
+	for_each_mmu_variant(var) {
+		uint64_t ro = 0xa000, nx = 0xb000, mmio = NT_RAM_SIZE + 0x100000;
+		struct vmmu_exit x;
+		struct nt t;
+		uint64_t v = 0;
+		int r;
+
+		if (!nt_variant_ok(var))
+			continue;
+		nt_setup(&t, var, 0, 1);
+		l1_set_leaf(&t, ro, mmio, nt_flags(&t, true, false, true));
+		l1_set_leaf(&t, nx, mmio + 0x1000, nt_flags(&t, true, true, false));
+		nt_enter(&t, NULL);
+		for (int round = 0; round < 2; round++) {
+			r = nt_acc(t.vcpu, ro + 8, &v, VMMU_ACCESS_READ, &x);
+			ASSERT_EQ(r, VMMU_EXIT);
+			ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+			ASSERT_EQ_U64(x.u.mmio.gpa, mmio + 8);
+			if (t.npt)
+				expect_nested(&t, ro + 8, VMMU_ACCESS_WRITE, VMMU_NESTED_NPF, 0x7 | (1ULL << 32), ro + 8);
+			else
+				expect_nested(&t, ro + 8, VMMU_ACCESS_WRITE, VMMU_NESTED_EPT_VIOLATION,
+					      0x2 | 0x8 | 0x20 | 0x180, ro + 8);
+			r = nt_acc(t.vcpu, nx + 8, &v, VMMU_ACCESS_READ, &x);
+			ASSERT_EQ(r, VMMU_EXIT);
+			ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+			if (t.npt)	/* P, U, I/D (L1's EFER.NXE is on) */
+				expect_nested(&t, nx + 8, VMMU_ACCESS_FETCH, VMMU_NESTED_NPF, 0x15 | (1ULL << 32), nx + 8);
+			else
+				expect_nested(&t, nx + 8, VMMU_ACCESS_FETCH, VMMU_NESTED_EPT_VIOLATION,
+					      0x4 | 0x8 | 0x10 | 0x180, nx + 8);
+		}
+		nt_leave(&t);
+		nt_teardown(&t);
 	}
 }
 
