@@ -16,6 +16,8 @@
  *    entries are writes to L1's EPT (SDM 3C 29.3.5): they need W and set D;
  *  - mmio_rights: L2's accesses to a page L1 maps to its MMIO are checked
  *    against L1's rights however often the MMU has seen the page;
+ *  - npt_fresh_asid: a VMRUN under an ASID whose TLB holds nothing of an
+ *    NPT entry L1 changed sees the entry as it is now;
  *  - dirty_log: L2 writes are logged against the L1 gfns they hit;
  *  - host_invalidation: an MMU-notifier invalidation or host protection of
  *    memory L2 uses reaches guest_mmu's leaves;
@@ -441,6 +443,45 @@ TEST(mmio_rights)
 		}
 		nt_leave(&t);
 		nt_teardown(&t);
+	}
+}
+
+/*
+ * AMD tags guest translations, nested ones included, with the ASID (APM
+ * 15.16): L1 must flush an ASID (TLB_CONTROL) after changing its NPT only
+ * if the ASID may have cached the old entry.  An ASID that never ran with
+ * it, or vmmu's ASID 0 (no ASID: the guest TLB is flushed at every entry),
+ * sees the NPT as it is.
+ */
+TEST(npt_fresh_asid)
+{
+	for_each_mmu_variant(var) {
+		uint64_t l2 = 0x9000, other = NT_L2_BASE + NT_L2_SIZE + 0x9000;
+		struct vmmu_exit x;
+		struct nt t;
+		uint64_t v;
+
+		if (!nt_variant_ok(var) || var->tdp_format != VMMU_TDP_NPT)
+			continue;
+		for (int asid = 0; asid < 3; asid += 2) {
+			nt_setup(&t, var, 0, 1);
+			nt_wr64(t.vm, other, 0xfeedULL);
+			nt_enter(&t, NULL);	/* ASID 1 */
+			expect_rw(&t, l2);
+			nt_leave(&t);
+			/* L1 points the page elsewhere (twice: the first store
+			 * may be emulated, the second lands in a page gone out
+			 * of sync) and runs L2 under another ASID, no flush. */
+			l1_set_leaf(&t, l2, other & ~0xfffULL, nt_flags(&t, true, false, true));
+			l1_set_leaf(&t, l2, other & ~0xfffULL, nt_flags(&t, true, true, true));
+			t.vpid = (uint16_t)asid;
+			nt_enter(&t, NULL);
+			v = 0;
+			ASSERT_OK(nt_acc(t.vcpu, l2, &v, VMMU_ACCESS_READ, &x));
+			ASSERT_EQ_U64(v, 0xfeedULL);
+			nt_leave(&t);
+			nt_teardown(&t);
+		}
 	}
 }
 
