@@ -442,6 +442,25 @@ TEST(mmio_rights)
 					      0x4 | 0x8 | 0x10 | 0x180, nx + 8);
 		}
 		nt_leave(&t);
+		if (!t.npt) {
+			/* Execute-only offered: a fetch goes to the device, a read
+			 * of the same page is L1's business, before and after. */
+			struct vmmu_nested_state ns;
+			uint64_t xo = 0xc000;
+
+			l1_set_leaf(&t, xo, mmio + 0x2000, GUEST_EPT_X | GUEST_EPT_MT_WB);
+			nt_state(&t, &ns, NULL);
+			ns.flags = VMMU_NESTED_EXEC_ONLY;
+			ASSERT_OK(vmmu_vcpu_enter_guest_mode(t.vcpu, &ns));
+			for (int round = 0; round < 2; round++) {
+				r = nt_acc(t.vcpu, xo + 8, &v, VMMU_ACCESS_FETCH, &x);
+				ASSERT_EQ(r, VMMU_EXIT);
+				ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+				expect_nested(&t, xo + 8, VMMU_ACCESS_READ, VMMU_NESTED_EPT_VIOLATION, 0x1 | 0x20 | 0x180,
+					      xo + 8);
+			}
+			nt_leave(&t);
+		}
 		nt_teardown(&t);
 	}
 }

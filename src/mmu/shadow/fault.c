@@ -178,6 +178,15 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 
 		if (is_shadow_present(old))
 			f->flush |= shadow_zap_spte(vm, sp, sptep);
+		/*
+		 * A nested guest's MMIO SPTE keeps no rights in the EPT format,
+		 * and mmio_fast() answers a read from it without asking L1's
+		 * tables: so none stands for an L1 entry that does not allow
+		 * reads (EPT execute-only, ACC_USER being R there).  This access
+		 * still goes to the device; the next one walks L1's tables.
+		 */
+		if (f->c->nested && !(acc & ACC_USER))
+			return RET_PF_EMULATE;
 		if (!sp->role.direct)
 			sp->gfns[i] = gfn;
 		spte_store(sptep, make_mmio_spte(&vm->fmt, gfn, macc, f->pf->mmio_gen));
@@ -327,8 +336,8 @@ static int mmio_fast(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, un
 	/*
 	 * EPT-format MMIO SPTEs keep no rights: under a nested guest only a
 	 * read is known to be allowed by the L1 entry the SPTE was made from
-	 * (every mapping allows reads but execute-only ones, and those never
-	 * become MMIO SPTEs); the rest walks L1's tables again.
+	 * (every mapping allows reads but execute-only ones, and fetch_leaf()
+	 * makes no MMIO SPTE of those); the rest walks L1's tables again.
 	 */
 	if ((walk_access & WALK_FETCH) || (c->nested && (walk_access & WALK_WRITE)) ||
 	    (w->pke && w->mode >= WALK_MODE_4LEVEL) || !v->mmu_ready || !shadow_roots_valid(v, c))
