@@ -517,6 +517,9 @@ TEST(dirty_log)
 		for (int pml = 0; pml < 2; pml++) {
 			uint64_t pages[] = { 0x3000, 0x7000, NT_L2_SMALL + 0x5000, 20 * NT_MB };
 
+			if (pml && (var->flags & VMMU_VM_AD_DISABLED))
+				continue;	/* PML needs A/D (VMMU_EINVAL) */
+
 			nt_setup(&t, var, pml ? VMMU_VM_PML : 0, 1);
 			nt_enter(&t, NULL);
 			for (unsigned int i = 0; i < 4; i++)
