@@ -888,6 +888,11 @@ static void run_mode(struct nenv *e, const struct combos *cs, unsigned int str, 
 {
 	unsigned int naux = e->npt ? 2 : 4;
 
+	/* Without A/D in the SPTEs only vmmu's own side differs (access
+	 * tracking of guest_mmu's leaves): every 5th combination there. */
+	if (e->t.var->flags & VMMU_VM_AD_DISABLED)
+		str *= 5;
+
 	for (int target = 0; target <= e->top; target++) {
 		if (target == 3 && e->m->paging == REF_PAGING_PAE)
 			continue;	/* the PDPTEs are registers, loaded at VM entry */
