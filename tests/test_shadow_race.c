@@ -27,14 +27,13 @@
  *    type 0 and with PCIDs (a flushing switch back to a PCID).
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
 
 #include "guest.h"
 #include "harness.h"
-#include "test_hook.h"
+#include "race_window.h"
 
 #define MB (1ULL << 20)
 #define PAGE 4096ULL
@@ -64,14 +63,6 @@ static uint64_t host_rd64(vmmu_vm *vm, uint64_t gpa)
 	if (vmmu_gpa_to_hva(vm, gpa, &h))
 		return 0xbad0bad0bad0bad0ULL;
 	return __atomic_load_n((uint64_t *)h, __ATOMIC_ACQUIRE);
-}
-
-static double race_seconds(void)
-{
-	const char *s = getenv("VMMU_RACE_SECONDS");
-	double d = s ? atof(s) : 0;
-
-	return d > 0 ? d : 2.0;
 }
 
 /* ---- the guest side: one vCPU retargeting its PTEs --------------------------------- */
@@ -412,92 +403,7 @@ TEST(retarget_pcid_switch)
 
 /* ---- forced interleavings --------------------------------------------------------------- */
 
-/*
- * The hook runs on the thread that reaches the point, with whatever locks it
- * holds there.  It lets the other thread do its part and waits for it, up to
- * a timeout: the other thread may (correctly) block on a lock the hooked one
- * holds, and then the timeout is what lets both go on.
- */
-struct window {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	enum vmmu_test_hook_point point;
-	uint64_t gfn;
-	bool armed;		/* the hook fires once */
-	bool open;		/* the hooked thread is in the window */
-	bool done;		/* the other thread finished its part */
-	bool hit;
-	double wait_s;
-};
-
-static struct window win;
-
-static void window_hook(enum vmmu_test_hook_point point, uint64_t gfn)
-{
-	struct timespec ts;
-
-	if (point != win.point)
-		return;
-	pthread_mutex_lock(&win.lock);
-	if (!win.armed || gfn != win.gfn) {
-		pthread_mutex_unlock(&win.lock);
-		return;
-	}
-	win.armed = false;
-	win.hit = true;
-	win.open = true;
-	pthread_cond_broadcast(&win.cond);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)(win.wait_s * 1e9);
-	ts.tv_sec += ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	while (!win.done)
-		if (pthread_cond_timedwait(&win.cond, &win.lock, &ts) == ETIMEDOUT)
-			break;
-	win.open = false;
-	pthread_mutex_unlock(&win.lock);
-}
-
-static void window_arm(enum vmmu_test_hook_point point, uint64_t gfn)
-{
-	pthread_mutex_init(&win.lock, NULL);
-	pthread_cond_init(&win.cond, NULL);
-	win.point = point;
-	win.gfn = gfn;
-	win.armed = true;
-	win.open = win.done = win.hit = false;
-	win.wait_s = UNDER_SANITIZER ? 1.0 : 0.3;
-	vmmu_set_test_hook(window_hook);
-}
-
-/* Waits until the hooked thread is in the window (or gives up). */
-static bool window_wait_open(double secs)
-{
-	double end = now_s() + secs;
-	bool open;
-
-	for (;;) {
-		pthread_mutex_lock(&win.lock);
-		open = win.open;
-		pthread_mutex_unlock(&win.lock);
-		if (open || now_s() > end)
-			return open;
-		sched_yield();
-	}
-}
-
-static void window_close(void)
-{
-	pthread_mutex_lock(&win.lock);
-	win.done = true;
-	pthread_cond_broadcast(&win.cond);
-	pthread_mutex_unlock(&win.lock);
-}
-
-static void window_disarm(void)
-{
-	vmmu_set_test_hook(NULL);
-}
+/* The windows are forced with race_window.h's hook. */
 
 static void *zap_all_thread(void *arg)
 {
@@ -536,7 +442,7 @@ TEST(zap_unaccount_window)
 	window_close();
 	pthread_join(t, NULL);
 	window_disarm();
-	ASSERT_TRUE(win.hit);
+	ASSERT_TRUE(window_hit());
 	ASSERT_FAILBOX(&fb);
 	/* And once more with nothing in the way. */
 	ASSERT_OK(rvcpu_round(&r, 0));
@@ -605,7 +511,7 @@ TEST(phys_store_first_shadow)
 	window_close();
 	pthread_join(t, NULL);
 	window_disarm();
-	ASSERT_TRUE(win.hit);
+	ASSERT_TRUE(window_hit());
 	ASSERT_OK(sc.rc);
 	/* vCPU 1 invalidates: from now on only the new frame may be used. */
 	vmmu_vcpu_invlpg(v1, gva_of(&r, 0));
