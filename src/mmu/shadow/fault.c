@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cpu/hw.h"
+#include "test_hook.h"
 #include "vm/trace.h"
 
 struct swalk {
@@ -484,6 +485,7 @@ static int __shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64
 			out->gpa = w.bad_gpa;	/* the guest table's: what the access waits for */
 			return mmu_count_pf_result(v, RET_PF_RETRY);
 		}
+		vmmu_test_hook(VMMU_TEST_HOOK_SHADOW_WALKED, gva >> 12);
 	}
 	out->gpa = wr.gpa;
 
