@@ -247,6 +247,11 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 	const struct walk_cpu *w = &c->w;
 	const struct walk_result *wr = f->wr;
 	bool four_byte = w->mode == WALK_MODE_32;
+	struct {
+		uint64_t *sptep;
+		struct shadow_page *child;
+	} link[WALK_MAX_LEVELS];
+	unsigned int nlink = 0;
 	struct shadow_page *sp;
 	int level;
 
@@ -303,8 +308,9 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 			f->out->host_error = VMMU_ENOMEM;
 			return RET_PF_FAULT;
 		}
-		spte_store(sptep, make_nonleaf_spte(&vm->fmt, (uintptr_t)child->spt >> 12));
-		pte_list_add(&v->sh.desc_cache, &child->parent_ptes, sptep);
+		/* Linked below, once the walk is re-checked. */
+		link[nlink].sptep = sptep;
+		link[nlink++].child = child;
 		sp = child;
 	}
 	sp->write_flooding_count = 0;
@@ -315,8 +321,21 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 		vm_flush_remote_tlbs(vm);
 		f->flush = false;
 	}
+	/*
+	 * Only a walk that still holds may link what it chose (KVM re-checks
+	 * each gpte before link_shadow_page()).  A page made from a guest
+	 * entry the guest has changed since, linked anyway, would stay
+	 * reachable after the retry: a direct page found again by (frame,
+	 * rights), with the leaves it had when an identical entry was last
+	 * used, maps a huge guest page its entry no longer allows (after the
+	 * INVLPG or INVEPT that should have ended it).
+	 */
 	if (w->mode != WALK_MODE_NONE && shadow_walk_changed(v, c, wr, f->gva))
 		return RET_PF_RETRY;
+	for (unsigned int i = 0; i < nlink; i++) {
+		spte_store(link[i].sptep, make_nonleaf_spte(&vm->fmt, (uintptr_t)link[i].child->spt >> 12));
+		pte_list_add(&v->sh.desc_cache, &link[i].child->parent_ptes, link[i].sptep);
+	}
 	return fetch_leaf(v, sp, f);
 }
 
