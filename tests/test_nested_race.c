@@ -7,6 +7,21 @@
  * B, no vCPU -- B or another sharing L1's tables -- uses a translation from
  * before the L1 stores that INVEPT orders.  So:
  *
+ *  - invept_stress: B, in L1, steps two L2 pages through mappings to two
+ *    frames, read-only, and not present: a 4K page (its EPT leaf's page
+ *    goes out of sync, and INVEPT syncs it) and a 2M page (its PDE's page
+ *    stays write-protected: the stores are emulated), sometimes rewriting a
+ *    neighbour's leaf too, each change followed by INVEPT (single or all)
+ *    and then published.  The L2 vCPUs (A, and C with three vCPUs) keep
+ *    accessing the pages and their neighbours, faulting as their
+ *    translations are zapped under them, and once they see a change
+ *    published check an access to each page against exactly that state:
+ *    the write lands in the frame named and reads back, a read-only page
+ *    reads the frame and refuses the write, a missing one is an EPT
+ *    violation, each exit with its qualification.  B goes on when every
+ *    L2 vCPU has checked.  Accesses physical and linear (L2's own tables:
+ *    combined translations too); ept4, ept4-noad, ept5; VMMU_RACE_SECONDS
+ *    per case.
  *  - walked_window: forces the window open: A's fault has walked L1's EPT
  *    and is stopped (a test hook) before it builds anything; B changes the
  *    entry and its INVEPT returns; then A's fault goes on.  That access
@@ -128,6 +143,14 @@ static uint64_t frame_of(int target, int frame)
 	return target == 0 ? F(frame) : F2(frame);
 }
 
+/* This vCPU's offsets: its own quadwords, so no other vCPU's writes move them. */
+static uint64_t pick_off(struct l2thread *l, int target)
+{
+	uint64_t n = (target == 0 ? PAGE : SZ_2M) / 8 / MAX_L2;
+
+	return (xorshift(&l->rng) % n * MAX_L2 + l->id) * 8;
+}
+
 static int acc(vmmu_vcpu *v, uint64_t addr, uint64_t *val, unsigned int type, bool phys, struct vmmu_exit *x)
 {
 	return nt_acc(v, addr, val, type | (phys ? VMMU_ACCESS_PHYS : 0), x);
@@ -196,6 +219,93 @@ static bool check_state_at(struct l2thread *l, int target, struct tstate s, uint
 	}
 }
 
+static bool check_state(struct l2thread *l, int target, struct tstate s)
+{
+	return check_state_at(l, target, s, pick_off(l, target));
+}
+
+/*
+ * An access while B may be changing things: any state before or after is
+ * allowed, but what moved must be where one of them says (a write in one
+ * of the two frames, a read from one of them), and the neighbour, which
+ * nothing changes, is exact.
+ */
+static bool free_access(struct l2thread *l)
+{
+	struct race *r = l->r;
+	vmmu_vcpu *v = r->l2v[l->id];
+	uint64_t p = xorshift(&l->rng) % 8, tok = ((uint64_t)(l->id + 1) << 56) ^ (++l->seq * 0x51ed27ULL), got = 0;
+	struct vmmu_exit x;
+	int rc;
+
+	if (p < 2) {
+		uint64_t off = (xorshift(&l->rng) % (PAGE / 8)) * 8, g = NEIGH + l->id * PAGE + off;
+		uint64_t a = r->linear ? W + 2 * SZ_2M + l->id * PAGE + off : g;
+
+		rc = acc(v, a, &tok, VMMU_ACCESS_WRITE, !r->linear, &x);
+		if (!rc)
+			rc = acc(v, a, &got, VMMU_ACCESS_READ, !r->linear, &x);
+		if (rc || got != tok || nt_rd64(r->t.vm, L2_LOW_L1 + g) != tok) {
+			fb_fail(&r->fb, "L2 vCPU %u: its neighbour page (never changed): rc=%d exit %s, read %#llx, wrote %#llx",
+				l->id, rc, rc == VMMU_EXIT ? exit_name(x.reason) : "-", (unsigned long long)got,
+				(unsigned long long)tok);
+			return false;
+		}
+		return true;
+	}
+	{
+		int target = (int)(p & 1);
+		uint64_t off = pick_off(l, target), f0 = frame_of(target, 0) + off, f1 = frame_of(target, 1) + off;
+		bool write = p >= 6;
+
+		rc = acc(v, addr_of(r, target, off), write ? &tok : &got, write ? VMMU_ACCESS_WRITE : VMMU_ACCESS_READ,
+			 !r->linear, &x);
+		if (rc == VMMU_EXIT && x.reason == VMMU_EXIT_NESTED)
+			return true;
+		if (rc == 0 && write && (nt_rd64(r->t.vm, f0) == tok || nt_rd64(r->t.vm, f1) == tok))
+			return true;
+		if (rc == 0 && !write && (nt_rd64(r->t.vm, f0) == got || nt_rd64(r->t.vm, f1) == got))
+			return true;
+		fb_fail(&r->fb, "L2 vCPU %u, %s page, %s during a change: rc=%d exit %s value %#llx, frames hold %#llx / %#llx",
+			l->id, target ? "2M" : "4K", write ? "write" : "read", rc, rc == VMMU_EXIT ? exit_name(x.reason) : "-",
+			(unsigned long long)(write ? tok : got), (unsigned long long)nt_rd64(r->t.vm, f0),
+			(unsigned long long)nt_rd64(r->t.vm, f1));
+		return false;
+	}
+}
+
+static void *l2_thread(void *arg)
+{
+	struct l2thread *l = arg;
+	struct race *r = l->r;
+	uint64_t acked = 0;
+
+	while (!atomic_load(&r->stop) && !fb_stopped(&r->fb)) {
+		uint64_t e = atomic_load_explicit(&r->epoch, memory_order_acquire);
+
+		if (e != acked) {
+			for (int target = 0; target < 2; target++) {
+				struct tstate s = { atomic_load_explicit(&r->st[target][0], memory_order_relaxed),
+						    atomic_load_explicit(&r->st[target][1], memory_order_relaxed) };
+
+				if (!check_state(l, target, s))
+					return NULL;
+			}
+			r->n_checked[l->id]++;
+			acked = e;
+			atomic_store_explicit(&r->ack[l->id], e, memory_order_release);
+			continue;
+		}
+		if (!free_access(l))
+			return NULL;
+		/* More vCPU threads than CPUs: let B and the others run, so that
+		 * changes come often (B waits for every L2 vCPU's check). */
+		if (++r->n_free[l->id] % 16 == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
 /* ---- set-up ------------------------------------------------------------------------------ */
 
 static void race_setup(struct race *r, const struct mmu_variant *var, unsigned int nl2, bool linear, bool all)
@@ -247,9 +357,93 @@ static void race_teardown(struct race *r)
 	nt_teardown(&r->t);
 }
 
+/* ---- invept_stress ---------------------------------------------------------------------- */
+
+static struct tstate next_state(uint64_t *rng, struct tstate cur)
+{
+	static const struct tstate seq[] = { { ST_RW, 0 }, { ST_RW, 1 }, { ST_RO, 0 }, { ST_RO, 1 }, { ST_NP, 0 } };
+	struct tstate s;
+
+	do
+		s = seq[xorshift(rng) % (sizeof(seq) / sizeof(seq[0]))];
+	while (s.kind == cur.kind && s.frame == cur.frame);
+	return s;
+}
+
+static void stress_case(const struct mmu_variant *var, unsigned int nl2, bool linear, bool all, double secs)
+{
+	static struct race r;
+	struct l2thread l[MAX_L2];
+	uint64_t rng = 0x5eed ^ (nl2 * 7 + linear * 3 + all);
+	double deadline;
+
+	race_setup(&r, var, nl2, linear, all);
+	for (unsigned int i = 0; i < nl2; i++) {
+		l[i] = (struct l2thread){ .r = &r, .id = i, .rng = 0x9e3779b97f4a7c15ULL * (i + 1) + 77 };
+		ASSERT_EQ(pthread_create(&l[i].th, NULL, l2_thread, &l[i]), 0);
+	}
+	deadline = now_s() + secs;
+	while (now_s() < deadline && !fb_stopped(&r.fb)) {
+		int target = (int)(xorshift(&rng) % 2);
+		struct tstate cur = { atomic_load(&r.st[target][0]), atomic_load(&r.st[target][1]) };
+		struct tstate s = next_state(&rng, cur);
+		uint64_t e = r.n_epochs + 1;
+		bool waiting = true;
+		int rc;
+
+		/* A neighbour's leaf rewritten too (A/D cleared): more L1
+		 * stores into the page, under the same INVEPT. */
+		if (xorshift(&rng) % 4 == 0 && (rc = l1_store(&r, r.neigh_pte_gpa, r.neigh_pte & ~(GUEST_EPT_A | GUEST_EPT_D)))) {
+			fb_fail(&r.fb, "L1 store to its EPT: %s", vmmu_strerror(rc));
+			break;
+		}
+		rc = l1_change(&r, target, s, all || xorshift(&rng) % 4 == 0);
+		if (rc) {
+			fb_fail(&r.fb, "L1 change: %d (%s)", rc, vmmu_strerror(rc));
+			break;
+		}
+		atomic_store_explicit(&r.st[target][0], s.kind, memory_order_relaxed);
+		atomic_store_explicit(&r.st[target][1], s.frame, memory_order_relaxed);
+		atomic_store_explicit(&r.epoch, e, memory_order_release);
+		r.n_epochs = e;
+		/* Until every L2 vCPU has checked the new state. */
+		while (waiting && !fb_stopped(&r.fb)) {
+			waiting = false;
+			for (unsigned int i = 0; i < nl2; i++)
+				waiting |= atomic_load_explicit(&r.ack[i], memory_order_acquire) != e;
+			if (waiting)
+				sched_yield();
+		}
+	}
+	atomic_store(&r.stop, true);
+	for (unsigned int i = 0; i < nl2; i++)
+		pthread_join(l[i].th, NULL);
+	fprintf(stderr, "    [%s] %u L2 vCPU(s), %s, INVEPT %s: %llu changes, checked %llu/%llu, free accesses %llu/%llu\n",
+		var->name, nl2, linear ? "linear" : "physical", all ? "all" : "single/all", (unsigned long long)r.n_epochs,
+		(unsigned long long)r.n_checked[0], (unsigned long long)(nl2 > 1 ? r.n_checked[1] : 0),
+		(unsigned long long)r.n_free[0], (unsigned long long)(nl2 > 1 ? r.n_free[1] : 0));
+	ASSERT_FAILBOX(&r.fb);
+	ASSERT_GT(r.n_epochs, 0);
+	race_teardown(&r);
+}
+
 static bool ept_variant(const struct mmu_variant *var)
 {
 	return nt_variant_ok(var) && var->tdp_format == VMMU_TDP_EPT;
+}
+
+TEST(invept_stress)
+{
+	double secs = race_seconds();
+
+	for_each_mmu_variant(var) {
+		if (!ept_variant(var))
+			continue;
+		stress_case(var, 1, false, false, secs / 4);
+		stress_case(var, 1, true, false, secs / 4);
+		stress_case(var, 2, false, true, secs / 4);
+		stress_case(var, 2, true, false, secs / 4);
+	}
 }
 
 /* ---- walked_window ------------------------------------------------------------------------- */
