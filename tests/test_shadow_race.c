@@ -25,6 +25,11 @@
  *    store must still reach the shadow (KVM writes first, then tracks).
  *  - retarget_invpcid / retarget_pcid_switch: the siblings with INVPCID
  *    type 0 and with PCIDs (a flushing switch back to a PCID).
+ *  - walked_huge_window: a fault that walked a 2M guest PDE is stopped
+ *    (test hook) while another vCPU repoints the PDE; after the fault goes
+ *    on and INVLPG, a write must reach the new frame.  The shadow of a
+ *    guest huge page is a direct page found again by (frame, rights): a
+ *    walk that no longer holds must not link it.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -519,6 +524,81 @@ TEST(phys_store_first_shadow)
 	ASSERT_EQ_U64(host_rd64(vm, newf), tok);
 	ASSERT_AUDIT(vm);
 	rvcpu_teardown(&r);
+	vmmu_vm_destroy(vm);
+}
+
+struct write_ctx {
+	vmmu_vcpu *vcpu;
+	uint64_t gva, val;
+	int rc;
+};
+
+static void *write_thread(void *arg)
+{
+	struct write_ctx *c = arg;
+	struct vmmu_exit x;
+
+	c->rc = acc8(c->vcpu, c->gva, &c->val, VMMU_ACCESS_WRITE, &x);
+	return NULL;
+}
+
+TEST(walked_huge_window)
+{
+	const struct mmu_variant *var = NULL;
+	uint64_t gva = GVA_BASE, f1 = 4 * MB, f0 = 6 * MB, v = 1;
+	uint64_t flags = GUEST_W | GUEST_A | GUEST_D;
+	struct vmmu_cpu_state s;
+	struct write_ctx wc;
+	struct guest_pt *pt;
+	struct vmmu_exit x;
+	vmmu_vcpu *a, *b;
+	vmmu_vm *vm;
+	pthread_t t;
+
+	for (unsigned int i = 0; i < nr_mmu_variants; i++)
+		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
+			var = &mmu_variants[i];
+	if (!var)
+		SKIP("no shadow variant");
+	test_variant = var->name;
+	vm = race_vm(var, 0);
+	ASSERT_OK(vmmu_vcpu_create(vm, 0, &a));
+	ASSERT_OK(vmmu_vcpu_create(vm, 1, &b));
+	ASSERT_OK(guest_pt_create(vm, GUEST_MODE_4LEVEL, PT_BASE, PT_POOL_PER_VCPU, &pt));
+	ASSERT_OK(guest_map(pt, gva, f1, 2 * MB, GUEST_PAGE_2M, flags));
+	/* The guest's stores to its tables are vCPU B's. */
+	guest_pt_set_vcpu(pt, b);
+	guest_pt_state(pt, &s, 0);
+	ASSERT_OK(vmmu_vcpu_set_state(a, &s));
+	ASSERT_OK(vmmu_vcpu_set_state(b, &s));
+	/* A writes through the page at f1, then at f0, then at f1 again: what
+	 * the MMU built for f1 the first time may be found again. */
+	ASSERT_OK(acc8(a, gva, &v, VMMU_ACCESS_WRITE, &x));
+	ASSERT_OK(guest_map(pt, gva, f0, 2 * MB, GUEST_PAGE_2M, flags));
+	vmmu_vcpu_invlpg(a, gva);
+	ASSERT_OK(acc8(a, gva, &v, VMMU_ACCESS_WRITE, &x));
+	ASSERT_OK(guest_map(pt, gva, f1, 2 * MB, GUEST_PAGE_2M, flags));
+	vmmu_vcpu_invlpg(a, gva);
+
+	/* A's write faults, walks the PDE (f1) and is stopped; B repoints it. */
+	window_arm(VMMU_TEST_HOOK_SHADOW_WALKED, gva >> 12);
+	wc = (struct write_ctx){ .vcpu = a, .gva = gva, .val = 0xabcd };
+	ASSERT_EQ(pthread_create(&t, NULL, write_thread, &wc), 0);
+	ASSERT_TRUE(window_wait_open(10));
+	ASSERT_OK(guest_map(pt, gva, f0, 2 * MB, GUEST_PAGE_2M, flags));
+	window_close();
+	pthread_join(t, NULL);
+	window_disarm();
+	ASSERT_TRUE(window_hit());
+	ASSERT_OK(wc.rc);
+	/* That write began before the store: either frame.  After INVLPG,
+	 * only the PDE's frame. */
+	vmmu_vcpu_invlpg(a, gva);
+	v = 0x5555;
+	ASSERT_OK(acc8(a, gva + 8, &v, VMMU_ACCESS_WRITE, &x));
+	ASSERT_EQ_U64(host_rd64(vm, f0 + 8), 0x5555);
+	ASSERT_AUDIT(vm);
+	guest_pt_destroy(pt);
 	vmmu_vm_destroy(vm);
 }
 
