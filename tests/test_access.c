@@ -194,21 +194,10 @@ static void aenv_create(struct aenv *e, const struct mmu_variant *var, const str
 	 * are ignored, but the PDPT's offset in its page must be kept). */
 	e->cr3 = e->table[e->top] | E_PWT | E_PCD;
 
-	/*
-	 * Upper levels: P = R/W = U/S = 1, XD = 0, with bits that must be
-	 * ignored set (bit 8: G is ignored in non-leaf entries on Intel, as the
-	 * model says; 62:59: the key is ignored above the leaf).  The PAE PDPTE
-	 * has only P (and PWT): its other low bits are reserved (4.4.1).
-	 */
+	/* Upper levels: fully permissive (walk_test.h's amode_upper_entry()). */
 	for (int level = e->top; level >= 3; level--) {
-		uint64_t u;
+		uint64_t u = amode_upper_entry(m, level, e->table[m->paging == REF_PAGING_PAE ? 2 : level - 1]);
 
-		if (m->paging == REF_PAGING_PAE) {
-			u = e->table[2] | E_P | E_PWT;
-		} else {
-			u = e->table[level - 1] | E_P | E_W | E_U | E_PWT | E_G | E_IGN_LOW;
-			u |= E_IGN_HIGH | ((uint64_t)(level + 2) << E_PKEY_SHIFT);
-		}
 		e->upper[level] = u;
 		/* Written before paging is on: the PAE PDPTE registers are loaded
 		 * from memory by the first vmmu_vcpu_set_state(). */

@@ -368,17 +368,10 @@ static void nenv_create(struct nenv *e, const struct mmu_variant *var, const str
 	region_add(e, R_DATAHUGE, e->gpa_huge & ~(PAGE - 1));
 	/* L2's CR3 with PWT/PCD set: the walk must mask them off. */
 	e->cr3 = e->table[e->top] | E_PWT | E_PCD;
-	/* L2's permissive upper levels, with bits that must be ignored set (as
-	 * test_access does); PAE PDPTEs have only P (and PWT). */
+	/* L2's permissive upper levels (walk_test.h's amode_upper_entry()). */
 	for (int level = e->top; level >= 3; level--) {
-		uint64_t u;
+		uint64_t u = amode_upper_entry(m, level, e->table[m->paging == REF_PAGING_PAE ? 2 : level - 1]);
 
-		if (m->paging == REF_PAGING_PAE) {
-			u = e->table[2] | E_P | E_PWT;
-		} else {
-			u = e->table[level - 1] | E_P | E_W | E_U | E_PWT | E_G | E_IGN_LOW;
-			u |= E_IGN_HIGH | ((uint64_t)(level + 2) << E_PKEY_SHIFT);
-		}
 		e->upper[level] = u;
 		host_store(e, l2_entry_l1(e, level), u, 8);
 	}

@@ -41,6 +41,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 
+#include "model_check.h"
 #include "nested_test.h"
 #include "walk_ref.h"
 
@@ -163,10 +164,7 @@ struct model {
 	/* the run */
 	uint64_t rng, seed, step, seq;
 	uint64_t n_ops[32], n_acc, n_ok, n_mmio, n_pf, n_nested, n_stale_cand, n_stale_used, n_ad_checked;
-	bool failed, trace;
-	char why[4096];
-	char log[16][240];
-	unsigned int nlog;
+	struct model_log ml;	/* the last operations, the first failure */
 };
 
 static uint64_t rnd(struct model *e, uint64_t n)
@@ -179,38 +177,23 @@ static void __attribute__((format(printf, 2, 3))) elog(struct model *e, const ch
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(e->log[e->nlog % 16], sizeof(e->log[0]), fmt, ap);
+	model_log_op(&e->ml, e->t.var->name, e->step, fmt, ap);
 	va_end(ap);
-	if (e->trace)
-		fprintf(stderr, "%llu: %s\n", (unsigned long long)e->step, e->log[e->nlog % 16]);
-	e->nlog++;
 }
 
 static int __attribute__((format(printf, 2, 3))) efail(struct model *e, const char *fmt, ...)
 {
+	char head[96];
 	va_list ap;
-	size_t n;
+	int r;
 
-	if (e->failed)
-		return -1;
-	e->failed = true;
-	n = (size_t)snprintf(e->why, sizeof(e->why), "[%s] seed %#llx, step %llu: ", e->t.var->name,
-			     (unsigned long long)e->seed, (unsigned long long)e->step);
+	snprintf(head, sizeof(head), "[%s] seed %#llx, step %llu", e->t.var->name, (unsigned long long)e->seed,
+		 (unsigned long long)e->step);
 	va_start(ap, fmt);
-	n += (size_t)vsnprintf(e->why + n, n < sizeof(e->why) ? sizeof(e->why) - n : 0, fmt, ap);
+	r = model_log_fail(&e->ml, head, fmt, ap);
 	va_end(ap);
-	if (n < sizeof(e->why))
-		n += (size_t)snprintf(e->why + n, sizeof(e->why) - n, "\n    last operations (oldest first):");
-	for (unsigned int i = e->nlog > 16 ? e->nlog - 16 : 0; i < e->nlog && n < sizeof(e->why); i++)
-		n += (size_t)snprintf(e->why + n, sizeof(e->why) - n, "\n      %s", e->log[i % 16]);
-	return -1;
+	return r;
 }
-
-#define ECHECK(e, cond, ...)                          \
-	do {                                          \
-		if (!(cond))                          \
-			return efail((e), __VA_ARGS__); \
-	} while (0)
 
 /* ---- memory --------------------------------------------------------------------- */
 
@@ -622,41 +605,32 @@ static int do_access(struct model *e, uint64_t addr, bool phys, int type)
 		e->n_stale_cand++;
 	r = vmmu_vcpu_access(e->t.vcpu, addr, &buf, 8, flags, &x);
 	if (r == 0) {
+		static struct model_place pl[MAX_CAND];
+		int idx[MAX_CAND], np = 0, k, changed;
+
 		e->n_ok++;
+		for (int i = 0; i < n; i++) {
+			uint64_t h;
+
+			if (c[i].o.kind != O_OK)
+				continue;
+			ECHECK(e, host_rd(e, c[i].o.l1, &h), "no host memory at L1 %#llx", (unsigned long long)c[i].o.l1);
+			pl[np] = (struct model_place){ c[i].o.l1, shadow_of(e, c[i].o.l1), h };
+			idx[np++] = i;
+		}
 		if (type == ACC_W) {
-			int landed = 0;
-
-			for (int i = 0; i < n; i++) {
-				uint64_t h, *sw;
-				bool seen = false;
-
-				if (c[i].o.kind != O_OK)
-					continue;
-				for (int k = 0; k < i && !seen; k++)
-					seen = c[k].o.kind == O_OK && c[k].o.l1 == c[i].o.l1;
-				if (seen)
-					continue;
-				sw = shadow_of(e, c[i].o.l1);
-				ECHECK(e, host_rd(e, c[i].o.l1, &h), "no host memory at L1 %#llx", (unsigned long long)c[i].o.l1);
-				if (h == val) {
-					landed++;
-					match = i;
-				} else {
-					ECHECK(e, h == *sw, "write of %#llx to %#llx: L1 %#llx changed to %#llx (want %#llx); %s",
-					       (unsigned long long)val, (unsigned long long)addr, (unsigned long long)c[i].o.l1,
-					       (unsigned long long)h, (unsigned long long)*sw, cs);
-				}
-			}
-			ECHECK(e, landed == 1, "write of %#llx to %#llx completed; it landed at %d allowed places; allowed: %s",
-			       (unsigned long long)val, (unsigned long long)addr, landed, cs);
-			*shadow_of(e, c[match].o.l1) = val;
+			k = model_write_landed(pl, np, val, &changed);
+			ECHECK(e, changed < 0, "write of %#llx to %#llx: L1 %#llx changed to %#llx (want %#llx); %s",
+			       (unsigned long long)val, (unsigned long long)addr, (unsigned long long)pl[changed].addr,
+			       (unsigned long long)pl[changed].mem, (unsigned long long)*pl[changed].copy, cs);
+			ECHECK(e, k >= 0, "write of %#llx to %#llx completed; it landed in none or several allowed places: %s",
+			       (unsigned long long)val, (unsigned long long)addr, cs);
 		} else {
-			for (int i = 0; i < n && match < 0; i++)
-				if (c[i].o.kind == O_OK && *shadow_of(e, c[i].o.l1) == buf)
-					match = i;
-			ECHECK(e, match >= 0, "%s of %#llx completed with %#llx; allowed: %s", acc_names[type],
+			k = model_read_match(pl, np, buf);
+			ECHECK(e, k >= 0, "%s of %#llx completed with %#llx; allowed: %s", acc_names[type],
 			       (unsigned long long)addr, (unsigned long long)buf, cs);
 		}
+		match = idx[k];
 		/* Nothing stale: the walks that made this translation set A (and
 		 * D) in L2's leaf and in L1's (EPT with A/D; NPT always). */
 		if (!cached) {
@@ -888,6 +862,15 @@ static void l2_rec_remove(struct model *e, int i)
 	e->rec[i] = e->rec[--e->nrec];
 }
 
+/* [lo, hi) grown to take in a leaf [start, start + size) it overlaps. */
+static void widen(uint64_t *lo, uint64_t *hi, uint64_t start, uint64_t size)
+{
+	if (start < *hi && *lo < start + size) {
+		*lo = start < *lo ? start : *lo;
+		*hi = start + size > *hi ? start + size : *hi;
+	}
+}
+
 /* L2 unmaps [lo, hi) (whole leaves); tables it frees go with an INVLPG. */
 static int l2_unmap(struct model *e, uint64_t lo, uint64_t hi)
 {
@@ -917,14 +900,8 @@ static int op_l2_map(struct model *e)
 		return 0;
 	/* Whatever overlaps goes first, whole leaves (a 2M leaf over 4K ones:
 	 * the page table they leave empty goes with them). */
-	for (int i = 0; i < e->nrec; i++) {
-		const struct lx *x = &e->rec[i];
-
-		if (x->gva < hi && lo < x->gva + x->size) {
-			lo = x->gva < lo ? x->gva : lo;
-			hi = x->gva + x->size > hi ? x->gva + x->size : hi;
-		}
-	}
+	for (int i = 0; i < e->nrec; i++)
+		widen(&lo, &hi, e->rec[i].gva, e->rec[i].size);
 	elog(e, "L2 map %#llx+%llux%#llx -> L2 %#llx flags %#llx (cleared %#llx..%#llx)", (unsigned long long)base,
 	     (unsigned long long)n, (unsigned long long)size, (unsigned long long)l2, (unsigned long long)flags,
 	     (unsigned long long)lo, (unsigned long long)hi);
@@ -1144,14 +1121,8 @@ static int op_l1_map(struct model *e, int k)
 	flags = rnd_l1_flags(e, &mc);
 	if (p->nrec + (int)n > MAX_L1REC)
 		return 0;
-	for (int i = 0; i < p->nrec; i++) {
-		const struct px *y = &p->rec[i];
-
-		if (y->l2 < hi && lo < y->l2 + y->size) {
-			lo = y->l2 < lo ? y->l2 : lo;
-			hi = y->l2 + y->size > hi ? y->l2 + y->size : hi;
-		}
-	}
+	for (int i = 0; i < p->nrec; i++)
+		widen(&lo, &hi, p->rec[i].l2, p->rec[i].size);
 	elog(e, "L1 map table %d: L2 %#llx+%llux%#llx -> L1 %#llx flags %#llx%s (cleared %#llx..%#llx)", k,
 	     (unsigned long long)l2, (unsigned long long)n, (unsigned long long)size, (unsigned long long)l1,
 	     (unsigned long long)flags, mc ? " (misconfigured)" : "", (unsigned long long)lo, (unsigned long long)hi);
@@ -1421,7 +1392,7 @@ static void model_init(struct model *e, const struct mmu_variant *var, uint64_t 
 	e->rng = seed * 0x9e3779b97f4a7c15ULL + 0x1234567ULL;
 	e->rng = (e->rng ^ (e->rng >> 31)) | 1;
 	e->xo = !e->npt && (seed & 1);
-	e->trace = getenv("VMMU_NESTED_MODEL_TRACE") != NULL;
+	e->ml.trace = getenv("VMMU_NESTED_MODEL_TRACE") != NULL;
 	e->sh0 = calloc(F_SIZE / 8, 8);
 	e->sh1 = calloc(F_SIZE / 8, 8);
 	ASSERT_TRUE(e->sh0 && e->sh1);
@@ -1600,7 +1571,7 @@ static int model_run(struct model *e, uint64_t steps)
 	char why[512];
 	const char *bug;
 
-	for (e->step = 1; e->step <= steps && !e->failed; e->step++) {
+	for (e->step = 1; e->step <= steps && !e->ml.failed; e->step++) {
 		if (step(e))
 			return -1;
 		if (vmmu_audit(e->t.vm, why, sizeof(why)))
@@ -1610,7 +1581,7 @@ static int model_run(struct model *e, uint64_t steps)
 		if (!(e->step % 1024) && verify_all(e))
 			return -1;
 	}
-	return e->failed ? -1 : verify_all(e);
+	return e->ml.failed ? -1 : verify_all(e);
 }
 
 static uint64_t env_u64(const char *name, uint64_t def)
@@ -1649,7 +1620,7 @@ TEST(nested_model)
 				(unsigned long long)e.n_ops[7], (unsigned long long)e.n_ops[8], (unsigned long long)e.n_ops[10],
 				(unsigned long long)e.n_ops[12], (unsigned long long)e.n_ops[13]);
 			if (r)
-				test_fail(__FILE__, __LINE__, "%s", e.why);
+				test_fail(__FILE__, __LINE__, "%s", e.ml.why);
 			model_fini(&e);
 			t0 = now_s();
 		}

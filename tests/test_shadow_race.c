@@ -410,6 +410,20 @@ TEST(retarget_pcid_switch)
 
 /* The windows are forced with race_window.h's hook. */
 
+/* The shadow-paging variant, where these windows are (SKIP without one). */
+static const struct mmu_variant *shadow_variant(void)
+{
+	const struct mmu_variant *var = NULL;
+
+	for (unsigned int i = 0; i < nr_mmu_variants; i++)
+		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
+			var = &mmu_variants[i];
+	if (!var)
+		SKIP("no shadow variant");
+	test_variant = var->name;
+	return var;
+}
+
 static void *zap_all_thread(void *arg)
 {
 	vmmu_zap_all(arg);
@@ -418,19 +432,14 @@ static void *zap_all_thread(void *arg)
 
 TEST(zap_unaccount_window)
 {
-	const struct mmu_variant *var = NULL;
+	const struct mmu_variant *var;
 	struct failbox fb;
 	struct rvcpu r;
 	vmmu_vcpu *v;
 	vmmu_vm *vm;
 	pthread_t t;
 
-	for (unsigned int i = 0; i < nr_mmu_variants; i++)
-		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
-			var = &mmu_variants[i];
-	if (!var)
-		SKIP("no shadow variant");
-	test_variant = var->name;
+	var = shadow_variant();
 	memset(&fb, 0, sizeof(fb));
 	vm = race_vm(var, 0);
 	ASSERT_OK(vmmu_vcpu_create(vm, 0, &v));
@@ -457,24 +466,26 @@ TEST(zap_unaccount_window)
 	vmmu_vm_destroy(vm);
 }
 
+/* One 8-byte write by a vCPU, on a thread of its own. */
 struct store_ctx {
 	vmmu_vcpu *vcpu;
-	uint64_t gpa, val;
+	uint64_t addr, val;
+	unsigned int type;	/* VMMU_ACCESS_WRITE, with VMMU_ACCESS_PHYS or not */
 	int rc;
 };
 
-static void *phys_store_thread(void *arg)
+static void *store_thread(void *arg)
 {
 	struct store_ctx *c = arg;
 	struct vmmu_exit x;
 
-	c->rc = acc8(c->vcpu, c->gpa, &c->val, VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS, &x);
+	c->rc = acc8(c->vcpu, c->addr, &c->val, c->type, &x);
 	return NULL;
 }
 
 TEST(phys_store_first_shadow)
 {
-	const struct mmu_variant *var = NULL;
+	const struct mmu_variant *var;
 	struct failbox fb;
 	struct rvcpu r;
 	struct store_ctx sc;
@@ -484,12 +495,7 @@ TEST(phys_store_first_shadow)
 	pthread_t t;
 	uint64_t val = 0, tok = 0x5eed5eed5eedULL, newf;
 
-	for (unsigned int i = 0; i < nr_mmu_variants; i++)
-		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
-			var = &mmu_variants[i];
-	if (!var)
-		SKIP("no shadow variant");
-	test_variant = var->name;
+	var = shadow_variant();
 	memset(&fb, 0, sizeof(fb));
 	vm = race_vm(var, 0);
 	ASSERT_OK(vmmu_vcpu_create(vm, 0, &v0));
@@ -503,12 +509,12 @@ TEST(phys_store_first_shadow)
 		ASSERT_OK(vmmu_vcpu_set_state(v1, &s));
 	}
 	newf = frame_of(&r, 0, 1);
-	sc = (struct store_ctx){ .vcpu = v0, .gpa = r.pte_gpa[0],
-				 .val = newf | GUEST_PTE_P | GUEST_W | GUEST_U };
+	sc = (struct store_ctx){ .vcpu = v0, .addr = r.pte_gpa[0], .val = newf | GUEST_PTE_P | GUEST_W | GUEST_U,
+				 .type = VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS };
 
 	/* vCPU 0 stores the new PTE; it is stopped before the bytes land. */
 	window_arm(VMMU_TEST_HOOK_PHYS_STORE, r.pte_gpa[0] >> 12);
-	ASSERT_EQ(pthread_create(&t, NULL, phys_store_thread, &sc), 0);
+	ASSERT_EQ(pthread_create(&t, NULL, store_thread, &sc), 0);
 	ASSERT_TRUE(window_wait_open(10));
 	/* Meanwhile vCPU 1 shadows the table from the old entry, by a write
 	 * (so the shadow leaf is writable and nothing refaults later). */
@@ -527,40 +533,20 @@ TEST(phys_store_first_shadow)
 	vmmu_vm_destroy(vm);
 }
 
-struct write_ctx {
-	vmmu_vcpu *vcpu;
-	uint64_t gva, val;
-	int rc;
-};
-
-static void *write_thread(void *arg)
-{
-	struct write_ctx *c = arg;
-	struct vmmu_exit x;
-
-	c->rc = acc8(c->vcpu, c->gva, &c->val, VMMU_ACCESS_WRITE, &x);
-	return NULL;
-}
-
 TEST(walked_huge_window)
 {
-	const struct mmu_variant *var = NULL;
+	const struct mmu_variant *var;
 	uint64_t gva = GVA_BASE, f1 = 4 * MB, f0 = 6 * MB, v = 1;
 	uint64_t flags = GUEST_W | GUEST_A | GUEST_D;
 	struct vmmu_cpu_state s;
-	struct write_ctx wc;
+	struct store_ctx wc;
 	struct guest_pt *pt;
 	struct vmmu_exit x;
 	vmmu_vcpu *a, *b;
 	vmmu_vm *vm;
 	pthread_t t;
 
-	for (unsigned int i = 0; i < nr_mmu_variants; i++)
-		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
-			var = &mmu_variants[i];
-	if (!var)
-		SKIP("no shadow variant");
-	test_variant = var->name;
+	var = shadow_variant();
 	vm = race_vm(var, 0);
 	ASSERT_OK(vmmu_vcpu_create(vm, 0, &a));
 	ASSERT_OK(vmmu_vcpu_create(vm, 1, &b));
@@ -582,8 +568,8 @@ TEST(walked_huge_window)
 
 	/* A's write faults, walks the PDE (f1) and is stopped; B repoints it. */
 	window_arm(VMMU_TEST_HOOK_SHADOW_WALKED, gva >> 12);
-	wc = (struct write_ctx){ .vcpu = a, .gva = gva, .val = 0xabcd };
-	ASSERT_EQ(pthread_create(&t, NULL, write_thread, &wc), 0);
+	wc = (struct store_ctx){ .vcpu = a, .addr = gva, .val = 0xabcd, .type = VMMU_ACCESS_WRITE };
+	ASSERT_EQ(pthread_create(&t, NULL, store_thread, &wc), 0);
 	ASSERT_TRUE(window_wait_open(10));
 	ASSERT_OK(guest_map(pt, gva, f0, 2 * MB, GUEST_PAGE_2M, flags));
 	window_close();

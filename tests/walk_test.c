@@ -244,6 +244,13 @@ void amode_cpu(const struct amode *m, unsigned int maxphyaddr, unsigned int cpu_
 	s->cpl = rc->cpl;
 }
 
+uint64_t amode_upper_entry(const struct amode *m, int level, uint64_t next)
+{
+	if (m->paging == REF_PAGING_PAE)
+		return next | E_P | E_PWT;
+	return next | E_P | E_W | E_U | E_PWT | E_G | E_IGN_LOW | E_IGN_HIGH | ((uint64_t)(level + 2) << E_PKEY_SHIFT);
+}
+
 bool amode_leaf_may_be_global(const struct ref_cpu *rc, const uint64_t *ent)
 {
 	if (!(ent[2] & E_P))

@@ -148,6 +148,14 @@ struct ref_cpu amode_ref_cpu(const struct amode *m, unsigned int maxphyaddr);
  */
 void amode_cpu(const struct amode *m, unsigned int maxphyaddr, unsigned int cpu_c, unsigned int key, uint64_t cr3,
 	       struct ref_cpu *rc, struct vmmu_cpu_state *s);
+/*
+ * The exhaustive tests' entry above the PDE at level (>= 3) referencing
+ * next: P = R/W = U/S = 1, XD = 0, with bits that must be ignored set (bit
+ * 8: G is ignored in non-leaf entries on Intel, as the model says; 62:59:
+ * the key is ignored above the leaf).  A PAE PDPTE has only P (and PWT):
+ * its other low bits are reserved (4.4.1).
+ */
+uint64_t amode_upper_entry(const struct amode *m, int level, uint64_t next);
 /* Whether the TLB may hold a global translation made from these entries
  * (a MOV to CR3 keeps those, SDM 4.10.4.1). */
 bool amode_leaf_may_be_global(const struct ref_cpu *rc, const uint64_t *ent);
