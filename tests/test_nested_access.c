@@ -33,9 +33,11 @@
  * (L2's entries exactly the combination, nothing cached) and warm (A/D as
  * the first access left them, its translation cached).  The slices follow
  * each other through the L2 combinations, so every L2 entry combination
- * meets every access under many L1 combinations and CPU states.  Where the
- * target is a data page (or a table page), physical accesses (no linear
- * address) to it run as well.
+ * meets every access under many L1 combinations and CPU states.  Since
+ * most of those fault in L2's own walk before reaching the target, each L1
+ * combination also meets an L2 walk that completes (read, write, fetch);
+ * and every fourth, physical accesses to the target page (no linear
+ * address).  VMMU_VM_AD_DISABLED variants run every fifth L1 combination.
  *
  * After each access the outcome is compared with the model's (bytes moved
  * and where, L2's #PF with its error code and CR2, or the nested exit's
@@ -703,8 +705,8 @@ static void run_slice(struct nenv *e)
  * the data page) are reached, which says nothing of the L1 combination of
  * those.  So each L1 combination also meets the next of the L2 entry
  * combinations whose walk completes (present, no reserved bit), 4K and huge
- * leaves alike, all accesses, fresh and warm, under a permissive CPU state
- * (CR0.WP=0, no SMEP/SMAP/keys) with CPL and NXE rotating.
+ * leaves alike, read, write and fetch, fresh and warm, under a permissive CPU
+ * state (CR0.WP=0, no SMEP/SMAP/keys) with CPL and NXE rotating.
  */
 static void run_reach(struct nenv *e)
 {
@@ -713,7 +715,8 @@ static void run_reach(struct nenv *e)
 	unsigned int cpu_c = cpus[(e->nreach_next / e->nreach) % 4];
 
 	e->nreach_next++;
-	for (unsigned int s = 0; s < SLICE; s++)
+	/* Read, write, fetch (the first three accesses), fresh and warm. */
+	for (unsigned int s = 0; s < 6; s++)
 		run_l2(e, en, cpu_c, s / 2, s % 2);
 }
 
