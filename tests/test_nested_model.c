@@ -78,7 +78,7 @@
 #define MAX_CAND 512
 
 #if UNDER_SANITIZER
-#define DEFAULT_STEPS 6000
+#define DEFAULT_STEPS 3000
 #else
 #define DEFAULT_STEPS 60000
 #endif
