@@ -37,7 +37,9 @@
  * most of those fault in L2's own walk before reaching the target, each L1
  * combination also meets an L2 walk that completes (read, write, fetch);
  * and every fourth, physical accesses to the target page (no linear
- * address).  VMMU_VM_AD_DISABLED variants run every fifth L1 combination.
+ * address).  The first access after each change repeats the last one with
+ * L2's tables and state untouched: only INVEPT (TLB_CONTROL) makes L1's
+ * change visible to it.  VMMU_VM_AD_DISABLED variants run every fifth L1 combination.
  *
  * After each access the outcome is compared with the model's (bytes moved
  * and where, L2's #PF with its error code and CR2, or the nested exit's
@@ -127,6 +129,8 @@ struct nenv {
 	const struct l1_combo *combo;
 	/* L2's side now */
 	struct vmmu_cpu_state cur;
+	struct ref_cpu cur_rc;		/* the reference's view of cur */
+	unsigned int last_acc;		/* the last access made */
 	unsigned int rsvd_sel[2][3];
 	struct exh_entries *l2e;	/* the L2 entry combinations */
 	unsigned int nl2e;
@@ -676,6 +680,8 @@ static void run_l2(struct nenv *e, const struct exh_entries *en, unsigned int cp
 
 	amode_cpu(e->m, e->maxphyaddr, cpu_c, en->key, e->cr3, &rc, &st);
 	set_state(e, &st);
+	e->cur_rc = rc;
+	e->last_acc = acc;
 	for (int level = e->top; level >= 3; level--)
 		want[level] = e->upper[level];
 	want[2] = en->pde;
@@ -718,6 +724,18 @@ static void run_reach(struct nenv *e)
 	/* Read, write, fetch (the first three accesses), fresh and warm. */
 	for (unsigned int s = 0; s < 6; s++)
 		run_l2(e, en, cpu_c, s / 2, s % 2);
+}
+
+/*
+ * Right after L1's change: L2's last access once more, its own tables and
+ * state untouched, so that only INVEPT (TLB_CONTROL) stands between it and
+ * what L1's old tables gave (L2's INVLPG or MOV CR3 before the next ones
+ * might hide a missing invalidation).
+ */
+static void run_again(struct nenv *e)
+{
+	if (e->n)
+		run_access(e, &e->cur_rc, e->gva, false, amode_accesses[e->last_acc].type, "the same access again");
 }
 
 /* Physical accesses to the target page: no linear address, final only. */
@@ -795,14 +813,23 @@ static void ept_combos(struct combos *cs, unsigned int m)
 
 						if (rsvd_at && !pde_rsvd && !pte_rsvd)
 							continue;
-						/* The PDE's A: set on every other one; the leaf's A/D as chosen. */
-						if (n & 2)
+						/*
+						 * The PDE's A and ignored bits change every 96
+						 * combinations (each R/W/X of it meets all four),
+						 * so that most changes are to the PTE alone: a
+						 * PDE store is emulated and relinks (and syncs)
+						 * the PT's shadow, a PTE store to the unsync
+						 * page is seen only through INVEPT.  The leaf's
+						 * A/D as chosen, its ignored bits and IPAT on
+						 * every other one.
+						 */
+						if ((n / 96) & 2)
 							pde |= EPT_A;
-						pte |= (ad & 1 ? EPT_A : 0) | (ad & 2 ? EPT_D : 0);
-						if (n & 1) {
+						if ((n / 96) & 1)
 							pde |= EPT_IGN_TABLE;
+						pte |= (ad & 1 ? EPT_A : 0) | (ad & 2 ? EPT_D : 0);
+						if (n & 1)
 							pte |= EPT_IGN_LEAF | EPT_IPAT;
-						}
 						combo_add(cs, pde, pte);
 					}
 	/* The PDE a 2M leaf. */
@@ -823,6 +850,8 @@ struct npt_collect {
 	struct combos *cs;
 	struct ref_cpu rc;
 	unsigned int sel[2][3];
+	uint64_t last_pde;
+	unsigned int npde;	/* PDE changes so far */
 };
 
 static uint64_t npt_rsvd_cb(void *ctx, int level, bool ps, bool huge)
@@ -838,14 +867,20 @@ static void npt_collect_fn(void *ctx, const struct exh_entries *en)
 	struct npt_collect *nc = ctx;
 	bool leaf_pde = en->pde & E_PS;
 
-	/* The leaf's A/D preset, 0..3 (the PDE's A with its own, leaf or not). */
+	/* The leaf's A/D preset, 0..3.  A table PDE's A alternates from one PDE
+	 * of the enumeration to the next, not with the PTE's, so that changes
+	 * to the PTE alone (seen through TLB_CONTROL only) are common. */
+	if (en->pde != nc->last_pde) {
+		nc->last_pde = en->pde;
+		nc->npde++;
+	}
 	for (unsigned int ad = 0; ad < 4; ad++) {
 		uint64_t a = (ad & 1 ? E_A : 0) | (ad & 2 ? E_D : 0);
 
 		if (leaf_pde)
 			combo_add(nc->cs, en->pde | a, 0);
 		else
-			combo_add(nc->cs, en->pde | (ad & 1 ? E_A : 0), en->pte | a);
+			combo_add(nc->cs, en->pde | (nc->npde & 1 ? E_A : 0), en->pte | a);
 	}
 }
 
@@ -904,6 +939,7 @@ static void run_mode(struct nenv *e, const struct combos *cs, unsigned int str, 
 					l1_apply(e, target, true, false, aux & 1, &cs->c[i]);
 				else
 					l1_apply(e, target, aux & 1, aux & 2, true, &cs->c[i]);
+				run_again(e);
 				run_slice(e);
 				run_reach(e);
 				if (i % 4 == 0)
@@ -934,6 +970,7 @@ TEST(nested_access_exhaustive)
 		for (unsigned int mi = 0; mi < nr_amodes; mi++) {
 			const struct amode *m = &amodes[mi];
 			unsigned long before = nr_mismatch;
+			struct vmmu_vcpu_stats st;
 			struct nenv e;
 			double t0;
 
@@ -942,14 +979,17 @@ TEST(nested_access_exhaustive)
 			t0 = now_s();
 			nenv_create(&e, var, m);
 			run_mode(&e, &cs, str, &idx);
+			memset(&st, 0, sizeof(st));
+			vmmu_vcpu_get_stats(e.t.vcpu, &st);
 			fprintf(stderr,
 				"  nested access: %-5s %-10s %6lu L1 combinations (%u per target and %s), %8lu accesses "
 				"(%lu ok, %lu L2 #PF, %lu violations, %lu misconfigs, %lu #NPF; %lu physical) over %u L2 "
-				"entry combinations, %lu mismatches, %.2f s\n",
+				"entry combinations; L1 stores emulated %" PRIu64 ", unsync pages synced %" PRIu64 "; "
+				"%lu mismatches, %.2f s\n",
 				var->name, m->name, e.n_l1, cs.n, e.npt ? "L1 NXE" : "EPTP A/D, exec-only", e.n,
 				e.kinds[NREF_OK], e.kinds[NREF_L2_PF], e.kinds[NREF_EPT_VIOLATION],
-				e.kinds[NREF_EPT_MISCONFIG], e.kinds[NREF_NPF], e.n_phys, e.nl2e, nr_mismatch - before,
-				now_s() - t0);
+				e.kinds[NREF_EPT_MISCONFIG], e.kinds[NREF_NPF], e.n_phys, e.nl2e, st.pt_write_emulations,
+				st.unsync_syncs, nr_mismatch - before, now_s() - t0);
 			total += e.n;
 			total_l1 += e.n_l1;
 			nenv_destroy(&e);
