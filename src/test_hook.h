@@ -27,6 +27,10 @@ enum vmmu_test_hook_point {
 	/* A TDP invalidation zapped its range under mmu_lock held for read and
 	 * has not flushed TLBs yet.  arg: the range's first hva. */
 	VMMU_TEST_HOOK_INV_ZAPPED,
+	/* A shadow page fault has walked the guest's tables (a nested guest's:
+	 * L1's EPT/NPT) and will build from what it read; no lock held.  arg:
+	 * the page number of the address translated (gva, or L2 gpa). */
+	VMMU_TEST_HOOK_SHADOW_WALKED,
 };
 
 typedef void (*vmmu_test_hook_fn)(enum vmmu_test_hook_point point, uint64_t arg);

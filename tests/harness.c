@@ -70,6 +70,7 @@ const char *exit_name(uint32_t reason)
 	case VMMU_EXIT_GUEST_FAULT: return "guest-fault";
 	case VMMU_EXIT_DIRTY_RING_FULL: return "ring-full";
 	case VMMU_EXIT_RETRY: return "retry";
+	case VMMU_EXIT_NESTED: return "nested";
 	default: return "?";
 	}
 }

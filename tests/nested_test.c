@@ -5,7 +5,9 @@
 
 bool nt_variant_ok(const struct mmu_variant *var)
 {
-	return var->mmu == VMMU_MMU_TDP && !(var->flags & VMMU_VM_AD_DISABLED);
+	/* TDP, with or without A/D in the SPTEs (access tracking of
+	 * guest_mmu's leaves then; L1's EPT A/D are its walks' either way). */
+	return var->mmu == VMMU_MMU_TDP;
 }
 
 uint64_t nt_flags(const struct nt *t, bool r, bool w, bool x)
@@ -41,12 +43,11 @@ int nt_acc(vmmu_vcpu *v, uint64_t addr, uint64_t *val, unsigned int type, struct
 	return vmmu_vcpu_access(v, addr, val, 8, type, x);
 }
 
-void nt_setup(struct nt *t, const struct mmu_variant *var, uint32_t vm_flags, uint32_t max_vcpus)
+void nt_setup_l1(struct nt *t, const struct mmu_variant *var, uint32_t vm_flags, uint32_t max_vcpus)
 {
 	struct vmmu_vm_config cfg;
 	struct vmmu_memslot slot = { .slot = 0, .gpa = 0, .size = NT_RAM_SIZE };
 	bool five = var->tdp_levels == 5;
-	enum guest_mode mode;
 
 	memset(t, 0, sizeof(*t));
 	t->var = var;
@@ -69,10 +70,33 @@ void nt_setup(struct nt *t, const struct mmu_variant *var, uint32_t vm_flags, ui
 		ASSERT_OK(guest_map(t->l1_pt, 0, 0, NT_RAM_SIZE, GUEST_PAGE_2M, GUEST_W));
 		guest_pt_state(t->l1_pt, &s, 0);
 		ASSERT_OK(vmmu_vcpu_set_state(t->vcpu, &s));
-		mode = five ? GUEST_MODE_5LEVEL : GUEST_MODE_4LEVEL;
-	} else {
-		mode = five ? GUEST_MODE_EPT5 : GUEST_MODE_EPT4;
 	}
+}
+
+vmmu_vcpu *nt_add_vcpu(struct nt *t, unsigned int id)
+{
+	vmmu_vcpu *v;
+
+	ASSERT_OK(vmmu_vcpu_create(t->vm, id, &v));
+	if (t->l1_pt) {
+		struct vmmu_cpu_state s;
+
+		guest_pt_state(t->l1_pt, &s, 0);
+		ASSERT_OK(vmmu_vcpu_set_state(v, &s));
+	}
+	return v;
+}
+
+void nt_setup(struct nt *t, const struct mmu_variant *var, uint32_t vm_flags, uint32_t max_vcpus)
+{
+	bool five = var->tdp_levels == 5;
+	enum guest_mode mode;
+
+	nt_setup_l1(t, var, vm_flags, max_vcpus);
+	if (t->npt)
+		mode = five ? GUEST_MODE_5LEVEL : GUEST_MODE_4LEVEL;
+	else
+		mode = five ? GUEST_MODE_EPT5 : GUEST_MODE_EPT4;
 	ASSERT_OK(guest_pt_create(t->vm, mode, NT_EPT_POOL, NT_EPT_SIZE, &t->ept));
 	/* L1 writes its EPT/NPT with its own stores. */
 	guest_pt_set_vcpu(t->ept, t->vcpu);
@@ -88,7 +112,8 @@ void nt_teardown(struct nt *t)
 	if (vmmu_vm_bugged(t->vm, &why))
 		test_fail(__FILE__, __LINE__, "VM bugged: %s", why ? why : "?");
 	ASSERT_AUDIT(t->vm);
-	guest_pt_destroy(t->ept);
+	if (t->ept)
+		guest_pt_destroy(t->ept);
 	if (t->l1_pt)
 		guest_pt_destroy(t->l1_pt);
 	vmmu_vm_destroy(t->vm);

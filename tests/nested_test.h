@@ -39,10 +39,14 @@ struct nt {
 	uint16_t vpid;
 };
 
-/* Whether the variant can run nested guests (TDP). */
+/* Whether the variant can run nested guests (TDP, A/D in SPTEs or not). */
 bool nt_variant_ok(const struct mmu_variant *var);
 /* VM, vCPU, L1 state, and L1's tables mapping all of L2's memory RWX. */
 void nt_setup(struct nt *t, const struct mmu_variant *var, uint32_t vm_flags, uint32_t max_vcpus);
+/* The same without L1's tables for L2 (t->ept NULL): tests that build their own. */
+void nt_setup_l1(struct nt *t, const struct mmu_variant *var, uint32_t vm_flags, uint32_t max_vcpus);
+/* Another vCPU of the VM, in the L1 state vCPU 0 was given. */
+vmmu_vcpu *nt_add_vcpu(struct nt *t, unsigned int id);
 void nt_teardown(struct nt *t);
 /* A vmmu_nested_state for this VM with L2 in the given state (NULL: paging off). */
 void nt_state(const struct nt *t, struct vmmu_nested_state *ns, const struct vmmu_cpu_state *l2);

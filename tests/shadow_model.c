@@ -30,42 +30,29 @@ static uint64_t rnd(struct eng *e, uint64_t n)
 
 static void __attribute__((format(printf, 2, 3))) elog(struct eng *e, const char *fmt, ...)
 {
+	char who[16];
 	va_list ap;
 
-	va_start(ap, fmt);
-	vsnprintf(e->log[e->nlog % 16], sizeof(e->log[0]), fmt, ap);
-	va_end(ap);
 	/* VMMU_SHADOW_TRACE=1: every operation on stderr, to replay a failure. */
-	if (e->trace)
-		fprintf(stderr, "e%d %llu: %s\n", e->id, (unsigned long long)e->step, e->log[e->nlog % 16]);
-	e->nlog++;
+	snprintf(who, sizeof(who), "e%d", e->id);
+	va_start(ap, fmt);
+	model_log_op(&e->ml, who, e->step, fmt, ap);
+	va_end(ap);
 }
 
 static int __attribute__((format(printf, 2, 3))) efail(struct eng *e, const char *fmt, ...)
 {
+	char head[128];
 	va_list ap;
-	size_t n;
+	int r;
 
-	if (e->failed)
-		return -1;
-	e->failed = true;
-	n = (size_t)snprintf(e->why, sizeof(e->why), "engine %d, %s paging, seed %#llx, step %llu: ", e->id,
-			     mode_names[e->mode], (unsigned long long)e->seed, (unsigned long long)e->step);
+	snprintf(head, sizeof(head), "engine %d, %s paging, seed %#llx, step %llu", e->id, mode_names[e->mode],
+		 (unsigned long long)e->seed, (unsigned long long)e->step);
 	va_start(ap, fmt);
-	n += (size_t)vsnprintf(e->why + n, n < sizeof(e->why) ? sizeof(e->why) - n : 0, fmt, ap);
+	r = model_log_fail(&e->ml, head, fmt, ap);
 	va_end(ap);
-	if (n < sizeof(e->why))
-		n += (size_t)snprintf(e->why + n, sizeof(e->why) - n, "\n    last operations (oldest first):");
-	for (unsigned int i = e->nlog > 16 ? e->nlog - 16 : 0; i < e->nlog && n < sizeof(e->why); i++)
-		n += (size_t)snprintf(e->why + n, sizeof(e->why) - n, "\n      %s", e->log[i % 16]);
-	return -1;
+	return r;
 }
-
-#define ECHECK(e, cond, ...)                          \
-	do {                                          \
-		if (!(cond))                          \
-			return efail((e), __VA_ARGS__); \
-	} while (0)
 
 static bool is_mmio(uint64_t gpa)
 {
@@ -397,54 +384,36 @@ static int do_access(struct eng *e, uint64_t gva, int type)
 		e->n_stale_cand++;
 	r = vmmu_vcpu_access(e->vcpu, gva, &buf, 8, flags, &x);
 	if (r == 0) {
+		static _Thread_local struct model_place pl[MAX_CAND];
+		int idx[MAX_CAND], np = 0, k, changed;
+
 		e->n_ok++;
+		for (int i = 0; i < n; i++) {
+			uint64_t *sw;
+
+			if (c[i].o.kind != O_OK)
+				continue;
+			sw = shadow_word(e, c[i].o.gpa);
+			ECHECK(e, sw, "model bug: gpa %#llx has no shadow", (unsigned long long)c[i].o.gpa);
+			pl[np] = (struct model_place){ c[i].o.gpa, sw, host_rd64(e->vm, c[i].o.gpa) };
+			idx[np++] = i;
+		}
 		if (type == ACC_W) {
 			/* Exactly one allowed gpa took the value; the others kept theirs. */
-			int landed = 0;
-
-			for (int i = 0; i < n; i++) {
-				uint64_t *sw, h;
-				bool seen = false;
-
-				if (c[i].o.kind != O_OK)
-					continue;
-				for (int k = 0; k < i && !seen; k++)
-					seen = c[k].o.kind == O_OK && c[k].o.gpa == c[i].o.gpa;
-				if (seen)
-					continue;
-				sw = shadow_word(e, c[i].o.gpa);
-				ECHECK(e, sw, "model bug: gpa %#llx has no shadow", (unsigned long long)c[i].o.gpa);
-				h = host_rd64(e->vm, c[i].o.gpa);
-				if (h == val) {
-					landed++;
-					match = i;
-				} else {
-					ECHECK(e, h == *sw, "write of %#llx to gva %#llx: gpa %#llx changed to %#llx (want %#llx); %s",
-					       (unsigned long long)val, (unsigned long long)gva,
-					       (unsigned long long)c[i].o.gpa, (unsigned long long)h,
-					       (unsigned long long)*sw, cs);
-				}
-			}
-			ECHECK(e, landed == 1, "write of %#llx to gva %#llx completed; it landed at %d allowed gpas; allowed: %s",
-			       (unsigned long long)val, (unsigned long long)gva, landed, cs);
-			*shadow_word(e, c[match].o.gpa) = val;
+			k = model_write_landed(pl, np, val, &changed);
+			ECHECK(e, changed < 0, "write of %#llx to gva %#llx: gpa %#llx changed to %#llx (want %#llx); %s",
+			       (unsigned long long)val, (unsigned long long)gva, (unsigned long long)pl[changed].addr,
+			       (unsigned long long)pl[changed].mem, (unsigned long long)*pl[changed].copy, cs);
+			ECHECK(e, k >= 0, "write of %#llx to gva %#llx completed; it landed in none or several of the allowed "
+			       "gpas: %s", (unsigned long long)val, (unsigned long long)gva, cs);
 		} else {
-			for (int i = 0; i < n && match < 0; i++) {
-				uint64_t *sw;
-
-				if (c[i].o.kind != O_OK)
-					continue;
-				sw = shadow_word(e, c[i].o.gpa);
-				ECHECK(e, sw, "model bug: gpa %#llx has no shadow", (unsigned long long)c[i].o.gpa);
-				if (*sw == buf)
-					match = i;
-			}
-			ECHECK(e, match >= 0, "%s of gva %#llx completed with %#llx; allowed: %s", acc_names[type],
+			k = model_read_match(pl, np, buf);
+			ECHECK(e, k >= 0, "%s of gva %#llx completed with %#llx; allowed: %s", acc_names[type],
 			       (unsigned long long)gva, (unsigned long long)buf, cs);
-			ECHECK(e, host_rd64(e->vm, c[match].o.gpa) == buf, "memory at %#llx is %#llx, the shadow copy %#llx",
-			       (unsigned long long)c[match].o.gpa, (unsigned long long)host_rd64(e->vm, c[match].o.gpa),
-			       (unsigned long long)buf);
+			ECHECK(e, pl[k].mem == buf, "memory at %#llx is %#llx, the shadow copy %#llx",
+			       (unsigned long long)pl[k].addr, (unsigned long long)pl[k].mem, (unsigned long long)buf);
 		}
+		match = idx[k];
 		/* Nothing cached: the walk used the guest's leaf, so A (and D
 		 * for a write) are set there now (SDM 4.8). */
 		if (!cached) {
@@ -1062,7 +1031,7 @@ int eng_init(struct eng *e, vmmu_vm *vm, vmmu_vcpu *vcpu, enum guest_mode mode, 
 	e->rng = (e->rng ^ (e->rng >> 27)) * 0x94d049bb133111ebULL;
 	e->rng = (e->rng ^ (e->rng >> 31)) | 1;
 	e->shared = sh;
-	e->trace = getenv("VMMU_SHADOW_TRACE") != NULL;
+	e->ml.trace = getenv("VMMU_SHADOW_TRACE") != NULL;
 	e->probe_off = (uint64_t)id * PROBE;
 	e->s0 = S0_BASE + (uint64_t)id * SLICE;
 	e->s1 = S1_BASE + (uint64_t)id * SLICE;
@@ -1193,7 +1162,7 @@ int eng_run(struct eng *e, uint64_t max_steps, double deadline, bool audit_each)
 	char why[512];
 	const char *bug;
 
-	for (e->step = 1; e->step <= max_steps && !e->failed; e->step++) {
+	for (e->step = 1; e->step <= max_steps && !e->ml.failed; e->step++) {
 		if (eng_step(e))
 			return -1;
 		if (audit_each && vmmu_audit(e->vm, why, sizeof(why)))
@@ -1205,7 +1174,7 @@ int eng_run(struct eng *e, uint64_t max_steps, double deadline, bool audit_each)
 		if (!(e->step % 64) && now_s() > deadline)
 			break;
 	}
-	if (e->failed)
+	if (e->ml.failed)
 		return -1;
 	return verify_all(e);
 }

@@ -10,6 +10,7 @@
  * cached.  Failures name the seed and step; the last operations are
  * printed.
  */
+#include "model_check.h"
 #include "shadow_test.h"
 
 /* Guest-virtual layout: data windows (1G aligned, mode dependent) whose
@@ -76,12 +77,8 @@ struct eng {
 	int ntlb;
 	/* statistics of the run */
 	uint64_t n_acc, n_ok, n_mmio, n_pf, n_gp, n_stale_cand, n_stale_used, n_ops[24];
-	/* failure */
-	bool failed;
-	char why[4096];
-	char log[16][200];
-	unsigned int nlog;
-	bool trace;
+	/* the last operations, the first failure (ml.why) */
+	struct model_log ml;
 };
 
 /* Contents of the shared data pages: depends on the gpa, never zero. */

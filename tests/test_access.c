@@ -62,59 +62,6 @@
 
 #define MAX_REPORTS 10
 
-/* ---- paging modes ------------------------------------------------------------ */
-
-struct amode {
-	const char *name;
-	enum ref_paging paging;
-	bool pse;			/* CR4.PSE (32-bit paging) */
-	unsigned int idx[REF_MAX_LEVEL];	/* table index per level, root first */
-	uint64_t off;			/* offset in the 4K page (8-byte aligned) */
-	uint64_t frame_4k, frame_huge;	/* before masking to MAXPHYADDR */
-};
-
-/*
- * Non-zero, distinct indices at every level (a walker using the wrong bits of
- * the address lands on an empty slot); the 4-level PML4 index is >= 256, so
- * the address is in the upper half.  Frames have high bits set: PSE-36 bits
- * 39:32 for the 4-MByte page, bits above 32 otherwise.
- */
-static const struct amode amodes[] = {
-	{ "32-bit", REF_PAGING_32, false, { 0x2a5, 0x3c1 }, 0xab8, 0x76543000ULL, 0xabc0400000ULL },
-	{ "32-bit+PSE", REF_PAGING_32, true, { 0x2a5, 0x3c1 }, 0xab8, 0x76543000ULL, 0xabc0400000ULL },
-	{ "PAE", REF_PAGING_PAE, false, { 2, 0x1b3, 0x0e7 }, 0x5a0, 0x2abcdef13000ULL, 0x123456600000ULL },
-	{ "4-level", REF_PAGING_4LEVEL, false, { 0x1a3, 0x0c5, 0x013, 0x1f7 }, 0xab8, 0x2abcdef13000ULL,
-	  0x123456600000ULL },
-	{ "5-level", REF_PAGING_5LEVEL, false, { 0x0d1, 0x1a3, 0x0c5, 0x013, 0x1f7 }, 0x9d8, 0x2abcdef13000ULL,
-	  0x123456600000ULL },
-};
-#define NR_AMODES (sizeof(amodes) / sizeof(amodes[0]))
-
-static const struct {
-	unsigned int type;
-	const char *name;
-} accesses[] = {
-	{ VMMU_ACCESS_READ, "read" },
-	{ VMMU_ACCESS_WRITE, "write" },
-	{ VMMU_ACCESS_FETCH, "fetch" },
-	{ VMMU_ACCESS_READ | VMMU_ACCESS_IMPLICIT, "implicit-read" },
-	{ VMMU_ACCESS_WRITE | VMMU_ACCESS_IMPLICIT, "implicit-write" },
-};
-#define NR_ACCESSES (sizeof(accesses) / sizeof(accesses[0]))
-
-/* The CPU state of one combination.  The bits whose change does not flush
- * the TLB (CPL, AC, PKRU) are the low ones, so the warm pass meets cached
- * translations under every one of their values. */
-#define CPU_CPL3 (1u << 0)
-#define CPU_AC (1u << 1)
-#define CPU_ADWD_SHIFT 2	/* 2 bits: AD and WD of the page's key */
-#define CPU_WP (1u << 4)
-#define CPU_SMEP (1u << 5)
-#define CPU_SMAP (1u << 6)
-#define CPU_PKE (1u << 7)
-#define CPU_NXE (1u << 8)
-#define NR_CPU_COMBOS 512u
-
 enum pass { PASS_FRESH, PASS_WARM };
 static const char *const pass_names[] = { "fresh", "warm" };
 
@@ -180,47 +127,9 @@ static void data_store(uint64_t *hva, uint64_t v)
 	__atomic_store_n(hva, v, __ATOMIC_RELEASE);
 }
 
-static uint64_t gva_of(const struct amode *m)
-{
-	int top = ref_top_level(m->paging);
-	uint64_t gva = m->off;
-
-	for (int level = top; level >= 1; level--) {
-		uint64_t i = m->idx[top - level];
-
-		if (m->paging == REF_PAGING_32)
-			gva |= i << (12 + 10 * (level - 1));
-		else if (m->paging == REF_PAGING_PAE && level == 3)
-			gva |= i << 30;
-		else
-			gva |= i << (12 + 9 * (level - 1));
-	}
-	if (m->paging == REF_PAGING_4LEVEL)
-		return sign_extend(gva, 48);
-	if (m->paging == REF_PAGING_5LEVEL)
-		return sign_extend(gva, 57);
-	return gva;
-}
-
-/* The leaf's address field for frame (SDM 4.3: a 4-MByte frame's bits 39:32
- * go to PDE bits 20:13). */
-static uint64_t leaf_addr_bits(const struct aenv *e, int level, uint64_t frame)
-{
-	if (e->m->paging == REF_PAGING_32 && level == 2)
-		return (frame & bitmask(22, 31)) | ((frame >> 32) << 13);
-	return frame;
-}
-
 static struct ref_cpu base_ref_cpu(const struct aenv *e)
 {
-	struct ref_cpu rc;
-
-	memset(&rc, 0, sizeof(rc));
-	rc.paging = e->m->paging;
-	rc.maxphyaddr = e->maxphyaddr;
-	rc.pse = e->m->pse;
-	rc.nxe = true;
-	return rc;
+	return amode_ref_cpu(e->m, e->maxphyaddr);
 }
 
 static void add_slot(struct aenv *e, uint32_t id, uint64_t gpa, uint64_t size)
@@ -242,7 +151,6 @@ static void aenv_create(struct aenv *e, const struct mmu_variant *var, const str
 {
 	struct vmmu_vm_config cfg;
 	struct ref_cpu rc;
-	unsigned int m40;
 	uint64_t huge_size;
 
 	memset(e, 0, sizeof(*e));
@@ -254,19 +162,12 @@ static void aenv_create(struct aenv *e, const struct mmu_variant *var, const str
 	e->esize = ref_entry_bytes(m->paging);
 	e->has_nx = e->esize == 8;
 	e->has_pk = m->paging == REF_PAGING_4LEVEL || m->paging == REF_PAGING_5LEVEL;
-	e->gva = gva_of(m);
+	e->gva = amode_gva(m);
 	rc = base_ref_cpu(e);
 
 	/* Frames within MAXPHYADDR (PSE-36: within 40 bits), well above RAM. */
-	m40 = e->maxphyaddr < 40 ? e->maxphyaddr : 40;
 	huge_size = ref_page_size(&rc, 2);
-	if (m->paging == REF_PAGING_32) {
-		e->frame_4k = m->frame_4k & bitmask(12, 31);
-		e->frame_huge = m->frame_huge & bitmask(22, m40 - 1);
-	} else {
-		e->frame_4k = m->frame_4k & bitmask(12, e->maxphyaddr - 1);
-		e->frame_huge = m->frame_huge & bitmask(21, e->maxphyaddr - 1);
-	}
+	amode_frames(m, e->maxphyaddr, &e->frame_4k, &e->frame_huge);
 	ASSERT_GE(e->frame_4k, RAM_BYTES);
 	ASSERT_GE(e->frame_huge, RAM_BYTES);
 	e->gpa_4k = e->frame_4k | (e->gva & (PAGE_BYTES - 1));
@@ -293,21 +194,10 @@ static void aenv_create(struct aenv *e, const struct mmu_variant *var, const str
 	 * are ignored, but the PDPT's offset in its page must be kept). */
 	e->cr3 = e->table[e->top] | E_PWT | E_PCD;
 
-	/*
-	 * Upper levels: P = R/W = U/S = 1, XD = 0, with bits that must be
-	 * ignored set (bit 8: G is ignored in non-leaf entries on Intel, as the
-	 * model says; 62:59: the key is ignored above the leaf).  The PAE PDPTE
-	 * has only P (and PWT): its other low bits are reserved (4.4.1).
-	 */
+	/* Upper levels: fully permissive (walk_test.h's amode_upper_entry()). */
 	for (int level = e->top; level >= 3; level--) {
-		uint64_t u;
+		uint64_t u = amode_upper_entry(m, level, e->table[m->paging == REF_PAGING_PAE ? 2 : level - 1]);
 
-		if (m->paging == REF_PAGING_PAE) {
-			u = e->table[2] | E_P | E_PWT;
-		} else {
-			u = e->table[level - 1] | E_P | E_W | E_U | E_PWT | E_G | E_IGN_LOW;
-			u |= E_IGN_HIGH | ((uint64_t)(level + 2) << E_PKEY_SHIFT);
-		}
 		e->upper[level] = u;
 		/* Written before paging is on: the PAE PDPTE registers are loaded
 		 * from memory by the first vmmu_vcpu_set_state(). */
@@ -337,48 +227,7 @@ struct combo {
 
 static void cpu_of(const struct aenv *e, const struct combo *c, struct ref_cpu *rc, struct vmmu_cpu_state *s)
 {
-	unsigned int adwd = (c->cpu_c >> CPU_ADWD_SHIFT) & 3;
-
-	*rc = base_ref_cpu(e);
-	rc->wp = c->cpu_c & CPU_WP;
-	rc->smep = c->cpu_c & CPU_SMEP;
-	rc->smap = c->cpu_c & CPU_SMAP;
-	rc->pke = c->cpu_c & CPU_PKE;
-	rc->nxe = c->cpu_c & CPU_NXE;
-	rc->ac = c->cpu_c & CPU_AC;
-	rc->cpl = (c->cpu_c & CPU_CPL3) ? 3 : 0;
-	/* AD/WD of the page's key as chosen, every other key the opposite, to
-	 * catch a check of the wrong key. */
-	rc->pkru = 0;
-	for (unsigned int i = 0; i < 16; i++)
-		rc->pkru |= (i == c->key ? adwd : 3u & ~adwd) << (2 * i);
-
-	memset(s, 0, sizeof(*s));
-	s->cr0 = VMMU_CR0_PE | VMMU_CR0_PG | (rc->wp ? VMMU_CR0_WP : 0);
-	s->cr3 = e->cr3;
-	/* PGE on: supervisor leaves are global, as an OS makes them. */
-	s->cr4 = VMMU_CR4_PGE | (rc->smep ? VMMU_CR4_SMEP : 0) | (rc->smap ? VMMU_CR4_SMAP : 0) |
-		 (rc->pke ? VMMU_CR4_PKE : 0);
-	switch (e->m->paging) {
-	case REF_PAGING_32:
-		s->cr4 |= e->m->pse ? VMMU_CR4_PSE : 0;
-		break;
-	case REF_PAGING_PAE:
-		s->cr4 |= VMMU_CR4_PAE;
-		break;
-	case REF_PAGING_4LEVEL:
-		s->cr4 |= VMMU_CR4_PAE;
-		s->efer |= VMMU_EFER_LME;
-		break;
-	case REF_PAGING_5LEVEL:
-		s->cr4 |= VMMU_CR4_PAE | VMMU_CR4_LA57;
-		s->efer |= VMMU_EFER_LME;
-		break;
-	}
-	s->efer |= rc->nxe ? VMMU_EFER_NXE : 0;
-	s->rflags = rc->ac ? VMMU_RFLAGS_AC : 0;
-	s->pkru = rc->pkru;
-	s->cpl = rc->cpl;
+	amode_cpu(e->m, e->maxphyaddr, c->cpu_c, c->key, e->cr3, rc, s);
 }
 
 static void set_state(struct aenv *e, const struct vmmu_cpu_state *s)
@@ -393,18 +242,6 @@ static void set_state(struct aenv *e, const struct vmmu_cpu_state *s)
 	e->cur = *s;
 }
 
-/* Whether the TLB may hold a global translation made from these entries. */
-static bool leaf_may_be_global(const struct aenv *e, const uint64_t *ent)
-{
-	struct ref_cpu rc = base_ref_cpu(e);
-
-	if (!(ent[2] & E_P))
-		return false;
-	if (ref_is_leaf(&rc, 2, ent[2] & E_PS))
-		return ent[2] & E_G;
-	return (ent[1] & E_P) && (ent[1] & E_G);
-}
-
 /*
  * Bring the entries in memory to the combination's: exactly (fresh), or up to
  * the A/D bits the walks since they were written have set (warm).  What
@@ -415,6 +252,7 @@ static bool leaf_may_be_global(const struct aenv *e, const uint64_t *ent)
 static void sync_entries(struct aenv *e, const struct combo *c)
 {
 	uint64_t old[REF_MAX_LEVEL + 1] = { 0 };
+	struct ref_cpu rc = base_ref_cpu(e);
 	bool changed = false;
 
 	e->last_sync = "none";
@@ -433,7 +271,7 @@ static void sync_entries(struct aenv *e, const struct combo *c)
 	if (!changed)
 		return;
 	e->rewrites++;
-	if ((e->rewrites & 1) || leaf_may_be_global(e, old)) {
+	if ((e->rewrites & 1) || amode_leaf_may_be_global(&rc, old)) {
 		vmmu_vcpu_invlpg(e->vcpu, e->gva);
 		e->invlpgs++;
 		e->last_sync = "invlpg";
@@ -446,7 +284,7 @@ static void sync_entries(struct aenv *e, const struct combo *c)
 
 static void run_combo(struct aenv *e, const struct combo *c)
 {
-	bool write = accesses[c->acc].type & VMMU_ACCESS_WRITE;
+	bool write = amode_accesses[c->acc].type & VMMU_ACCESS_WRITE;
 	uint64_t before[REF_MAX_LEVEL + 1] = { 0 }, after[REF_MAX_LEVEL + 1] = { 0 };
 	uint64_t want[REF_MAX_LEVEL + 1] = { 0 };
 	struct ref_pte ent[REF_MAX_LEVEL + 1];
@@ -470,8 +308,8 @@ static void run_combo(struct aenv *e, const struct combo *c)
 		ent[level] = ref_decode(&rc, level, before[level]);
 	}
 	ra.write = write;
-	ra.fetch = (accesses[c->acc].type & VMMU_ACCESS_TYPE_MASK) == VMMU_ACCESS_FETCH;
-	ra.implicit = accesses[c->acc].type & VMMU_ACCESS_IMPLICIT;
+	ra.fetch = (amode_accesses[c->acc].type & VMMU_ACCESS_TYPE_MASK) == VMMU_ACCESS_FETCH;
+	ra.implicit = amode_accesses[c->acc].type & VMMU_ACCESS_IMPLICIT;
 	ref_translate(&rc, ent, &ra, &exp);
 	for (int level = 1; level <= top; level++) {
 		want[level] = (before[level] & ~E_AD) | (exp.a[level] ? E_A : 0) | (exp.d[level] ? E_D : 0);
@@ -510,7 +348,7 @@ static void run_combo(struct aenv *e, const struct combo *c)
 	buf = write ? pat : ~pat;
 
 	memset(&x, 0, sizeof(x));
-	ret = vmmu_vcpu_access(e->vcpu, e->gva, &buf, sizeof(buf), accesses[c->acc].type, &x);
+	ret = vmmu_vcpu_access(e->vcpu, e->gva, &buf, sizeof(buf), amode_accesses[c->acc].type, &x);
 
 	for (int level = 1; level <= top; level++)
 		after[level] = ent_load(e, level);
@@ -558,7 +396,7 @@ static void run_combo(struct aenv *e, const struct combo *c)
 
 		sb_printf(&b, "[%s %s %s] %s gva=%#" PRIx64 " cpu{M=%u wp=%d smep=%d smap=%d ac=%d pke=%d pkru=%#x nxe=%d cpl=%u} "
 			      "entries synced by %s: %s",
-			  e->var->name, e->m->name, pass_names[c->pass], accesses[c->acc].name, e->gva, rc.maxphyaddr,
+			  e->var->name, e->m->name, pass_names[c->pass], amode_accesses[c->acc].name, e->gva, rc.maxphyaddr,
 			  rc.wp, rc.smep, rc.smap, rc.ac, rc.pke, rc.pkru, rc.nxe, rc.cpl, e->last_sync, why);
 		sb_entries(&b, "before", top, before);
 		sb_printf(&b, "\n      vmmu:   ret=%d", ret);
@@ -582,28 +420,6 @@ static void run_combo(struct aenv *e, const struct combo *c)
 
 /* ---- the enumeration ------------------------------------------------------------- */
 
-/*
- * A reserved bit for the PDE (level 2) or PTE (level 1), or 0 if the format
- * reserves none for this MAXPHYADDR (XD with NXE = 0 is covered by the NXE
- * bit).  Successive calls for one format rotate through its reserved bits, so
- * bits above MAXPHYADDR and the huge-frame bits 13..20 all get their turn.
- */
-static uint64_t rsvd_bit(struct aenv *e, int level, bool ps)
-{
-	struct ref_cpu rc = base_ref_cpu(e);
-	uint64_t mask = ref_rsvd_mask(&rc, level, ps) & ~E_XD;
-	unsigned int n = (unsigned int)__builtin_popcountll(mask), k;
-
-	if (!n)
-		return 0;
-	k = e->rsvd_sel[ps][level]++ % n;
-	for (unsigned int b = 0; b < 64; b++) {
-		if (((mask >> b) & 1) && k-- == 0)
-			return 1ULL << b;
-	}
-	return 0;
-}
-
 struct run_mode_ctx {
 	struct aenv *e;
 	struct combo c;
@@ -614,7 +430,9 @@ static uint64_t run_mode_rsvd(void *ctx, int level, bool ps, bool huge)
 	struct run_mode_ctx *r = ctx;
 
 	(void)huge;
-	return rsvd_bit(r->e, level, ps);
+	struct ref_cpu rc = base_ref_cpu(r->e);
+
+	return amode_rsvd_bit(&rc, r->e->rsvd_sel, level, ps);
 }
 
 /* One entry combination: every CPU state and access over it. */
@@ -628,7 +446,7 @@ static void run_mode_entries(void *ctx, const struct exh_entries *en)
 	c->want[2] = en->pde;
 	c->want[1] = en->pte;
 	for (c->cpu_c = 0; c->cpu_c < NR_CPU_COMBOS; c->cpu_c++) {
-		for (c->acc = 0; c->acc < NR_ACCESSES; c->acc++) {
+		for (c->acc = 0; c->acc < nr_amode_accesses; c->acc++) {
 			if (e->idx++ % STRIDE)
 				continue;
 			run_combo(e, c);
@@ -645,8 +463,8 @@ static void run_mode(struct aenv *e, enum pass pass)
 		.rc = &rc,
 		.has_nx = e->has_nx,
 		.has_pk = e->has_pk,
-		.addr_4k = leaf_addr_bits(e, 1, e->frame_4k),
-		.addr_huge = leaf_addr_bits(e, 2, e->frame_huge),
+		.addr_4k = amode_leaf_addr_bits(e->m, 1, e->frame_4k),
+		.addr_huge = amode_leaf_addr_bits(e->m, 2, e->frame_huge),
 		.pt = e->table[1],
 		.rsvd_bit = run_mode_rsvd,
 		.fn = run_mode_entries,
@@ -659,12 +477,6 @@ static void run_mode(struct aenv *e, enum pass pass)
 	exh_for_each(&sp);
 }
 
-static bool mode_fits(const struct mmu_variant *var, const struct amode *m)
-{
-	/* LA57 needs a 5-level TDP (vmmu refuses it otherwise). */
-	return m->paging != REF_PAGING_5LEVEL || var->tdp_levels == 5;
-}
-
 TEST(access_exhaustive)
 {
 	unsigned long total = 0;
@@ -672,14 +484,14 @@ TEST(access_exhaustive)
 
 	nr_mismatch = 0;
 	for_each_mmu_variant(var) {
-		for (unsigned int mi = 0; mi < NR_AMODES; mi++) {
+		for (unsigned int mi = 0; mi < nr_amodes; mi++) {
 			const struct amode *m = &amodes[mi];
 			struct vmmu_vcpu_stats st;
 			struct aenv e;
 			unsigned long before_mismatch = nr_mismatch;
 			double t0;
 
-			if (!mode_fits(var, m))
+			if (!amode_fits(m, var->tdp_levels))
 				continue;
 			t0 = now_s();
 			aenv_create(&e, var, m);

@@ -12,6 +12,12 @@
  *  - invept: L1 remaps a page of L2 and invalidates (INVEPT, or NPT's
  *    VMRUN TLB control); L2 sees the new frame, and a cached EPTP comes
  *    back through the previous-root cache;
+ *  - pt_access_writes: with EPTP A/D on, L2's reads of its own paging
+ *    entries are writes to L1's EPT (SDM 3C 29.3.5): they need W and set D;
+ *  - mmio_rights: L2's accesses to a page L1 maps to its MMIO are checked
+ *    against L1's rights however often the MMU has seen the page;
+ *  - npt_fresh_asid: a VMRUN under an ASID whose TLB holds nothing of an
+ *    NPT entry L1 changed sees the entry as it is now;
  *  - dirty_log: L2 writes are logged against the L1 gfns they hit;
  *  - host_invalidation: an MMU-notifier invalidation or host protection of
  *    memory L2 uses reaches guest_mmu's leaves;
@@ -240,8 +246,8 @@ TEST(nested_exits)
 			ASSERT_OK(vmmu_vcpu_set_state(t.vcpu, &s));
 			if (t.npt)
 				expect_nested(&t, 0x1000, VMMU_ACCESS_READ, k, 0x4 | (1ULL << 33), hole & ~0xfffULL);
-			else
-				expect_nested(&t, 0x1000, VMMU_ACCESS_READ, k, 0x1 | 0x80, hole & ~0xfffULL);
+			else	/* EPTP A/D on: the walk's read is a write (SDM 3C 29.3.5) */
+				expect_nested(&t, 0x1000, VMMU_ACCESS_READ, k, 0x2 | 0x80, hole & ~0xfffULL);
 		}
 		nt_leave(&t);
 		nt_teardown(&t);
@@ -334,6 +340,170 @@ TEST(eptp_switch)
 	}
 }
 
+/*
+ * SDM 3C 29.3.5 (and 29.3.3.2): with EPTP bit 6 set, every processor access
+ * to a guest paging-structure entry is a write as far as EPT is concerned,
+ * even one that only reads it: it needs W in L1's EPT (else an EPT violation
+ * with the write bit) and sets the EPT D flag of the page holding the entry.
+ * Without A/D, reads of L2's entries are reads.
+ */
+TEST(pt_access_writes)
+{
+	for_each_mmu_variant(var) {
+		if (!nt_variant_ok(var) || var->tdp_format != VMMU_TDP_EPT)
+			continue;
+		for (int ad = 0; ad < 2; ad++) {
+			uint64_t gva = 0x7f0000000000ULL, v = 0, pte, pte_gpa, pt, epte, epte_gpa;
+			struct vmmu_nested_state ns;
+			struct guest_pt *l2pt;
+			struct vmmu_cpu_state s;
+			struct vmmu_exit x;
+			struct nt t;
+
+			nt_setup(&t, var, 0, 1);
+			t.ad = ad;
+			nt_enter(&t, NULL);
+			/* L2's tables, their A bits (and the leaf's D) already set,
+			 * so that L2's walk needs to write nothing. */
+			ASSERT_OK(guest_pt_create_nested(t.vm, GUEST_MODE_4LEVEL, 1 * NT_MB, 1 * NT_MB, NT_L2_BASE, &l2pt));
+			guest_pt_set_vcpu(l2pt, t.vcpu);
+			ASSERT_OK(guest_map(l2pt, gva, 8 * NT_MB, 4096, GUEST_PAGE_4K, GUEST_W | GUEST_A | GUEST_D));
+			guest_pt_state(l2pt, &s, 0);
+			ASSERT_OK(vmmu_vcpu_set_state(t.vcpu, &s));
+			ASSERT_OK(nt_acc(t.vcpu, gva, &v, VMMU_ACCESS_READ, &x));
+			ASSERT_OK(guest_get_entry(l2pt, gva, 1, &pte, &pte_gpa));
+			pt = pte_gpa & ~0xfffULL;
+			nt_leave(&t);
+
+			/* L1 maps the page holding L2's PTE read+execute only. */
+			l1_set_leaf(&t, pt, NT_L2_BASE + pt, GUEST_EPT_R | GUEST_EPT_X | GUEST_EPT_MT_WB);
+			nt_state(&t, &ns, &s);
+			ASSERT_OK(vmmu_vcpu_invept(t.vcpu, VMMU_INVEPT_SINGLE, ns.eptp));
+			ASSERT_OK(vmmu_vcpu_enter_guest_mode(t.vcpu, &ns));
+			if (ad)
+				expect_nested(&t, gva, VMMU_ACCESS_READ, VMMU_NESTED_EPT_VIOLATION, 0x2 | 0x8 | 0x20 | 0x80,
+					      pte_gpa);
+			else
+				ASSERT_OK(nt_acc(t.vcpu, gva, &v, VMMU_ACCESS_READ, &x));
+			nt_leave(&t);
+
+			/* Writable again, D clear: the walk that only reads sets it (A/D on). */
+			l1_set_leaf(&t, pt, NT_L2_BASE + pt, GUEST_EPT_RWX | GUEST_EPT_MT_WB | GUEST_EPT_A);
+			ASSERT_OK(vmmu_vcpu_invept(t.vcpu, VMMU_INVEPT_SINGLE, ns.eptp));
+			ASSERT_OK(vmmu_vcpu_enter_guest_mode(t.vcpu, &ns));
+			ASSERT_OK(nt_acc(t.vcpu, gva, &v, VMMU_ACCESS_READ, &x));
+			nt_leave(&t);
+			ASSERT_OK(guest_get_entry(t.ept, pt, 1, &epte, &epte_gpa));
+			ASSERT_EQ(!!(epte & GUEST_EPT_D), ad);
+			guest_pt_destroy(l2pt);
+			nt_teardown(&t);
+		}
+	}
+}
+
+/*
+ * A page L1 maps to an L1 address outside RAM is L1's MMIO: an L2 access L1's
+ * entry allows is an MMIO exit at the L1 address, one it refuses an EPT
+ * violation (#NPF) -- also once a first access has left the MMU a cached MMIO
+ * entry for the page, which the next access hits.
+ */
+TEST(mmio_rights)
+{
+	for_each_mmu_variant(var) {
+		uint64_t ro = 0xa000, nx = 0xb000, mmio = NT_RAM_SIZE + 0x100000;
+		struct vmmu_exit x;
+		struct nt t;
+		uint64_t v = 0;
+		int r;
+
+		if (!nt_variant_ok(var))
+			continue;
+		nt_setup(&t, var, 0, 1);
+		l1_set_leaf(&t, ro, mmio, nt_flags(&t, true, false, true));
+		l1_set_leaf(&t, nx, mmio + 0x1000, nt_flags(&t, true, true, false));
+		nt_enter(&t, NULL);
+		for (int round = 0; round < 2; round++) {
+			r = nt_acc(t.vcpu, ro + 8, &v, VMMU_ACCESS_READ, &x);
+			ASSERT_EQ(r, VMMU_EXIT);
+			ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+			ASSERT_EQ_U64(x.u.mmio.gpa, mmio + 8);
+			if (t.npt)
+				expect_nested(&t, ro + 8, VMMU_ACCESS_WRITE, VMMU_NESTED_NPF, 0x7 | (1ULL << 32), ro + 8);
+			else
+				expect_nested(&t, ro + 8, VMMU_ACCESS_WRITE, VMMU_NESTED_EPT_VIOLATION,
+					      0x2 | 0x8 | 0x20 | 0x180, ro + 8);
+			r = nt_acc(t.vcpu, nx + 8, &v, VMMU_ACCESS_READ, &x);
+			ASSERT_EQ(r, VMMU_EXIT);
+			ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+			if (t.npt)	/* P, U, I/D (L1's EFER.NXE is on) */
+				expect_nested(&t, nx + 8, VMMU_ACCESS_FETCH, VMMU_NESTED_NPF, 0x15 | (1ULL << 32), nx + 8);
+			else
+				expect_nested(&t, nx + 8, VMMU_ACCESS_FETCH, VMMU_NESTED_EPT_VIOLATION,
+					      0x4 | 0x8 | 0x10 | 0x180, nx + 8);
+		}
+		nt_leave(&t);
+		if (!t.npt) {
+			/* Execute-only offered: a fetch goes to the device, a read
+			 * of the same page is L1's business, before and after. */
+			struct vmmu_nested_state ns;
+			uint64_t xo = 0xc000;
+
+			l1_set_leaf(&t, xo, mmio + 0x2000, GUEST_EPT_X | GUEST_EPT_MT_WB);
+			nt_state(&t, &ns, NULL);
+			ns.flags = VMMU_NESTED_EXEC_ONLY;
+			ASSERT_OK(vmmu_vcpu_enter_guest_mode(t.vcpu, &ns));
+			for (int round = 0; round < 2; round++) {
+				r = nt_acc(t.vcpu, xo + 8, &v, VMMU_ACCESS_FETCH, &x);
+				ASSERT_EQ(r, VMMU_EXIT);
+				ASSERT_EQ(x.reason, VMMU_EXIT_MMIO);
+				expect_nested(&t, xo + 8, VMMU_ACCESS_READ, VMMU_NESTED_EPT_VIOLATION, 0x1 | 0x20 | 0x180,
+					      xo + 8);
+			}
+			nt_leave(&t);
+		}
+		nt_teardown(&t);
+	}
+}
+
+/*
+ * AMD tags guest translations, nested ones included, with the ASID (APM
+ * 15.16): L1 must flush an ASID (TLB_CONTROL) after changing its NPT only
+ * if the ASID may have cached the old entry.  An ASID that never ran with
+ * it, or vmmu's ASID 0 (no ASID: the guest TLB is flushed at every entry),
+ * sees the NPT as it is.
+ */
+TEST(npt_fresh_asid)
+{
+	for_each_mmu_variant(var) {
+		uint64_t l2 = 0x9000, other = NT_L2_BASE + NT_L2_SIZE + 0x9000;
+		struct vmmu_exit x;
+		struct nt t;
+		uint64_t v;
+
+		if (!nt_variant_ok(var) || var->tdp_format != VMMU_TDP_NPT)
+			continue;
+		for (int asid = 0; asid < 3; asid += 2) {
+			nt_setup(&t, var, 0, 1);
+			nt_wr64(t.vm, other, 0xfeedULL);
+			nt_enter(&t, NULL);	/* ASID 1 */
+			expect_rw(&t, l2);
+			nt_leave(&t);
+			/* L1 points the page elsewhere (twice: the first store
+			 * may be emulated, the second lands in a page gone out
+			 * of sync) and runs L2 under another ASID, no flush. */
+			l1_set_leaf(&t, l2, other & ~0xfffULL, nt_flags(&t, true, false, true));
+			l1_set_leaf(&t, l2, other & ~0xfffULL, nt_flags(&t, true, true, true));
+			t.vpid = (uint16_t)asid;
+			nt_enter(&t, NULL);
+			v = 0;
+			ASSERT_OK(nt_acc(t.vcpu, l2, &v, VMMU_ACCESS_READ, &x));
+			ASSERT_EQ_U64(v, 0xfeedULL);
+			nt_leave(&t);
+			nt_teardown(&t);
+		}
+	}
+}
+
 TEST(dirty_log)
 {
 	for_each_mmu_variant(var) {
@@ -346,6 +516,9 @@ TEST(dirty_log)
 			continue;
 		for (int pml = 0; pml < 2; pml++) {
 			uint64_t pages[] = { 0x3000, 0x7000, NT_L2_SMALL + 0x5000, 20 * NT_MB };
+
+			if (pml && (var->flags & VMMU_VM_AD_DISABLED))
+				continue;	/* PML needs A/D (VMMU_EINVAL) */
 
 			nt_setup(&t, var, pml ? VMMU_VM_PML : 0, 1);
 			nt_enter(&t, NULL);

@@ -102,7 +102,7 @@ TEST(model_random)
 				r = eng_run(&e, max_steps, t0 + budget, true);
 			eng_report(&e, var->name, now_s() - t0);
 			if (r)
-				test_fail(__FILE__, __LINE__, "%s", e.why);
+				test_fail(__FILE__, __LINE__, "%s", e.ml.why);
 			ASSERT_AUDIT(vm);
 			assert_not_bugged(vm);
 			eng_fini(&e);
@@ -243,7 +243,7 @@ TEST(model_random_threads)
 			int r = eng_init(&engs[i], vm, vcpus[i], mode, i, 2, base_seed() * 31 + vi * 8 + (unsigned)i, &sh);
 
 			if (r)
-				test_fail(__FILE__, __LINE__, "%s", engs[i].why);
+				test_fail(__FILE__, __LINE__, "%s", engs[i].ml.why);
 		}
 		memset(&h, 0, sizeof(h));
 		h.vm = vm;
@@ -263,8 +263,8 @@ TEST(model_random_threads)
 			(unsigned long long)h.n_log, (unsigned long long)h.n_harvest, (unsigned long long)h.n_flush,
 			(unsigned long long)h.n_audit);
 		for (int i = 0; i < nthreads; i++)
-			if (engs[i].failed)
-				test_fail(__FILE__, __LINE__, "%s", engs[i].why);
+			if (engs[i].ml.failed)
+				test_fail(__FILE__, __LINE__, "%s", engs[i].ml.why);
 		if (h.failed)
 			test_fail(__FILE__, __LINE__, "%s", h.why);
 		ASSERT_AUDIT(vm);

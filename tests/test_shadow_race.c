@@ -25,16 +25,20 @@
  *    store must still reach the shadow (KVM writes first, then tracks).
  *  - retarget_invpcid / retarget_pcid_switch: the siblings with INVPCID
  *    type 0 and with PCIDs (a flushing switch back to a PCID).
+ *  - walked_huge_window: a fault that walked a 2M guest PDE is stopped
+ *    (test hook) while another vCPU repoints the PDE; after the fault goes
+ *    on and INVLPG, a write must reach the new frame.  The shadow of a
+ *    guest huge page is a direct page found again by (frame, rights): a
+ *    walk that no longer holds must not link it.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
 
 #include "guest.h"
 #include "harness.h"
-#include "test_hook.h"
+#include "race_window.h"
 
 #define MB (1ULL << 20)
 #define PAGE 4096ULL
@@ -64,14 +68,6 @@ static uint64_t host_rd64(vmmu_vm *vm, uint64_t gpa)
 	if (vmmu_gpa_to_hva(vm, gpa, &h))
 		return 0xbad0bad0bad0bad0ULL;
 	return __atomic_load_n((uint64_t *)h, __ATOMIC_ACQUIRE);
-}
-
-static double race_seconds(void)
-{
-	const char *s = getenv("VMMU_RACE_SECONDS");
-	double d = s ? atof(s) : 0;
-
-	return d > 0 ? d : 2.0;
 }
 
 /* ---- the guest side: one vCPU retargeting its PTEs --------------------------------- */
@@ -412,91 +408,20 @@ TEST(retarget_pcid_switch)
 
 /* ---- forced interleavings --------------------------------------------------------------- */
 
-/*
- * The hook runs on the thread that reaches the point, with whatever locks it
- * holds there.  It lets the other thread do its part and waits for it, up to
- * a timeout: the other thread may (correctly) block on a lock the hooked one
- * holds, and then the timeout is what lets both go on.
- */
-struct window {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	enum vmmu_test_hook_point point;
-	uint64_t gfn;
-	bool armed;		/* the hook fires once */
-	bool open;		/* the hooked thread is in the window */
-	bool done;		/* the other thread finished its part */
-	bool hit;
-	double wait_s;
-};
+/* The windows are forced with race_window.h's hook. */
 
-static struct window win;
-
-static void window_hook(enum vmmu_test_hook_point point, uint64_t gfn)
+/* The shadow-paging variant, where these windows are (SKIP without one). */
+static const struct mmu_variant *shadow_variant(void)
 {
-	struct timespec ts;
+	const struct mmu_variant *var = NULL;
 
-	if (point != win.point)
-		return;
-	pthread_mutex_lock(&win.lock);
-	if (!win.armed || gfn != win.gfn) {
-		pthread_mutex_unlock(&win.lock);
-		return;
-	}
-	win.armed = false;
-	win.hit = true;
-	win.open = true;
-	pthread_cond_broadcast(&win.cond);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)(win.wait_s * 1e9);
-	ts.tv_sec += ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	while (!win.done)
-		if (pthread_cond_timedwait(&win.cond, &win.lock, &ts) == ETIMEDOUT)
-			break;
-	win.open = false;
-	pthread_mutex_unlock(&win.lock);
-}
-
-static void window_arm(enum vmmu_test_hook_point point, uint64_t gfn)
-{
-	pthread_mutex_init(&win.lock, NULL);
-	pthread_cond_init(&win.cond, NULL);
-	win.point = point;
-	win.gfn = gfn;
-	win.armed = true;
-	win.open = win.done = win.hit = false;
-	win.wait_s = UNDER_SANITIZER ? 1.0 : 0.3;
-	vmmu_set_test_hook(window_hook);
-}
-
-/* Waits until the hooked thread is in the window (or gives up). */
-static bool window_wait_open(double secs)
-{
-	double end = now_s() + secs;
-	bool open;
-
-	for (;;) {
-		pthread_mutex_lock(&win.lock);
-		open = win.open;
-		pthread_mutex_unlock(&win.lock);
-		if (open || now_s() > end)
-			return open;
-		sched_yield();
-	}
-}
-
-static void window_close(void)
-{
-	pthread_mutex_lock(&win.lock);
-	win.done = true;
-	pthread_cond_broadcast(&win.cond);
-	pthread_mutex_unlock(&win.lock);
-}
-
-static void window_disarm(void)
-{
-	vmmu_set_test_hook(NULL);
+	for (unsigned int i = 0; i < nr_mmu_variants; i++)
+		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
+			var = &mmu_variants[i];
+	if (!var)
+		SKIP("no shadow variant");
+	test_variant = var->name;
+	return var;
 }
 
 static void *zap_all_thread(void *arg)
@@ -507,19 +432,14 @@ static void *zap_all_thread(void *arg)
 
 TEST(zap_unaccount_window)
 {
-	const struct mmu_variant *var = NULL;
+	const struct mmu_variant *var;
 	struct failbox fb;
 	struct rvcpu r;
 	vmmu_vcpu *v;
 	vmmu_vm *vm;
 	pthread_t t;
 
-	for (unsigned int i = 0; i < nr_mmu_variants; i++)
-		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
-			var = &mmu_variants[i];
-	if (!var)
-		SKIP("no shadow variant");
-	test_variant = var->name;
+	var = shadow_variant();
 	memset(&fb, 0, sizeof(fb));
 	vm = race_vm(var, 0);
 	ASSERT_OK(vmmu_vcpu_create(vm, 0, &v));
@@ -536,7 +456,7 @@ TEST(zap_unaccount_window)
 	window_close();
 	pthread_join(t, NULL);
 	window_disarm();
-	ASSERT_TRUE(win.hit);
+	ASSERT_TRUE(window_hit());
 	ASSERT_FAILBOX(&fb);
 	/* And once more with nothing in the way. */
 	ASSERT_OK(rvcpu_round(&r, 0));
@@ -546,24 +466,26 @@ TEST(zap_unaccount_window)
 	vmmu_vm_destroy(vm);
 }
 
+/* One 8-byte write by a vCPU, on a thread of its own. */
 struct store_ctx {
 	vmmu_vcpu *vcpu;
-	uint64_t gpa, val;
+	uint64_t addr, val;
+	unsigned int type;	/* VMMU_ACCESS_WRITE, with VMMU_ACCESS_PHYS or not */
 	int rc;
 };
 
-static void *phys_store_thread(void *arg)
+static void *store_thread(void *arg)
 {
 	struct store_ctx *c = arg;
 	struct vmmu_exit x;
 
-	c->rc = acc8(c->vcpu, c->gpa, &c->val, VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS, &x);
+	c->rc = acc8(c->vcpu, c->addr, &c->val, c->type, &x);
 	return NULL;
 }
 
 TEST(phys_store_first_shadow)
 {
-	const struct mmu_variant *var = NULL;
+	const struct mmu_variant *var;
 	struct failbox fb;
 	struct rvcpu r;
 	struct store_ctx sc;
@@ -573,12 +495,7 @@ TEST(phys_store_first_shadow)
 	pthread_t t;
 	uint64_t val = 0, tok = 0x5eed5eed5eedULL, newf;
 
-	for (unsigned int i = 0; i < nr_mmu_variants; i++)
-		if (mmu_variants[i].mmu == VMMU_MMU_SHADOW)
-			var = &mmu_variants[i];
-	if (!var)
-		SKIP("no shadow variant");
-	test_variant = var->name;
+	var = shadow_variant();
 	memset(&fb, 0, sizeof(fb));
 	vm = race_vm(var, 0);
 	ASSERT_OK(vmmu_vcpu_create(vm, 0, &v0));
@@ -592,12 +509,12 @@ TEST(phys_store_first_shadow)
 		ASSERT_OK(vmmu_vcpu_set_state(v1, &s));
 	}
 	newf = frame_of(&r, 0, 1);
-	sc = (struct store_ctx){ .vcpu = v0, .gpa = r.pte_gpa[0],
-				 .val = newf | GUEST_PTE_P | GUEST_W | GUEST_U };
+	sc = (struct store_ctx){ .vcpu = v0, .addr = r.pte_gpa[0], .val = newf | GUEST_PTE_P | GUEST_W | GUEST_U,
+				 .type = VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS };
 
 	/* vCPU 0 stores the new PTE; it is stopped before the bytes land. */
 	window_arm(VMMU_TEST_HOOK_PHYS_STORE, r.pte_gpa[0] >> 12);
-	ASSERT_EQ(pthread_create(&t, NULL, phys_store_thread, &sc), 0);
+	ASSERT_EQ(pthread_create(&t, NULL, store_thread, &sc), 0);
 	ASSERT_TRUE(window_wait_open(10));
 	/* Meanwhile vCPU 1 shadows the table from the old entry, by a write
 	 * (so the shadow leaf is writable and nothing refaults later). */
@@ -605,7 +522,7 @@ TEST(phys_store_first_shadow)
 	window_close();
 	pthread_join(t, NULL);
 	window_disarm();
-	ASSERT_TRUE(win.hit);
+	ASSERT_TRUE(window_hit());
 	ASSERT_OK(sc.rc);
 	/* vCPU 1 invalidates: from now on only the new frame may be used. */
 	vmmu_vcpu_invlpg(v1, gva_of(&r, 0));
@@ -613,6 +530,61 @@ TEST(phys_store_first_shadow)
 	ASSERT_EQ_U64(host_rd64(vm, newf), tok);
 	ASSERT_AUDIT(vm);
 	rvcpu_teardown(&r);
+	vmmu_vm_destroy(vm);
+}
+
+TEST(walked_huge_window)
+{
+	const struct mmu_variant *var;
+	uint64_t gva = GVA_BASE, f1 = 4 * MB, f0 = 6 * MB, v = 1;
+	uint64_t flags = GUEST_W | GUEST_A | GUEST_D;
+	struct vmmu_cpu_state s;
+	struct store_ctx wc;
+	struct guest_pt *pt;
+	struct vmmu_exit x;
+	vmmu_vcpu *a, *b;
+	vmmu_vm *vm;
+	pthread_t t;
+
+	var = shadow_variant();
+	vm = race_vm(var, 0);
+	ASSERT_OK(vmmu_vcpu_create(vm, 0, &a));
+	ASSERT_OK(vmmu_vcpu_create(vm, 1, &b));
+	ASSERT_OK(guest_pt_create(vm, GUEST_MODE_4LEVEL, PT_BASE, PT_POOL_PER_VCPU, &pt));
+	ASSERT_OK(guest_map(pt, gva, f1, 2 * MB, GUEST_PAGE_2M, flags));
+	/* The guest's stores to its tables are vCPU B's. */
+	guest_pt_set_vcpu(pt, b);
+	guest_pt_state(pt, &s, 0);
+	ASSERT_OK(vmmu_vcpu_set_state(a, &s));
+	ASSERT_OK(vmmu_vcpu_set_state(b, &s));
+	/* A writes through the page at f1, then at f0, then at f1 again: what
+	 * the MMU built for f1 the first time may be found again. */
+	ASSERT_OK(acc8(a, gva, &v, VMMU_ACCESS_WRITE, &x));
+	ASSERT_OK(guest_map(pt, gva, f0, 2 * MB, GUEST_PAGE_2M, flags));
+	vmmu_vcpu_invlpg(a, gva);
+	ASSERT_OK(acc8(a, gva, &v, VMMU_ACCESS_WRITE, &x));
+	ASSERT_OK(guest_map(pt, gva, f1, 2 * MB, GUEST_PAGE_2M, flags));
+	vmmu_vcpu_invlpg(a, gva);
+
+	/* A's write faults, walks the PDE (f1) and is stopped; B repoints it. */
+	window_arm(VMMU_TEST_HOOK_SHADOW_WALKED, gva >> 12);
+	wc = (struct store_ctx){ .vcpu = a, .addr = gva, .val = 0xabcd, .type = VMMU_ACCESS_WRITE };
+	ASSERT_EQ(pthread_create(&t, NULL, store_thread, &wc), 0);
+	ASSERT_TRUE(window_wait_open(10));
+	ASSERT_OK(guest_map(pt, gva, f0, 2 * MB, GUEST_PAGE_2M, flags));
+	window_close();
+	pthread_join(t, NULL);
+	window_disarm();
+	ASSERT_TRUE(window_hit());
+	ASSERT_OK(wc.rc);
+	/* That write began before the store: either frame.  After INVLPG,
+	 * only the PDE's frame. */
+	vmmu_vcpu_invlpg(a, gva);
+	v = 0x5555;
+	ASSERT_OK(acc8(a, gva + 8, &v, VMMU_ACCESS_WRITE, &x));
+	ASSERT_EQ_U64(host_rd64(vm, f0 + 8), 0x5555);
+	ASSERT_AUDIT(vm);
+	guest_pt_destroy(pt);
 	vmmu_vm_destroy(vm);
 }
 

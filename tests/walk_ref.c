@@ -456,6 +456,12 @@ uint64_t ref_ept_leaf_frame(unsigned int maxphyaddr, int level, uint64_t raw)
 void ref_ept_translate(int top, const struct ref_ept_pte ent[REF_MAX_LEVEL + 1], const struct ref_access *acc,
 		       bool ad, struct ref_ept_outcome *out)
 {
+	ref_ept_translate_xo(top, ent, acc, ad, true, out);
+}
+
+void ref_ept_translate_xo(int top, const struct ref_ept_pte ent[REF_MAX_LEVEL + 1], const struct ref_access *acc,
+			  bool ad, bool exec_only, struct ref_ept_outcome *out)
+{
 	/* Exit qualification bits 2:0: the kind of access. */
 	uint32_t kind = acc->fetch ? REF_EPTQ_FETCH : acc->write ? REF_EPTQ_WRITE : REF_EPTQ_READ;
 	bool r = true, w = true, x = true;
@@ -484,9 +490,14 @@ void ref_ept_translate(int top, const struct ref_ept_pte ent[REF_MAX_LEVEL + 1],
 			return;
 		}
 		/* 3C 29.3.3.1: misconfigurations of a present entry: write
-		 * without read; a reserved bit; a leaf memory type of 2, 3 or 7.
-		 * (Execute-only, bit 0 = 0 with bit 2 = 1, is supported.) */
+		 * without read; execute without read where execute-only
+		 * translations are not supported; a reserved bit; a leaf memory
+		 * type of 2, 3 or 7. */
 		if (e->w && !e->r) {
+			out->fault = out->misconfig = true;
+			return;
+		}
+		if (!exec_only && e->x && !e->r) {
 			out->fault = out->misconfig = true;
 			return;
 		}

@@ -158,8 +158,13 @@ bool ref_ept_is_leaf(int level, bool ps);
 struct ref_ept_pte ref_ept_decode(unsigned int maxphyaddr, int level, uint64_t raw);
 uint64_t ref_ept_leaf_frame(unsigned int maxphyaddr, int level, uint64_t raw);
 /* One access (acc->write / acc->fetch; implicit is meaningless) through
- * ent[top]..ent[1]; ad = EPTP bit 6. */
+ * ent[top]..ent[1]; ad = EPTP bit 6.  Execute-only translations supported. */
 void ref_ept_translate(int top, const struct ref_ept_pte ent[REF_MAX_LEVEL + 1], const struct ref_access *acc,
 		       bool ad, struct ref_ept_outcome *out);
+/* The same where the processor may not support execute-only translations
+ * (IA32_VMX_EPT_VPID_CAP bit 0 clear, or a guest hypervisor not offered
+ * them): then an entry with bit 0 clear and bit 2 set is misconfigured. */
+void ref_ept_translate_xo(int top, const struct ref_ept_pte ent[REF_MAX_LEVEL + 1], const struct ref_access *acc,
+			  bool ad, bool exec_only, struct ref_ept_outcome *out);
 
 #endif /* VMMU_TEST_WALK_REF_H */

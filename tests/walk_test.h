@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmmu/vmmu.h"
 #include "walk_ref.h"
 
 /* Entry bits (SDM Vol. 3A 4.3-4.5 entry formats), defined here again so the
@@ -82,5 +83,89 @@ struct exh_space {
 };
 
 void exh_for_each(const struct exh_space *sp);
+
+/* ---- the paging modes, CPU states and accesses of the exhaustive tests ------- */
+
+/*
+ * A guest paging mode as the exhaustive tests put it on a vCPU: the table
+ * index used at every level (non-zero and distinct, so that a walker using
+ * the wrong bits of the address lands on an empty slot; the 4-level PML4
+ * index is >= 256, so the address is in the upper half), the offset in the
+ * page, and leaf frames with high bits set (PSE-36 bits 39:32 for the
+ * 4-MByte page, bits above 32 otherwise), before masking to MAXPHYADDR.
+ */
+struct amode {
+	const char *name;
+	enum ref_paging paging;
+	bool pse;			/* CR4.PSE (32-bit paging) */
+	unsigned int idx[REF_MAX_LEVEL];	/* table index per level, root first */
+	uint64_t off;			/* offset in the 4K page (8-byte aligned) */
+	uint64_t frame_4k, frame_huge;	/* before masking to MAXPHYADDR */
+};
+
+extern const struct amode amodes[];
+extern const unsigned int nr_amodes;
+
+/* The accesses: read, write, fetch, implicit supervisor read and write. */
+struct amode_access {
+	unsigned int type;	/* VMMU_ACCESS_* */
+	const char *name;
+};
+extern const struct amode_access amode_accesses[];
+extern const unsigned int nr_amode_accesses;
+
+/*
+ * The CPU state of one combination, 9 bits.  The bits whose change does not
+ * flush the TLB (CPL, AC, PKRU) are the low ones, so that a pass that keeps
+ * translations cached meets them under every one of their values.
+ */
+#define CPU_CPL3 (1u << 0)
+#define CPU_AC (1u << 1)
+#define CPU_ADWD_SHIFT 2	/* 2 bits: AD and WD of the page's key */
+#define CPU_WP (1u << 4)
+#define CPU_SMEP (1u << 5)
+#define CPU_SMAP (1u << 6)
+#define CPU_PKE (1u << 7)
+#define CPU_NXE (1u << 8)
+#define NR_CPU_COMBOS 512u
+
+/* LA57 needs a 5-level TDP (vmmu refuses it otherwise). */
+bool amode_fits(const struct amode *m, unsigned int tdp_levels);
+/* The mode's linear address: its indices and offset, canonical. */
+uint64_t amode_gva(const struct amode *m);
+/* The leaf frames masked to MAXPHYADDR (PSE-36: 40 bits). */
+void amode_frames(const struct amode *m, unsigned int maxphyaddr, uint64_t *frame_4k, uint64_t *frame_huge);
+/* The leaf's address field for frame (SDM 4.3: a 4-MByte frame's bits 39:32
+ * go to PDE bits 20:13). */
+uint64_t amode_leaf_addr_bits(const struct amode *m, int level, uint64_t frame);
+/* The mode's reference CPU with nothing else set (NXE on). */
+struct ref_cpu amode_ref_cpu(const struct amode *m, unsigned int maxphyaddr);
+/*
+ * CPU state cpu_c (CPU_* bits) over the mode, for the reference and for
+ * vmmu_vcpu_set_state(): CR0.PE|PG, CR4.PGE, the paging mode's CR4/EFER
+ * bits, CR3 as given; PKRU gives the page's key (key) the chosen AD/WD and
+ * every other key the opposite, to catch a check of the wrong key.
+ */
+void amode_cpu(const struct amode *m, unsigned int maxphyaddr, unsigned int cpu_c, unsigned int key, uint64_t cr3,
+	       struct ref_cpu *rc, struct vmmu_cpu_state *s);
+/*
+ * The exhaustive tests' entry above the PDE at level (>= 3) referencing
+ * next: P = R/W = U/S = 1, XD = 0, with bits that must be ignored set (bit
+ * 8: G is ignored in non-leaf entries on Intel, as the model says; 62:59:
+ * the key is ignored above the leaf).  A PAE PDPTE has only P (and PWT):
+ * its other low bits are reserved (4.4.1).
+ */
+uint64_t amode_upper_entry(const struct amode *m, int level, uint64_t next);
+/* Whether the TLB may hold a global translation made from these entries
+ * (a MOV to CR3 keeps those, SDM 4.10.4.1). */
+bool amode_leaf_may_be_global(const struct ref_cpu *rc, const uint64_t *ent);
+/*
+ * A reserved bit for the PDE (level 2) or PTE (level 1), or 0 if the format
+ * reserves none for this MAXPHYADDR (XD with NXE = 0 is covered by the NXE
+ * bit).  Successive calls for one format rotate through its reserved bits
+ * (sel keeps the place), so bits above MAXPHYADDR and the huge-frame bits
+ * 13..20 all get their turn.
+ */
+uint64_t amode_rsvd_bit(const struct ref_cpu *rc, unsigned int sel[2][3], int level, bool ps);
 
 #endif /* VMMU_TEST_WALK_TEST_H */

@@ -718,7 +718,8 @@ struct vmmu_exit {
 			/*
 			 * EPT violation: the exit qualification (SDM Vol. 3C
 			 * 28.2.1, table 28-7): bits 0-2 the access (read, write
-			 * -- A/D updates of L2's entries are writes --, fetch),
+			 * -- A/D updates of L2's entries are writes, and with
+			 * EPTP bit 6 every access to them is --, fetch),
 			 * 3-5 R/W/X ANDed over L1's entries walked, 7 gla valid,
 			 * 8 final.  Misconfiguration: 0.  #NPF: EXITINFO1 (APM
 			 * 15.25.6): a #PF error code (P, W, U=1, RSVD, I/D) with

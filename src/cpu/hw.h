@@ -41,6 +41,13 @@ struct hw_exit {
 	uint64_t gpa;
 	uint64_t qualification;	/* EPT: exit qualification; NPT: #NPF error code */
 	int level;		/* level of the entry that stopped the walk */
+	/*
+	 * The access (ACC_WRITE / ACC_EXEC, 0 for a read).  An EPT
+	 * misconfiguration reports none (SDM 3C 28.2.1), but the MMU needs
+	 * it: under a nested guest, the MMIO SPTE it hits says nothing of
+	 * what L1 allows, so the fault must check L1's tables for this access.
+	 */
+	unsigned int access;
 };
 
 /* Access kinds for the walker: ACC_WRITE / ACC_EXEC, 0 = read. */

@@ -12,6 +12,7 @@ static void fill_exit(const struct spte_fmt *f, struct hw_exit *e, enum hw_exit_
 	e->kind = kind;
 	e->gpa = gpa;
 	e->level = level;
+	e->access = acc & (ACC_WRITE | ACC_EXEC);
 	if (f->ept) {
 		uint64_t q = 0;
 
@@ -51,8 +52,10 @@ __hot uint32_t hw_exit_to_error_code(const struct vmmu_vm *vm, const struct hw_e
 
 	if (!vm->fmt.ept)
 		return (uint32_t)e->qualification;
+	/* The access type as well, as an NPT #NPF carries it (see hw_exit.access). */
 	if (e->kind == HW_EXIT_EPT_MISCONFIG)
-		return PFERR_RSVD | PFERR_P;
+		return PFERR_RSVD | PFERR_P | ((e->access & ACC_WRITE) ? PFERR_W : 0) |
+		       ((e->access & ACC_EXEC) ? PFERR_ID : 0);
 	/* Seed 002 patch 3: the write bit, and "present" from the RWX bits. */
 	if (e->qualification & EPT_VIOLATION_ACC_WRITE)
 		ec |= PFERR_W;
@@ -147,6 +150,7 @@ restart:
 					e->gpa = gpa;
 					e->qualification = 0;
 					e->level = level;
+					e->access = acc & (ACC_WRITE | ACC_EXEC);
 					return false;
 				}
 				if (bits && !set_bits_atomic(sptep, spte, bits))

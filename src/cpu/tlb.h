@@ -80,6 +80,15 @@ struct hw_root {
 	uint64_t *table;
 	int level;		/* level of table's entries */
 	bool pae;
+	/*
+	 * An EPT with accessed/dirty flags (EPTP bit 6): every access the
+	 * walk of the guest's own tables makes through it is a write, reads
+	 * of entries included (SDM 3C 29.3.5).  Set for a nested guest's
+	 * shadow EPT when L1's EPTP enables A/D, so that L1's EPT must allow
+	 * the write and gets D set; vmmu's own TDP roots leave it clear (a
+	 * hypervisor's EPT is invisible to its guest).
+	 */
+	bool pt_writes;
 };
 
 #endif /* VMMU_CPU_TLB_H */

@@ -51,7 +51,8 @@ static void tlb_fill_shadow(struct vmmu_vcpu *v, uint64_t gva, uintptr_t hva, un
 }
 
 /* Guest page-table memory for the walker: guest-physical accesses that go
- * through the TDP like any other (2D translation), so A/D updates dirty them. */
+ * through the TDP like any other (2D translation), so A/D updates dirty them,
+ * and under an EPT with A/D flags (hw.pt_writes) so do reads. */
 struct walk_2d {
 	struct vmmu_vcpu *v;
 	struct hw_exit he;
@@ -64,7 +65,7 @@ static int walk2d_read(void *ctx, uint64_t gpa, unsigned int size, uint64_t *val
 	struct walk_2d *w = ctx;
 	uintptr_t hva;
 
-	if (!hw_translate(w->v, gpa, 0, &hva, &w->he))
+	if (!hw_translate(w->v, gpa, w->v->hw.pt_writes ? ACC_WRITE : 0, &hva, &w->he))
 		return WALK_ABORT_TDP;
 	*val = size == 8 ? __atomic_load_n((uint64_t *)hva, __ATOMIC_ACQUIRE)
 			 : __atomic_load_n((uint32_t *)hva, __ATOMIC_ACQUIRE);

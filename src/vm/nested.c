@@ -77,8 +77,19 @@ static void l2_tlb_enter(struct vmmu_vcpu *v, const struct vmmu_nested_state *ns
 	struct nested_vcpu *n = &v->nested;
 
 	if (!ns->vpid || !n->tlb_tagged || n->tlb_vpid != ns->vpid ||
-	    nested_root_gfn(v->vm, n->tlb_root) != nested_root_gfn(v->vm, root))
+	    nested_root_gfn(v->vm, n->tlb_root) != nested_root_gfn(v->vm, root)) {
 		tlb_flush(&v->tlbs[1]);
+		/*
+		 * NPT: the ASID tags the guest's nested translations as well
+		 * (APM 15.16), and guest_mmu's shadow pages serve every ASID.
+		 * An ASID that never cached an NPT entry L1 changed (or none)
+		 * must see the entry as it is: unsync pages catch up, as with
+		 * TLB_CONTROL.  EPT's guest-physical translations are tagged by
+		 * the EPTP alone, and INVEPT drops those roots.
+		 */
+		if (!v->vm->fmt.ept)
+			shadow_sync_roots(v);
+	}
 	switch (ns->tlb_control) {
 	case VMMU_TLB_CONTROL_FLUSH_ALL:
 		tlb_flush(&v->tlbs[0]);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cpu/hw.h"
+#include "test_hook.h"
 #include "vm/trace.h"
 
 struct swalk {
@@ -185,6 +186,15 @@ static int fetch_leaf(struct vmmu_vcpu *v, struct shadow_page *sp, struct sfetch
 
 		if (is_shadow_present(old))
 			f->flush |= shadow_zap_spte(vm, sp, sptep);
+		/*
+		 * A nested guest's MMIO SPTE keeps no rights in the EPT format,
+		 * and mmio_fast() answers a read from it without asking L1's
+		 * tables: so none stands for an L1 entry that does not allow
+		 * reads (EPT execute-only, ACC_USER being R there).  This access
+		 * still goes to the device; the next one walks L1's tables.
+		 */
+		if (f->c->nested && !(acc & ACC_USER))
+			return RET_PF_EMULATE;
 		if (!sp->role.direct)
 			sp->gfns[i] = gfn;
 		spte_store(sptep, make_mmio_spte(&vm->fmt, gfn, macc, f->pf->mmio_gen));
@@ -244,6 +254,11 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 	const struct walk_cpu *w = &c->w;
 	const struct walk_result *wr = f->wr;
 	bool four_byte = w->mode == WALK_MODE_32;
+	struct {
+		uint64_t *sptep;
+		struct shadow_page *child;
+	} link[WALK_MAX_LEVELS];
+	unsigned int nlink = 0;
 	struct shadow_page *sp;
 	int level;
 
@@ -300,8 +315,9 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 			f->out->host_error = VMMU_ENOMEM;
 			return RET_PF_FAULT;
 		}
-		spte_store(sptep, make_nonleaf_spte(&vm->fmt, (uintptr_t)child->spt >> 12));
-		pte_list_add(&v->sh.desc_cache, &child->parent_ptes, sptep);
+		/* Linked below, once the walk is re-checked. */
+		link[nlink].sptep = sptep;
+		link[nlink++].child = child;
 		sp = child;
 	}
 	sp->write_flooding_count = 0;
@@ -312,8 +328,21 @@ static int fetch(struct vmmu_vcpu *v, struct sfetch *f)
 		vm_flush_remote_tlbs(vm);
 		f->flush = false;
 	}
+	/*
+	 * Only a walk that still holds may link what it chose (KVM re-checks
+	 * each gpte before link_shadow_page()).  A page made from a guest
+	 * entry the guest has changed since, linked anyway, would stay
+	 * reachable after the retry: a direct page found again by (frame,
+	 * rights), with the leaves it had when an identical entry was last
+	 * used, maps a huge guest page its entry no longer allows (after the
+	 * INVLPG or INVEPT that should have ended it).
+	 */
 	if (w->mode != WALK_MODE_NONE && shadow_walk_changed(v, c, wr, f->gva))
 		return RET_PF_RETRY;
+	for (unsigned int i = 0; i < nlink; i++) {
+		spte_store(link[i].sptep, make_nonleaf_spte(&vm->fmt, (uintptr_t)link[i].child->spt >> 12));
+		pte_list_add(&v->sh.desc_cache, &link[i].child->parent_ptes, link[i].sptep);
+	}
 	return fetch_leaf(v, sp, f);
 }
 
@@ -334,8 +363,8 @@ static int mmio_fast(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64_t gva, un
 	/*
 	 * EPT-format MMIO SPTEs keep no rights: under a nested guest only a
 	 * read is known to be allowed by the L1 entry the SPTE was made from
-	 * (every mapping allows reads but execute-only ones, and those never
-	 * become MMIO SPTEs); the rest walks L1's tables again.
+	 * (every mapping allows reads but execute-only ones, and fetch_leaf()
+	 * makes no MMIO SPTE of those); the rest walks L1's tables again.
 	 */
 	if ((walk_access & WALK_FETCH) || (c->nested && (walk_access & WALK_WRITE)) ||
 	    (w->pke && w->mode >= WALK_MODE_4LEVEL) || !v->mmu_ready || !shadow_roots_valid(v, c))
@@ -482,6 +511,7 @@ static int __shadow_page_fault(struct vmmu_vcpu *v, struct shadow_ctx *c, uint64
 			out->gpa = w.bad_gpa;	/* the guest table's: what the access waits for */
 			return mmu_count_pf_result(v, RET_PF_RETRY);
 		}
+		vmmu_test_hook(VMMU_TEST_HOOK_SHADOW_WALKED, gva >> 12);
 	}
 	out->gpa = wr.gpa;
 

@@ -213,7 +213,8 @@ void shadow_load_hw_root(struct vmmu_vcpu *v, const struct shadow_ctx *c)
 	if (c->pae_root_mode)
 		v->hw = (struct hw_root){ .table = (uint64_t *)c->pae_root, .level = 3, .pae = true };
 	else
-		v->hw = (struct hw_root){ .table = c->root.sp->spt, .level = c->root_role.level };
+		v->hw = (struct hw_root){ .table = c->root.sp->spt, .level = c->root_role.level,
+					  .pt_writes = c->nested && v->vm->fmt.ept && !c->root_role.ad_disabled };
 }
 
 /* Loads the context in use (KVM's kvm_mmu_load): roots found in the hash or built. */
