@@ -271,6 +271,10 @@ static void cut(struct actx *c, int b, int group, int first)
 
 static void dfs(struct actx *c, int i, int group, int first)
 {
+	/* c->k <= MAX_FRAGS; said here so that an optimizer that unrolls the
+	 * recursion sees the bound too. */
+	if (i >= MAX_FRAGS)
+		return;
 	for (int j = 0; j < c->nl[i]; j++) {
 		const struct cand *cd = &c->lists[i][j];
 

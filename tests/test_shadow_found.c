@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -193,18 +194,29 @@ struct prot_race {
 	vmmu_vm *vm;
 	uintptr_t start, len;
 	atomic_bool stop;
+	atomic_uint_fast64_t attempts;	/* stores the vCPU has finished */
 };
 
-/* The documented order: RO in vmmu first, then the host; RW the reverse. */
+/*
+ * The documented order: RO in vmmu first, then the host; RW the reverse.
+ * Each RW stretch lasts until the vCPU has finished two more stores, so at
+ * least one store ran wholly inside it and must have completed, however the
+ * threads are scheduled.
+ */
 static void *protector(void *arg)
 {
 	struct prot_race *p = arg;
 
 	for (int i = 0; i < 3000 && !atomic_load(&p->stop); i++) {
+		uint64_t a;
+
 		vmmu_set_host_protection(p->vm, p->start, p->start + p->len, VMMU_HOST_RO);
 		mprotect((void *)p->start, p->len, PROT_READ);
 		mprotect((void *)p->start, p->len, PROT_READ | PROT_WRITE);
 		vmmu_set_host_protection(p->vm, p->start, p->start + p->len, VMMU_HOST_RW);
+		a = atomic_load(&p->attempts);
+		while (atomic_load(&p->attempts) < a + 2)
+			sched_yield();
 	}
 	atomic_store(&p->stop, true);
 	return NULL;
@@ -233,6 +245,7 @@ TEST(phys_stores_vs_protection)
 			struct vmmu_exit x;
 			int r = vmmu_vcpu_access(v, 0x10ff8, buf, sizeof(buf), VMMU_ACCESS_WRITE | VMMU_ACCESS_PHYS, &x);
 
+			atomic_fetch_add(&p.attempts, 1);
 			if (r == 0)
 				ok++;
 			else if (r != VMMU_EXIT || x.reason != VMMU_EXIT_MEMORY_FAULT || x.done != 0 ||

@@ -582,6 +582,7 @@ uint64_t sept_lookup(const struct secure_ept *s, uint64_t gfn, int *level)
 	const uint64_t *table = s->root->spt;
 	uint64_t e = 0;
 
+	*level = s->root_level;
 	for (int l = s->root_level; l >= PG_LEVEL_4K; l--) {
 		e = sept_read(&table[spte_index(gfn, l)]);
 		*level = l;

@@ -524,6 +524,25 @@ void report_mmu_counters(struct report *r, const struct vmmu_vcpu_stats *vs, con
 	report_u64(r, "shadow_pages_zapped", ms->shadow_pages_zapped);
 }
 
+/* What the VM's tables hold at the end of a run. */
+void report_vm_mappings(struct report *r, const struct vmmu_vm_stats *ms)
+{
+	report_u64(r, "pages_4k", ms->pages_4k);
+	report_u64(r, "pages_2m", ms->pages_2m);
+	report_u64(r, "pages_1g", ms->pages_1g);
+	report_u64(r, "pt_pages", ms->pt_pages);
+	report_u64(r, "remote_tlb_flushes", ms->remote_tlb_flushes);
+}
+
+void report_shadow_counts(struct report *r, const struct vmmu_vm_stats *ms)
+{
+	report_u64(r, "shadow_pages", ms->shadow_pages);
+	report_u64(r, "shadow_pages_created", ms->shadow_pages_created);
+	report_u64(r, "shadow_pages_zapped", ms->shadow_pages_zapped);
+	report_u64(r, "shadow_unsync_pages", ms->shadow_unsync_pages);
+	report_u64(r, "shadow_pte_writes", ms->shadow_pte_writes);
+}
+
 int report_finish(struct report *r, const struct cli_opts *o, bool ok, const char *err)
 {
 	if (!ok)

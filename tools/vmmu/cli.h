@@ -240,5 +240,7 @@ int report_finish(struct report *r, const struct cli_opts *o, bool ok, const cha
 void report_fault_stats(struct report *r, const struct vmmu_vcpu_stats *vs);
 /* The counters a --trace file's events add up to (tests/trace_test.sh). */
 void report_mmu_counters(struct report *r, const struct vmmu_vcpu_stats *vs, const struct vmmu_vm_stats *ms);
+void report_vm_mappings(struct report *r, const struct vmmu_vm_stats *ms);
+void report_shadow_counts(struct report *r, const struct vmmu_vm_stats *ms);
 
 #endif /* VMMU_TOOL_CLI_H */

@@ -195,19 +195,11 @@ report:
 	report_u64(&r, "mismatches", mismatches);
 	if (have_stats) {
 		report_fault_stats(&r, &vs);
-		report_u64(&r, "pages_4k", ms.pages_4k);
-		report_u64(&r, "pages_2m", ms.pages_2m);
-		report_u64(&r, "pages_1g", ms.pages_1g);
-		report_u64(&r, "pt_pages", ms.pt_pages);
-		report_u64(&r, "remote_tlb_flushes", ms.remote_tlb_flushes);
+		report_vm_mappings(&r, &ms);
 		report_mmu_counters(&r, &vs, &ms);
 	}
 	env_report_trace(&r, o, trace_events);
-	if (error[0])
-		report_str(&r, "error", error);
-	report_bool(&r, "ok", ok);
-	report_print_json(&r, stdout);
-	return ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+	return report_finish(&r, o, ok, error);
 }
 
 const struct tool_entry scenario_demand = {

@@ -345,16 +345,9 @@ static int scenario_nested_run(const struct cli_opts *o)
 	have_stats = true;
 	if (env_trace_finish(&env, "vmmu run nested", &trace_events, error, sizeof(error)))
 		ok = false;
-	if (env_check_bugged(&env, error, sizeof(error)))
+	if (!env_vm_healthy(env.vm, error, sizeof(error))) {
+		fprintf(stderr, "vmmu: %s\n", error);
 		ok = false;
-	if (ok) {
-		char why[200] = "";
-
-		if (vmmu_audit(env.vm, why, sizeof(why)) == VMMU_EIO) {
-			fprintf(stderr, "vmmu: vmmu_audit: %s\n", why);
-			cli_set_error(error, sizeof(error), "vmmu_audit: %s", why);
-			ok = false;
-		}
 	}
 destroy:
 	for (i = 0; i < o->vcpus; i++)
@@ -386,18 +379,10 @@ report:
 		report_u64(&r, "nested_entries", vs.nested_entries);
 		report_u64(&r, "nested_root_reuses", vs.nested_root_reuses);
 		report_u64(&r, "nested_exits", vs.nested_exits);
-		report_u64(&r, "pf_taken", vs.pf_taken);
 		report_u64(&r, "pt_write_emulations", vs.pt_write_emulations);
 		report_u64(&r, "unsync_syncs", vs.unsync_syncs);
-		report_u64(&r, "root_fast_switches", vs.root_fast_switches);
-		report_u64(&r, "root_slow_switches", vs.root_slow_switches);
-		report_u64(&r, "tlb_misses", vs.tlb_misses);
-		report_u64(&r, "shadow_pages", ms.shadow_pages);
-		report_u64(&r, "shadow_pages_created", ms.shadow_pages_created);
-		report_u64(&r, "shadow_pte_writes", ms.shadow_pte_writes);
-		report_u64(&r, "pages_4k", ms.pages_4k);
-		report_u64(&r, "pages_2m", ms.pages_2m);
-		report_u64(&r, "remote_tlb_flushes", ms.remote_tlb_flushes);
+		report_shadow_counts(&r, &ms);
+		report_vm_mappings(&r, &ms);
 		report_mmu_counters(&r, &vs, &ms);
 	}
 	env_report_trace(&r, o, trace_events);

@@ -671,17 +671,9 @@ static int scenario_paging_run(const struct cli_opts *o)
 		fprintf(stderr, "vmmu: note: %" PRIu64 " shadow pages recycled to stay under the limit\n",
 			ms.shadow_pages_recycled);
 	/* checked even after a failure: a bugged VM explains most of them */
-	if (env_check_bugged(&env, error, sizeof(error)))
+	if (!env_vm_healthy(env.vm, error, sizeof(error))) {
+		fprintf(stderr, "vmmu: %s\n", error);
 		ok = false;
-	if (ok) {
-		char why[200] = "";
-
-		/* only a broken invariant fails: an audit this build lacks is not one */
-		if (vmmu_audit(env.vm, why, sizeof(why)) == VMMU_EIO) {
-			fprintf(stderr, "vmmu: vmmu_audit: %s\n", why);
-			cli_set_error(error, sizeof(error), "vmmu_audit: %s", why);
-			ok = false;
-		}
 	}
 	if (!ok)
 		cli_set_error(error, sizeof(error), "a check failed (see stderr)");
@@ -736,25 +728,13 @@ report:
 		report_u64(&r, "root_slow_switches", vs.root_slow_switches);
 		report_u64(&r, "mmu_ctx_rebuilds", vs.mmu_ctx_rebuilds);
 		report_u64(&r, "tlb_flushes", vs.tlb_flushes);
-		report_u64(&r, "pages_4k", ms.pages_4k);
-		report_u64(&r, "pages_2m", ms.pages_2m);
-		report_u64(&r, "pages_1g", ms.pages_1g);
-		report_u64(&r, "pt_pages", ms.pt_pages);
-		report_u64(&r, "remote_tlb_flushes", ms.remote_tlb_flushes);
-		report_u64(&r, "shadow_pages", ms.shadow_pages);
-		report_u64(&r, "shadow_pages_created", ms.shadow_pages_created);
-		report_u64(&r, "shadow_pages_zapped", ms.shadow_pages_zapped);
-		report_u64(&r, "shadow_unsync_pages", ms.shadow_unsync_pages);
-		report_u64(&r, "shadow_pte_writes", ms.shadow_pte_writes);
+		report_vm_mappings(&r, &ms);
+		report_shadow_counts(&r, &ms);
 		report_mmu_counters(&r, &vs, &ms);
 	}
 	env_report_trace(&r, o, trace_events);
-	if (error[0])
-		report_str(&r, "error", error);
-	report_bool(&r, "ok", ok);
-	report_print_json(&r, stdout);
 	free(s.v);
-	return ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+	return report_finish(&r, o, ok, error);
 }
 
 const struct tool_entry scenario_paging = {
