@@ -245,8 +245,15 @@ bool shadow_wrprot_gfn_range(struct vmmu_vm *vm, gfn_t start, gfn_t end)
 
 bool shadow_wrprot_bitmap(struct vmmu_vm *vm, gfn_t base, const uint64_t *bitmap, uint64_t nr_words)
 {
+	const struct memslot *s = memslots_find_gfn(vm_memslots(vm), base);
 	bool flush = false;
 
+	/* The bitmap is one slot's (a harvest's).  A slot no shadow page maps,
+	 * as in every TDP VM without a nested guest, costs one lookup rather
+	 * than one per reported page (nr_rmap only grows under mmu_lock for
+	 * write, which the caller holds). */
+	if (!s || !s->shadow || !s->shadow->nr_rmap)
+		return false;
 	for (uint64_t w = 0; w < nr_words; w++)
 		for (uint64_t m = bitmap[w]; m; m &= m - 1)
 			flush |= shadow_rmap_write_protect(vm, base + w * 64 + (uint64_t)__builtin_ctzll(m), true);
