@@ -13,24 +13,6 @@
 #define MAP_HUGE_SHIFT 26
 #endif
 
-__hot const struct memslot *memslots_find_gfn(const struct memslots *ms, gfn_t gfn)
-{
-	unsigned int lo = 0, hi = ms->n;
-
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-		const struct memslot *s = &ms->slots[mid];
-
-		if (gfn < s->base_gfn)
-			hi = mid;
-		else if (gfn - s->base_gfn >= s->npages)
-			lo = mid + 1;
-		else
-			return s;
-	}
-	return NULL;
-}
-
 const struct memslot *memslots_find_id(const struct memslots *ms, uint32_t id)
 {
 	for (unsigned int i = 0; i < ms->n; i++)

@@ -101,8 +101,25 @@ static inline uintptr_t memslot_gfn_to_hva(const struct memslot *s, gfn_t gfn)
 	return s->hva + ((gfn - s->base_gfn) << 12);
 }
 
-/* O(log n) lookup; NULL when no slot covers gfn. */
-const struct memslot *memslots_find_gfn(const struct memslots *ms, gfn_t gfn);
+/* O(log n) lookup; NULL when no slot covers gfn.  Inline: every guest-table
+ * read of the shadow MMU and every fault does one. */
+static inline const struct memslot *memslots_find_gfn(const struct memslots *ms, gfn_t gfn)
+{
+	unsigned int lo = 0, hi = ms->n;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+		const struct memslot *s = &ms->slots[mid];
+
+		if (gfn < s->base_gfn)
+			hi = mid;
+		else if (gfn - s->base_gfn >= s->npages)
+			lo = mid + 1;
+		else
+			return s;
+	}
+	return NULL;
+}
 const struct memslot *memslots_find_id(const struct memslots *ms, uint32_t id);
 /* A slot, possibly invalid, that covers [start, end) partially. */
 bool memslots_range_overlaps(const struct memslots *ms, gfn_t start, gfn_t end, uint32_t except_id);

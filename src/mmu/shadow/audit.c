@@ -42,8 +42,23 @@ static int audit_synced_leaf(struct vmmu_vm *vm, const struct shadow_page *sp, u
 
 	shadow_sp_walk_cpu(vm, &w, sp, &w);
 	f = gpte_fmt_of(&w);
-	if (shadow_guest_read(vm, shadow_gpte_gpa(sp, i, &size), size, &gpte) || !gpte_present(f, gpte) ||
-	    (f->accessed && !(gpte & f->accessed)))
+	/*
+	 * A table the embedder has since declared gone (VMMU_HOST_NONE) cannot
+	 * be read, so there is nothing to compare with: its shadow keeps what
+	 * the table said when it was last read, as KVM's does when the host
+	 * unmaps a guest table (a notifier zaps the mappings *of* the gfn, not
+	 * the shadow pages *for* it).  A walk that reaches it faults.
+	 */
+	switch (shadow_guest_read(vm, shadow_gpte_gpa(sp, i, &size), size, &gpte)) {
+	case 0:
+		break;
+	case SHADOW_READ_GONE:
+		return 0;
+	default:	/* a slot's deletion or move zaps the shadow pages of its tables */
+		AUDIT_FAIL("synced leaf SPTE %#llx of table gfn %#llx[%u]: the table is outside RAM",
+			   (unsigned long long)spte, (unsigned long long)sp->gfn, i);
+	}
+	if (!gpte_present(f, gpte) || (f->accessed && !(gpte & f->accessed)))
 		AUDIT_FAIL("synced leaf SPTE %#llx of table gfn %#llx[%u]: the guest entry %#llx is %s",
 			   (unsigned long long)spte, (unsigned long long)sp->gfn, i, (unsigned long long)gpte,
 			   !gpte_present(f, gpte) ? "not present" : "not accessed");

@@ -9,28 +9,6 @@
 
 #include <string.h>
 
-/*
- * Entries of guest page tables read by the MMU itself (walks, syncs).
- * Outside RAM reads as SHADOW_READ_NOT_RAM, which the walk turns into a
- * not-present #PF; host memory the embedder declared gone (or a released
- * VM's) as SHADOW_READ_GONE, a memory fault -- it may be unmapped, so it is
- * never dereferenced.
- */
-int shadow_guest_read(struct vmmu_vm *vm, uint64_t gpa, unsigned int size, uint64_t *val)
-{
-	const struct memslot *s = memslots_find_gfn(vm_memslots(vm), gpa >> 12);
-	uintptr_t hva;
-
-	if (!s || (s->flags & MEMSLOT_INVALID))
-		return SHADOW_READ_NOT_RAM;
-	hva = memslot_gfn_to_hva(s, gpa >> 12) + (gpa & 0xfff);
-	if (!host_readable(vm, hva))
-		return SHADOW_READ_GONE;
-	*val = size == 8 ? __atomic_load_n((uint64_t *)hva, __ATOMIC_ACQUIRE)
-			 : __atomic_load_n((uint32_t *)hva, __ATOMIC_ACQUIRE);
-	return 0;
-}
-
 /* Where entry i of sp lives in the guest table (quadrants of 4-byte tables). */
 uint64_t shadow_gpte_gpa(const struct shadow_page *sp, unsigned int i, unsigned int *size)
 {
