@@ -1,12 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
-#include <linux/membarrier.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cpu/hw.h"
@@ -21,34 +19,7 @@
 
 #define DEFAULT_PT_ARENA_BYTES (16ULL << 30)
 
-/* ---- asymmetric fences for vCPU requests --------------------------------- */
-
-static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
-bool vmmu_membarrier_ok;
-
-static void membarrier_init(void)
-{
-	long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-
-	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-	    syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
-		vmmu_membarrier_ok = true;
-}
-
-/*
- * The requester's half of the Dekker pattern in vcpu_enter_guest(): after
- * this, every vCPU either sees the request before it walks, or was seen in
- * guest mode by the loads that follow.
- */
-static void request_fence(void)
-{
-#ifndef VMMU_TSAN	/* under TSan every access on both sides is seq_cst */
-	if (vmmu_membarrier_ok)
-		syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-	else
-		atomic_thread_fence(memory_order_seq_cst);
-#endif
-}
+/* ---- vCPU requests ------------------------------------------------------- */
 
 __thread struct vmmu_vcpu *vmmu_self_vcpu;
 
@@ -67,7 +38,13 @@ void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 	 */
 	if (n == 1 && vm->vcpus[0] == vmmu_self_vcpu)
 		return;
-	request_fence();
+	/*
+	 * The requester's half of the Dekker pair in vcpu_enter_guest(): the
+	 * seq_cst read-modify-writes above and these seq_cst loads against
+	 * the vCPU's seq_cst exchange of mode and load of requests.  Either
+	 * the vCPU sees the request before it walks, or it is seen here in
+	 * guest mode and waited out.
+	 */
 	for (unsigned int i = 0; i < n; i++)
 		seen[i] = atomic_load_explicit(&vm->vcpus[i]->mode, memory_order_seq_cst);
 	/*
@@ -294,7 +271,6 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	/* Checked above; this derives the mask. */
 	(void)private_config_check(cfg, &shared_mask);
 
-	pthread_once(&membarrier_once, membarrier_init);
 	vmmu_rcu_thread_online();
 
 	vm = calloc(1, sizeof(*vm));
