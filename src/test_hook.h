@@ -31,6 +31,10 @@ enum vmmu_test_hook_point {
 	 * L1's EPT/NPT) and will build from what it read; no lock held.  arg:
 	 * the page number of the address translated (gva, or L2 gpa). */
 	VMMU_TEST_HOOK_SHADOW_WALKED,
+	/* vmmu_set_memslot has published a new slot and not yet dropped the
+	 * shadow roots built while its gfns were outside RAM; slots_lock is
+	 * held.  arg: the slot's first gfn. */
+	VMMU_TEST_HOOK_SLOT_PUBLISHED,
 };
 
 typedef void (*vmmu_test_hook_fn)(enum vmmu_test_hook_point point, uint64_t arg);

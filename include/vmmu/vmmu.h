@@ -955,8 +955,9 @@ VMMU_EXPORT void vmmu_set_trace(vmmu_vm *vm, vmmu_trace_fn fn, void *ctx);
 /*
  * Checks every SPTE of the VM against the MMU's invariants (docs/mmu.md) and
  * the statistics against what is mapped: 0, or VMMU_EIO with the first
- * violation in words in why.  Takes mmu_lock for write: for tests and
- * debugging, not hot paths.
+ * violation in words in why.  Waits for a vmmu_set_memslot() under way (its
+ * intermediate states are not the VM's) and takes mmu_lock for write: for
+ * tests and debugging, not hot paths.
  */
 VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len);
 

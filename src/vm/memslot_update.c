@@ -10,6 +10,7 @@
 
 #include "mmu/mmu.h"
 #include "mmu/tdp/tdp_mmu.h"
+#include "test_hook.h"
 #include "vm/attributes.h"
 #include "vm/vmmu_int.h"
 
@@ -174,6 +175,7 @@ VMMU_EXPORT int vmmu_set_memslot(vmmu_vm *vm, const struct vmmu_memslot *req)
 		/* Old MMIO SPTEs in the new range miss on their generation. */
 		publish_memslots(vm, next);
 		vmmu_call_rcu(&cur->rcu, memslots_free_cb);
+		vmmu_test_hook(VMMU_TEST_HOOK_SLOT_PUBLISHED, s.base_gfn);
 		zap_invisible_roots(vm, s.base_gfn, s.base_gfn + s.npages);
 		break;
 

@@ -387,6 +387,14 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
 	}
 	why[0] = 0;
 	vmmu_rcu_thread_online();
+	/*
+	 * A memslot update is one step to the audit: between publishing a new
+	 * slot and dropping the shadow roots built while its gfns were outside
+	 * RAM, such a root is an indirect page of an in-RAM gfn with no write
+	 * tracking, which the update itself is about to repair.  slots_lock
+	 * comes before the RCU read section and mmu_lock, as in the update.
+	 */
+	pthread_mutex_lock(&vm->slots_lock);
 	vmmu_rcu_read_lock();
 	pthread_rwlock_wrlock(&vm->mmu_lock);
 	if (vm->root && tdp_mmu_audit(vm, vm->root, counts, &tables, why, len))
@@ -420,6 +428,7 @@ VMMU_EXPORT int vmmu_audit(vmmu_vm *vm, char *why, size_t len)
 	}
 	pthread_rwlock_unlock(&vm->mmu_lock);
 	vmmu_rcu_read_unlock();
+	pthread_mutex_unlock(&vm->slots_lock);
 	return r;
 }
 
