@@ -51,6 +51,7 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	memset(v, 0, sizeof(*v));
 	v->vm = vm;
 	v->id = id;
+	v->fence_budget = REQ_FENCE_BUDGET;
 	if (vm->cfg.dirty_ring_size) {
 		v->ring.entries = calloc(vm->cfg.dirty_ring_size, sizeof(*v->ring.entries));
 		if (!v->ring.entries) {
@@ -115,24 +116,52 @@ static inline bool ring_soft_full(struct vmmu_vcpu *v)
  * and the copy.  Remote requesters wait for a guest-mode stretch to end, so a
  * flush that returns guarantees no stretch that began before it is running.
  *
- * The vCPU's half of the Dekker pair with vm_make_all_vcpus_request(): a
- * seq_cst exchange of mode (one locked instruction on the vCPU's own cache
- * line, a full fence on x86) and a seq_cst load of requests, as KVM's vCPU
- * entry fences after storing IN_GUEST_MODE.  The fence costs about a
- * nanosecond per access; the alternative, membarrier() on the requester's
- * side, made every remote flush an IPI round costing tens of microseconds
- * on a virtualized host (vmmu bench notifier: 25k ranges/s instead of 700k).
+ * The vCPU's half of the Dekker pair with vm_make_all_vcpus_request(): store
+ * mode, then load requests, with a full fence between them while remote
+ * requests are frequent (vm->req_fence; vm.c says how it adapts) and a
+ * compiler barrier otherwise, when requesters fence with membarrier().
+ * req_fence is loaded after the store of mode: vm.c's argument needs an
+ * entry that saw it OFF to have stored its mode before the load.
  */
+static void vcpu_entry_fence(struct vmmu_vcpu *v)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	if (unlikely(--v->fence_budget == 0)) {
+		uint64_t reqs = atomic_load_explicit(&v->vm->nr_requests, memory_order_relaxed);
+
+		v->fence_budget = REQ_FENCE_BUDGET;
+		/* Not a request in all these entries: fence-free entries and
+		 * membarrier() per request are the cheaper pair again. */
+		if (reqs == v->fence_reqs &&
+		    atomic_load_explicit(&v->vm->req_fence, memory_order_relaxed) == REQ_FENCE_ON)
+			v->fence_disarm = true;
+		v->fence_reqs = reqs;
+	}
+}
+
 static inline void vcpu_enter_guest_mode(struct vmmu_vcpu *v)
 {
 	uint64_t m = atomic_load_explicit(&v->mode, memory_order_relaxed);
 
-	atomic_exchange_explicit(&v->mode, m + 1, memory_order_seq_cst);
+#ifdef VMMU_TSAN
+	/* TSan models no fences; seq_cst store + seq_cst load (below) give the
+	 * same Dekker guarantee in the C11 model. */
+	atomic_store_explicit(&v->mode, m + 1, memory_order_seq_cst);
+#else
+	atomic_store_explicit(&v->mode, m + 1, memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+	if (unlikely(atomic_load_explicit(&v->vm->req_fence, memory_order_relaxed) != REQ_FENCE_OFF))
+		vcpu_entry_fence(v);
+#endif
 }
 
 static inline uint32_t vcpu_pending_requests(struct vmmu_vcpu *v)
 {
+#ifdef VMMU_TSAN
 	return atomic_load_explicit(&v->requests, memory_order_seq_cst);
+#else
+	return atomic_load_explicit(&v->requests, memory_order_relaxed);
+#endif
 }
 
 static inline void vcpu_exit_guest_mode(struct vmmu_vcpu *v)
@@ -152,6 +181,12 @@ static inline void vcpu_exit_guest_mode(struct vmmu_vcpu *v)
 	/* Release: the guest's memory accesses complete before a requester
 	 * that sees the exit goes on (to free or reuse what they used). */
 	atomic_store_explicit(&v->mode, m + 1, memory_order_release);
+	/* Outside guest mode: the disarm waits for requesters, which wait
+	 * only for vCPUs in guest mode. */
+	if (unlikely(v->fence_disarm)) {
+		v->fence_disarm = false;
+		vm_req_fence_disarm(v->vm);
+	}
 }
 
 static int vcpu_service_requests(struct vmmu_vcpu *v)

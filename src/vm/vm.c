@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
+#include <linux/membarrier.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cpu/hw.h"
@@ -21,12 +23,109 @@
 
 /* ---- vCPU requests ------------------------------------------------------- */
 
+/*
+ * A remote request is a Dekker pair: the requester sets the vCPU's request
+ * bits and then loads its mode; the vCPU stores its mode and then loads its
+ * requests.  Each side needs a full fence between its store and its load,
+ * and who pays for it is a trade:
+ *
+ *  - the vCPU, at every entry (KVM's smp_mb after IN_GUEST_MODE): a locked
+ *    instruction, ~4 ns on a TLB-hit access that otherwise costs ~9 ns
+ *    (vmmu bench walk, tlb_hit_ns);
+ *  - the requester, with membarrier(), which fences every CPU running the
+ *    process for it (liburcu-memb's technique): free for the vCPUs, but an
+ *    IPI round per request, tens of microseconds on a virtualized host,
+ *    which capped invalidations under faults at ~25k ranges/s (bench
+ *    notifier).
+ *
+ * So it adapts.  OFF: entries need only a compiler barrier and requesters
+ * send membarrier().  The first request arms (OFF -> ARMING, membarrier(),
+ * -> ON): every entry that loads req_fence after that membarrier sees it
+ * non-OFF and fences, and one that loaded OFF before it had stored its mode
+ * before the membarrier's fence on its CPU, so requesters see it in guest
+ * mode.  While ON, requesters skip membarrier().  A vCPU that makes
+ * REQ_FENCE_BUDGET fenced entries without seeing a request disarms (ON ->
+ * DISARMING, wait until no requester relies on ON, -> OFF), outside guest
+ * mode; requesters count themselves in req_fence_users and check ON again
+ * (the Dekker pair of the disarm), or fall back to membarrier().
+ */
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+static bool membarrier_ok;
+
+static void membarrier_init(void)
+{
+	long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+
+	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+	    syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+		membarrier_ok = true;
+}
+
+/* What vCPU entries start with; ThreadSanitizer models neither membarrier()
+ * nor fences, and there both sides use seq_cst accesses instead. */
+static uint32_t req_fence_initial(void)
+{
+#ifdef VMMU_TSAN
+	return REQ_FENCE_ALWAYS;
+#else
+	pthread_once(&membarrier_once, membarrier_init);
+	return membarrier_ok ? REQ_FENCE_OFF : REQ_FENCE_ALWAYS;
+#endif
+}
+
+/*
+ * After the request bits are set: make every vCPU's entries order their
+ * mode store before their request load, one way or the other.  True when
+ * the caller relies on ON and must drop req_fence_users after its wait.
+ */
+static bool req_fence_hold(struct vmmu_vm *vm)
+{
+	uint32_t st = atomic_load_explicit(&vm->req_fence, memory_order_seq_cst);
+	bool arming;
+
+	if (st == REQ_FENCE_ALWAYS)
+		return false;
+	if (st == REQ_FENCE_ON) {
+		atomic_fetch_add_explicit(&vm->req_fence_users, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&vm->req_fence, memory_order_seq_cst) == REQ_FENCE_ON)
+			return true;
+		atomic_fetch_sub_explicit(&vm->req_fence_users, 1, memory_order_release);
+	}
+	st = REQ_FENCE_OFF;
+	arming = atomic_compare_exchange_strong_explicit(&vm->req_fence, &st, REQ_FENCE_ARMING,
+							 memory_order_seq_cst, memory_order_relaxed);
+	syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	if (arming)
+		atomic_store_explicit(&vm->req_fence, REQ_FENCE_ON, memory_order_release);
+	return false;
+}
+
+void vm_req_fence_disarm(struct vmmu_vm *vm)
+{
+	uint32_t st = REQ_FENCE_ON;
+	unsigned int spins = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&vm->req_fence, &st, REQ_FENCE_DISARMING, memory_order_seq_cst,
+						     memory_order_relaxed))
+		return;
+	/* A requester that counted itself before the store above saw ON and
+	 * relies on it until its wait ends: a few guest-mode stretches. */
+	while (atomic_load_explicit(&vm->req_fence_users, memory_order_seq_cst)) {
+		if (++spins < 64)
+			caa_cpu_relax();
+		else
+			sched_yield();
+	}
+	atomic_store_explicit(&vm->req_fence, REQ_FENCE_OFF, memory_order_release);
+}
+
 __thread struct vmmu_vcpu *vmmu_self_vcpu;
 
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 {
 	unsigned int n = atomic_load_explicit(&vm->nr_vcpus, memory_order_acquire);
 	uint64_t seen[VMMU_MAX_VCPUS];
+	bool held;
 
 	for (unsigned int i = 0; i < n; i++)
 		atomic_fetch_or_explicit(&vm->vcpus[i]->requests, req, memory_order_seq_cst);
@@ -38,13 +137,8 @@ void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 	 */
 	if (n == 1 && vm->vcpus[0] == vmmu_self_vcpu)
 		return;
-	/*
-	 * The requester's half of the Dekker pair in vcpu_enter_guest(): the
-	 * seq_cst read-modify-writes above and these seq_cst loads against
-	 * the vCPU's seq_cst exchange of mode and load of requests.  Either
-	 * the vCPU sees the request before it walks, or it is seen here in
-	 * guest mode and waited out.
-	 */
+	atomic_fetch_add_explicit(&vm->nr_requests, 1, memory_order_relaxed);
+	held = req_fence_hold(vm);
 	for (unsigned int i = 0; i < n; i++)
 		seen[i] = atomic_load_explicit(&vm->vcpus[i]->mode, memory_order_seq_cst);
 	/*
@@ -53,6 +147,8 @@ void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req)
 	 * block, so spinning is bounded.
 	 */
 	vcpus_wait_out(vm, n, seen, false);
+	if (held)
+		atomic_fetch_sub_explicit(&vm->req_fence_users, 1, memory_order_release);
 }
 
 void vcpus_wait_out(struct vmmu_vm *vm, unsigned int n, const uint64_t *seen, bool install)
@@ -279,6 +375,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	vm->cfg = *cfg;	/* the bytes this build knows; the rest were checked to be 0 */
 	vm->cfg.struct_size = sizeof(vm->cfg);
 	spte_fmt_init(&vm->fmt, cfg->tdp_format == VMMU_TDP_EPT, !(cfg->flags & VMMU_VM_AD_DISABLED));
+	atomic_init(&vm->req_fence, req_fence_initial());
 	vm->root_level = (int)cfg->tdp_levels;
 	vm->max_level = (cfg->flags & VMMU_VM_NO_HUGEPAGES) ? PG_LEVEL_4K : PG_LEVEL_1G;
 	if (cfg->mmu == VMMU_MMU_SHADOW) {

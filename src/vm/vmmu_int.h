@@ -96,6 +96,12 @@ struct vmmu_vcpu {
 	 */
 	_Atomic uint64_t mode;
 	_Atomic uint32_t requests;	/* [atomic] VCPU_REQ_* */
+	/* [vcpu] Fenced entries left before asking whether remote requests
+	 * still come (vm->req_fence), the request count then, and whether to
+	 * disarm the fence at the next exit. */
+	uint32_t fence_budget;
+	bool fence_disarm;
+	uint64_t fence_reqs;
 	/*
 	 * (sequence << 1) | installing: odd while a fault of this vCPU checks
 	 * the open invalidations and installs SPTEs (under mmu_lock for read).
@@ -182,6 +188,11 @@ struct vm_stats {
 struct vmmu_vm {
 	struct vmmu_vm_config cfg;	/* [const] */
 	struct spte_fmt fmt;		/* [const] */
+	/*
+	 * REQ_FENCE_*: whether vCPU entries fence (vm.c, "vCPU requests").
+	 * Read at every entry, written rarely: it sits with the constants.
+	 */
+	_Atomic uint32_t req_fence;
 	int root_level;			/* [const] */
 	int max_level;			/* [const] largest leaf level allowed */
 
@@ -244,6 +255,11 @@ struct vmmu_vm {
 
 	_Atomic int bugged;
 	const char *bug_reason;		/* first reason; set once, before bugged */
+
+	/* Remote requests: how many were made, and how many of those are
+	 * relying on req_fence staying ON (vm.c, "vCPU requests"). */
+	_Atomic uint64_t nr_requests;
+	_Atomic uint32_t req_fence_users;
 
 	/* Cold, and large: last, so the fields above share few cache lines and pages. */
 	pthread_mutex_t vcpus_lock;
@@ -359,6 +375,18 @@ static inline void lockdep_assert_mmu_lock_held(struct vmmu_vm *vm) { (void)vm; 
 #endif
 
 /* ---- vCPU requests -------------------------------------------------------- */
+/* vm->req_fence: whether vCPU entries fence (vm.c says why it changes). */
+enum req_fence {
+	REQ_FENCE_OFF,		/* a compiler barrier; requesters send membarrier() */
+	REQ_FENCE_ARMING,	/* entries fence; the arming requester sends membarrier() */
+	REQ_FENCE_ON,		/* entries fence; requesters need no membarrier() */
+	REQ_FENCE_DISARMING,	/* entries fence; requesters send membarrier() */
+	REQ_FENCE_ALWAYS,	/* no membarrier() on this host: entries always fence */
+};
+/* Fenced entries a vCPU makes before it asks whether requests still come. */
+#define REQ_FENCE_BUDGET 16384
+/* Back to REQ_FENCE_OFF, from a vCPU outside guest mode. */
+void vm_req_fence_disarm(struct vmmu_vm *vm);
 void vm_make_all_vcpus_request(struct vmmu_vm *vm, uint32_t req);
 /* Wait until each of vCPUs [0, n) whose counter was seen odd (in guest mode,
  * or, with install, in an install section) has moved on. */
