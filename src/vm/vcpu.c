@@ -51,7 +51,7 @@ VMMU_EXPORT int vmmu_vcpu_create(vmmu_vm *vm, unsigned id, vmmu_vcpu **out)
 	memset(v, 0, sizeof(*v));
 	v->vm = vm;
 	v->id = id;
-	v->fence_budget = REQ_FENCE_BUDGET;
+	v->fence_budget = vm->req_fence_budget;
 	if (vm->cfg.dirty_ring_size) {
 		v->ring.entries = calloc(vm->cfg.dirty_ring_size, sizeof(*v->ring.entries));
 		if (!v->ring.entries) {
@@ -129,7 +129,7 @@ static void vcpu_entry_fence(struct vmmu_vcpu *v)
 	if (unlikely(--v->fence_budget == 0)) {
 		uint64_t reqs = atomic_load_explicit(&v->vm->nr_requests, memory_order_relaxed);
 
-		v->fence_budget = REQ_FENCE_BUDGET;
+		v->fence_budget = v->vm->req_fence_budget;
 		/* Not a request in all these entries: fence-free entries and
 		 * membarrier() per request are the cheaper pair again. */
 		if (reqs == v->fence_reqs &&

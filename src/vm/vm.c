@@ -95,8 +95,10 @@ static bool req_fence_hold(struct vmmu_vm *vm)
 	arming = atomic_compare_exchange_strong_explicit(&vm->req_fence, &st, REQ_FENCE_ARMING,
 							 memory_order_seq_cst, memory_order_relaxed);
 	syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-	if (arming)
+	if (arming) {
 		atomic_store_explicit(&vm->req_fence, REQ_FENCE_ON, memory_order_release);
+		atomic_fetch_add_explicit(&vm->req_fence_arms, 1, memory_order_relaxed);
+	}
 	return false;
 }
 
@@ -376,6 +378,7 @@ VMMU_EXPORT int vmmu_vm_create(const struct vmmu_vm_config *cfg, vmmu_vm **out)
 	vm->cfg.struct_size = sizeof(vm->cfg);
 	spte_fmt_init(&vm->fmt, cfg->tdp_format == VMMU_TDP_EPT, !(cfg->flags & VMMU_VM_AD_DISABLED));
 	atomic_init(&vm->req_fence, req_fence_initial());
+	vm->req_fence_budget = REQ_FENCE_BUDGET;
 	vm->root_level = (int)cfg->tdp_levels;
 	vm->max_level = (cfg->flags & VMMU_VM_NO_HUGEPAGES) ? PG_LEVEL_4K : PG_LEVEL_1G;
 	if (cfg->mmu == VMMU_MMU_SHADOW) {

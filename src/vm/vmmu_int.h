@@ -260,6 +260,10 @@ struct vmmu_vm {
 	 * relying on req_fence staying ON (vm.c, "vCPU requests"). */
 	_Atomic uint64_t nr_requests;
 	_Atomic uint32_t req_fence_users;
+	_Atomic uint64_t req_fence_arms;	/* OFF -> ON changes, for tests */
+	/* [const] REQ_FENCE_BUDGET; tests set it small, before any vCPU
+	 * exists, to make the fence change all the time. */
+	uint32_t req_fence_budget;
 
 	/* Cold, and large: last, so the fields above share few cache lines and pages. */
 	pthread_mutex_t vcpus_lock;
@@ -383,7 +387,8 @@ enum req_fence {
 	REQ_FENCE_DISARMING,	/* entries fence; requesters send membarrier() */
 	REQ_FENCE_ALWAYS,	/* no membarrier() on this host: entries always fence */
 };
-/* Fenced entries a vCPU makes before it asks whether requests still come. */
+/* Fenced entries a vCPU makes before it asks whether requests still come
+ * (vm->req_fence_budget). */
 #define REQ_FENCE_BUDGET 16384
 /* Back to REQ_FENCE_OFF, from a vCPU outside guest mode. */
 void vm_req_fence_disarm(struct vmmu_vm *vm);
