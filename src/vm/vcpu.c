@@ -123,6 +123,7 @@ static inline bool ring_soft_full(struct vmmu_vcpu *v)
  * req_fence is loaded after the store of mode: vm.c's argument needs an
  * entry that saw it OFF to have stored its mode before the load.
  */
+#ifndef VMMU_TSAN
 static void vcpu_entry_fence(struct vmmu_vcpu *v)
 {
 	atomic_thread_fence(memory_order_seq_cst);
@@ -138,6 +139,7 @@ static void vcpu_entry_fence(struct vmmu_vcpu *v)
 		v->fence_reqs = reqs;
 	}
 }
+#endif
 
 static inline void vcpu_enter_guest_mode(struct vmmu_vcpu *v)
 {

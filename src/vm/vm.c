@@ -65,10 +65,10 @@ static void membarrier_init(void)
  * nor fences, and there both sides use seq_cst accesses instead. */
 static uint32_t req_fence_initial(void)
 {
+	pthread_once(&membarrier_once, membarrier_init);
 #ifdef VMMU_TSAN
 	return REQ_FENCE_ALWAYS;
 #else
-	pthread_once(&membarrier_once, membarrier_init);
 	return membarrier_ok ? REQ_FENCE_OFF : REQ_FENCE_ALWAYS;
 #endif
 }
