@@ -186,13 +186,14 @@ struct vm_stats {
 };
 
 struct vmmu_vm {
-	struct vmmu_vm_config cfg;	/* [const] */
-	struct spte_fmt fmt;		/* [const] */
 	/*
 	 * REQ_FENCE_*: whether vCPU entries fence (vm.c, "vCPU requests").
-	 * Read at every entry, written rarely: it sits with the constants.
+	 * Read at every entry, written rarely: first, in the cache line of
+	 * the constants, away from mmu_lock, which faults write.
 	 */
 	_Atomic uint32_t req_fence;
+	struct vmmu_vm_config cfg;	/* [const] */
+	struct spte_fmt fmt;		/* [const] */
 	int root_level;			/* [const] */
 	int max_level;			/* [const] largest leaf level allowed */
 
