@@ -131,7 +131,8 @@ check_keys "bench demand keys" first_touch_ns_per_page retouch_ns_per_page fault
 	first_touch_overhead_min first_touch_overhead_max first_touch_ns_per_page_min fault_ns_max \
 	embedder_first_touch_overhead embedder_retouch_overhead meets_embedder_first_touch \
 	breakdown_host_faultin_ns breakdown_mmu_fault_ns breakdown_hw_walk_ns breakdown_copy_ns \
-	embedder_breakdown_host_faultin_ns prepopulated_breakdown_host_faultin_ns prepopulated_breakdown_mmu_fault_ns
+	embedder_breakdown_host_faultin_ns prepopulated_breakdown_host_faultin_ns prepopulated_breakdown_mmu_fault_ns \
+	fault_ns_over_retouch fault_vmmu_ns_per_page fault_host_ns_per_page
 check_rc 0 "bench vcpus" "$VMMU" bench vcpus --mem 64M --reps 3 --json
 check_keys "bench vcpus keys" pages_per_s_1vcpu pages_per_s_2vcpu pages_per_s_1vcpu_min scaling_bound \
 	disturbed_reps host_cpus scaling
