@@ -4,9 +4,11 @@
  * same passes over plain host memory and over prepopulated host pages, on
  * memory vmmu allocates and on memory the tool maps as a VMM would
  * (embedder_*), with fault-around and without (no_fault_around_*), all
- * interleaved in every repetition; and a timed breakdown of a first touch
- * (breakdown_*, VMMU_VM_TIMING) for each kind of memory, and of one over
- * prepopulated host pages (prepopulated_breakdown_*), which splits fault_ns.
+ * interleaved in every repetition, with fault_ns from a pass of its own
+ * (fault_pass()); and a timed breakdown of a first touch (breakdown_*,
+ * VMMU_VM_TIMING) for each kind of memory, and of one over prepopulated host
+ * pages (prepopulated_breakdown_*), where the host fault-in costs nothing of
+ * its own and the MMU's parts stand out.
  */
 #define _GNU_SOURCE
 #include <errno.h>
