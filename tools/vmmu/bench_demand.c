@@ -7,8 +7,8 @@
  * interleaved in every repetition, with fault_ns from a pass of its own
  * (fault_pass()); and a timed breakdown of a first touch (breakdown_*,
  * VMMU_VM_TIMING) for each kind of memory, and of one over prepopulated host
- * pages (prepopulated_breakdown_*), where the host fault-in costs nothing of
- * its own and the MMU's parts stand out.
+ * pages (prepopulated_breakdown_*), where the host fault-in finds every
+ * page present and the MMU's own parts stand out.
  */
 #define _GNU_SOURCE
 #include <errno.h>
